@@ -1,0 +1,203 @@
+package WsAgent::Redis;
+
+# A private redis-server for one test file (never the system one), plus
+# raw-RESP helpers: one-shot commands and a SUBSCRIBE listener.
+
+use strict;
+use warnings;
+
+use IO::Socket::INET;
+use IO::Select;
+use POSIX ();
+use Time::HiRes qw(time sleep);
+use WsAgent::Util qw(wait_until kill_pid spit slurp);
+
+my $BINARY = $ENV{TEST_NGINX_REDIS_BINARY} || 'redis-server';
+
+sub new {
+    my ($class, %opt) = @_;
+    mkdir $opt{dir};
+    return bless { %opt, config => '', unix => 0 }, $class;
+}
+
+sub port { $_[0]{port} }
+sub sock_path { "$_[0]{dir}/redis.sock" }
+sub running { !!$_[0]{pid} }
+
+# (Re)starts redis unless it already runs with this extra config.
+sub ensure {
+    my ($self, %opt) = @_;
+    my $config = $opt{config} // '';
+    my $unix = $opt{unix} ? 1 : 0;
+    return 1 if $self->{pid} && $config eq $self->{config}
+                && $unix == $self->{unix};
+    $self->stop;
+    @$self{qw(config unix)} = ($config, $unix);
+    return $self->start;
+}
+
+sub start {
+    my ($self) = @_;
+    return 1 if $self->{pid};
+    my $dir = $self->{dir};
+    my $conf = "port $self->{port}\nbind 127.0.0.1\nsave \"\"\n"
+             . "appendonly no\ndaemonize no\ndir $dir\n"
+             . "logfile $dir/redis.log\n";
+    $conf .= "unixsocket " . $self->sock_path . "\nunixsocketperm 777\n"
+        if $self->{unix};
+    $conf .= "$self->{config}\n";
+    spit("$dir/redis.conf", $conf);
+    ($self->{password}) = $self->{config} =~ /^\s*requirepass\s+(\S+)/m;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$dir/redis.stdout";
+        open STDERR, '>&', \*STDOUT;
+        exec $BINARY, "$dir/redis.conf" or POSIX::_exit(127);
+    }
+    $self->{pid} = $pid;
+    my $up = wait_until(5, sub {
+        my $r = eval { $self->command('PING') };
+        $r && !(ref $r eq 'HASH' && $r->{error} =~ /^(timeout|connection)/);
+    });
+    die "redis-server did not come up on port $self->{port}:\n"
+        . (slurp("$dir/redis.log") // '') unless $up;
+    return 1;
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid};
+    kill_pid(delete $self->{pid}, signals => [qw(TERM KILL)], grace => 3);
+}
+
+sub connect {
+    my ($self) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $self->{port}, Proto => 'tcp', Timeout => 2)
+        or die "cannot connect to redis on $self->{port}: $!\n";
+    return $s;
+}
+
+sub encode {
+    my @args = @_;
+    return '*' . @args . "\r\n"
+         . join '', map { '$' . length($_) . "\r\n$_\r\n" } @args;
+}
+
+# One reply off the front of $$buf: (value) or () if incomplete. Errors are
+# { error => text }, arrays are array refs.
+sub parse_reply {
+    my ($buf) = @_;
+    my $pos = 0;
+    my @v = _parse($buf, \$pos) or return ();
+    substr($$buf, 0, $pos) = '';
+    return @v;
+}
+
+sub _parse {
+    my ($buf, $pos) = @_;
+    my $eol = index $$buf, "\r\n", $$pos;
+    return () if $eol < 0;
+    my $type = substr $$buf, $$pos, 1;
+    my $line = substr $$buf, $$pos + 1, $eol - $$pos - 1;
+    my $next = $eol + 2;
+    if ($type eq '+' || $type eq ':') { $$pos = $next; return ($line) }
+    if ($type eq '-') { $$pos = $next; return ({ error => $line }) }
+    if ($type eq '$') {
+        if ($line < 0) { $$pos = $next; return (undef) }
+        return () if length($$buf) < $next + $line + 2;
+        $$pos = $next + $line + 2;
+        return (substr $$buf, $next, $line);
+    }
+    if ($type eq '*') {
+        my $p = $next;
+        my @items;
+        for (1 .. $line) {
+            my @v = _parse($buf, \$p) or return ();
+            push @items, $v[0];
+        }
+        $$pos = $p;
+        return ([@items]);
+    }
+    die "bad RESP from redis: '$type$line'\n";
+}
+
+sub read_reply {
+    my ($sock, $buf, $deadline) = @_;
+    while (1) {
+        my @v = parse_reply($buf);
+        return $v[0] if @v;
+        my $left = $deadline - time;
+        return { error => 'timeout' } if $left <= 0;
+        next unless IO::Select->new($sock)->can_read($left);
+        my $n = sysread $sock, $$buf, 65536, length $$buf;
+        return { error => 'connection closed' } unless $n;
+    }
+}
+
+# command(ARGS) -> reply, on a fresh connection (authenticating if needed)
+sub command {
+    my ($self, @args) = @_;
+    my $s = $self->connect;
+    my $buf = '';
+    if (defined $self->{password}) {
+        print $s encode('AUTH', $self->{password});
+        read_reply($s, \$buf, time + 2);
+    }
+    print $s encode(@args);
+    my $r = read_reply($s, \$buf, time + 2);
+    close $s;
+    return $r;
+}
+
+sub reply_text {
+    my ($r) = @_;
+    return 'nil' unless defined $r;
+    return "(error) $r->{error}" if ref $r eq 'HASH';
+    return '[' . join(', ', map { reply_text($_) } @$r) . ']' if ref $r;
+    return $r;
+}
+
+
+package WsAgent::Redis::Subscriber;
+
+# SUBSCRIBE to channels before the client runs; collect messages after.
+
+use Time::HiRes qw(time sleep);
+
+sub new {
+    my ($class, $redis, @channels) = @_;
+    my $sock = $redis->connect;
+    my $self = bless { sock => $sock, buf => '', messages => [] }, $class;
+    if (defined $redis->{password}) {
+        print $sock WsAgent::Redis::encode('AUTH', $redis->{password});
+        WsAgent::Redis::read_reply($sock, \$self->{buf}, time + 2);
+    }
+    print $sock WsAgent::Redis::encode('SUBSCRIBE', @channels);
+    for (@channels) {
+        my $r = WsAgent::Redis::read_reply($sock, \$self->{buf}, time + 2);
+        die "SUBSCRIBE failed: " . WsAgent::Redis::reply_text($r) . "\n"
+            unless ref $r eq 'ARRAY' && $r->[0] eq 'subscribe';
+    }
+    return $self;
+}
+
+# Reads until $count messages arrived or $timeout passed, then $grace more
+# seconds to catch extra ones. Returns [channel, message] pairs.
+sub collect {
+    my ($self, $count, $timeout, $grace) = @_;
+    my $deadline = time + $timeout;
+    my $msgs = $self->{messages};
+    while (1) {
+        my $end = @$msgs >= $count ? time + $grace : $deadline;
+        my $r = WsAgent::Redis::read_reply($self->{sock}, \$self->{buf}, $end);
+        last if ref $r eq 'HASH';      # timeout or closed
+        push @$msgs, [$r->[1], $r->[2]] if ref $r eq 'ARRAY' && $r->[0] eq 'message';
+        last if @$msgs > $count;
+    }
+    return @$msgs;
+}
+
+sub close { close $_[0]{sock} }
+
+1;
