@@ -1,0 +1,999 @@
+/*
+ * ngx_ws_agent: a readiness gate and an agent-event publisher for WebSocket
+ * connections proxied by nginx's own proxy_pass.
+ *
+ * This file wires the module: directives, configuration create/merge,
+ * variables, the header filter that hands a 101 to the gate, and the
+ * access-phase handler that keeps permessage-deflate off gated locations.
+ * Frames are parsed in src/ngx_ws_agent_frame.c, the relay is joined in
+ * src/ngx_ws_agent_gate.c.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <openssl/rand.h>
+
+#include "ngx_ws_agent.h"
+#include "ngx_ws_agent_gate.h"
+
+
+static ngx_int_t ngx_ws_agent_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_ws_agent_init(ngx_conf_t *cf);
+static void *ngx_ws_agent_create_main_conf(ngx_conf_t *cf);
+static char *ngx_ws_agent_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_ws_agent_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+
+static char *ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_ws_agent_events(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_ws_agent_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_ws_agent_check_not_empty(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_ws_agent_check_positive_size(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_ws_agent_check_positive_msec(ngx_conf_t *cf, void *post,
+    void *data);
+
+static ngx_int_t ngx_ws_agent_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_ws_agent_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_ws_agent_make_id(ngx_http_request_t *r,
+    ngx_ws_agent_ctx_t *ctx);
+static ngx_int_t ngx_ws_agent_status_handler(ngx_http_request_t *r);
+
+static ngx_int_t ngx_ws_agent_variable_str(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_ws_agent_variable_num(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_conf_post_handler_pt  ngx_ws_agent_not_empty_p =
+    ngx_ws_agent_check_not_empty;
+static ngx_conf_post_handler_pt  ngx_ws_agent_positive_size_p =
+    ngx_ws_agent_check_positive_size;
+static ngx_conf_post_handler_pt  ngx_ws_agent_positive_msec_p =
+    ngx_ws_agent_check_positive_msec;
+
+
+static ngx_str_t  ngx_ws_agent_default_events[] = {
+    ngx_string("agent_started"),
+    ngx_string("agent_thinking"),
+    ngx_string("tool_executing"),
+    ngx_string("tool_completed"),
+    ngx_string("agent_completed")
+};
+
+
+#define NGX_WS_AGENT_STATUS_JSON        1
+#define NGX_WS_AGENT_STATUS_PROMETHEUS  2
+
+
+static ngx_command_t  ngx_ws_agent_commands[] = {
+
+    { ngx_string("ws_agent"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("ws_agent_ready_type"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, ready_type),
+      &ngx_ws_agent_not_empty_p },
+
+    { ngx_string("ws_agent_type_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, type_key),
+      &ngx_ws_agent_not_empty_p },
+
+    { ngx_string("ws_agent_ready_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, ready_timeout),
+      &ngx_ws_agent_positive_msec_p },
+
+    { ngx_string("ws_agent_ready_forward"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, ready_forward),
+      NULL },
+
+    { ngx_string("ws_agent_gate_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, gate_buffer),
+      &ngx_ws_agent_positive_size_p },
+
+    { ngx_string("ws_agent_max_frame_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, max_frame_size),
+      NULL },
+
+    { ngx_string("ws_agent_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_ws_agent_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ws_agent_redis_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, queue),
+      NULL },
+
+    { ngx_string("ws_agent_publish"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_ws_agent_publish,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ws_agent_events"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_ws_agent_events,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ws_agent_event_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, event_max_size),
+      &ngx_ws_agent_positive_size_p },
+
+    { ngx_string("ws_agent_user"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, user),
+      NULL },
+
+    { ngx_string("ws_agent_lifecycle"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, lifecycle),
+      NULL },
+
+    { ngx_string("ws_agent_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_ws_agent_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_ws_agent_module_ctx = {
+    ngx_ws_agent_add_variables,            /* preconfiguration */
+    ngx_ws_agent_init,                     /* postconfiguration */
+
+    ngx_ws_agent_create_main_conf,         /* create main configuration */
+    ngx_ws_agent_init_main_conf,           /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_ws_agent_create_loc_conf,          /* create location configuration */
+    ngx_ws_agent_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_ws_agent_module = {
+    NGX_MODULE_V1,
+    &ngx_ws_agent_module_ctx,              /* module context */
+    ngx_ws_agent_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+enum {
+    NGX_WS_AGENT_VAR_USER = 0,
+    NGX_WS_AGENT_VAR_ID,
+    NGX_WS_AGENT_VAR_READY_MS,
+    NGX_WS_AGENT_VAR_FRAMES_HELD,
+    NGX_WS_AGENT_VAR_EVENTS_PUBLISHED,
+    NGX_WS_AGENT_VAR_CLOSE_CODE
+};
+
+
+static ngx_http_variable_t  ngx_ws_agent_vars[] = {
+
+    { ngx_string("ws_agent_user"), NULL, ngx_ws_agent_variable_str,
+      NGX_WS_AGENT_VAR_USER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ws_agent_connection_id"), NULL, ngx_ws_agent_variable_str,
+      NGX_WS_AGENT_VAR_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ws_agent_ready_ms"), NULL, ngx_ws_agent_variable_num,
+      NGX_WS_AGENT_VAR_READY_MS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ws_agent_frames_held"), NULL, ngx_ws_agent_variable_num,
+      NGX_WS_AGENT_VAR_FRAMES_HELD, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ws_agent_events_published"), NULL,
+      ngx_ws_agent_variable_num,
+      NGX_WS_AGENT_VAR_EVENTS_PUBLISHED, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ws_agent_close_code"), NULL, ngx_ws_agent_variable_num,
+      NGX_WS_AGENT_VAR_CLOSE_CODE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+/* configuration */
+
+static void *
+ngx_ws_agent_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_ws_agent_main_conf_t  *wmcf;
+
+    wmcf = ngx_pcalloc(cf->pool, sizeof(ngx_ws_agent_main_conf_t));
+    if (wmcf == NULL) {
+        return NULL;
+    }
+
+    wmcf->db = NGX_CONF_UNSET;
+    wmcf->queue = NGX_CONF_UNSET_UINT;
+
+    return wmcf;
+}
+
+
+static char *
+ngx_ws_agent_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_ws_agent_main_conf_t  *wmcf = conf;
+
+    ngx_conf_init_value(wmcf->db, 0);
+    ngx_conf_init_uint_value(wmcf->queue, 10000);
+
+    if (wmcf->queue == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis_queue\" must be at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_ws_agent_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_ws_agent_loc_conf_t  *wlcf;
+
+    wlcf = ngx_pcalloc(cf->pool, sizeof(ngx_ws_agent_loc_conf_t));
+    if (wlcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     wlcf->ready_type = { 0, NULL };
+     *     wlcf->type_key = { 0, NULL };
+     *     wlcf->status = 0;
+     */
+
+    wlcf->enable = NGX_CONF_UNSET;
+    wlcf->ready_timeout = NGX_CONF_UNSET_MSEC;
+    wlcf->ready_forward = NGX_CONF_UNSET;
+    wlcf->gate_buffer = NGX_CONF_UNSET_SIZE;
+    wlcf->max_frame_size = NGX_CONF_UNSET_SIZE;
+    wlcf->publish = NGX_CONF_UNSET_PTR;
+    wlcf->events = NGX_CONF_UNSET_PTR;
+    wlcf->event_max_size = NGX_CONF_UNSET_SIZE;
+    wlcf->user = NGX_CONF_UNSET_PTR;
+    wlcf->lifecycle = NGX_CONF_UNSET;
+
+    return wlcf;
+}
+
+
+static char *
+ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_ws_agent_loc_conf_t *prev = parent;
+    ngx_ws_agent_loc_conf_t *conf = child;
+
+    ngx_uint_t                 i;
+    ngx_str_t                 *ev;
+    ngx_ws_agent_main_conf_t  *wmcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_str_value(conf->ready_type, prev->ready_type,
+                             "connection_ready");
+    ngx_conf_merge_str_value(conf->type_key, prev->type_key, "type");
+    ngx_conf_merge_msec_value(conf->ready_timeout, prev->ready_timeout,
+                              10000);
+    ngx_conf_merge_value(conf->ready_forward, prev->ready_forward, 1);
+    ngx_conf_merge_size_value(conf->gate_buffer, prev->gate_buffer,
+                              64 * 1024);
+    ngx_conf_merge_size_value(conf->max_frame_size, prev->max_frame_size,
+                              1024 * 1024);
+    ngx_conf_merge_ptr_value(conf->publish, prev->publish, NULL);
+    ngx_conf_merge_size_value(conf->event_max_size, prev->event_max_size,
+                              64 * 1024);
+    ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
+    ngx_conf_merge_value(conf->lifecycle, prev->lifecycle, 0);
+
+    if (conf->events == NGX_CONF_UNSET_PTR) {
+
+        if (prev->events == NGX_CONF_UNSET_PTR) {
+            prev->events = ngx_array_create(cf->pool, 5, sizeof(ngx_str_t));
+            if (prev->events == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            for (i = 0; i < 5; i++) {
+                ev = ngx_array_push(prev->events);
+                if (ev == NULL) {
+                    return NGX_CONF_ERROR;
+                }
+
+                *ev = ngx_ws_agent_default_events[i];
+            }
+        }
+
+        conf->events = prev->events;
+    }
+
+    if (conf->publish) {
+        wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_ws_agent_module);
+
+        if (!wmcf->configured) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_publish\" is set but no "
+                               "\"ws_agent_redis\" is configured in the "
+                               "http block");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* ws_agent_redis ADDR [password=P] [db=N] */
+
+static char *
+ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_ws_agent_main_conf_t *wmcf = conf;
+
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *value;
+    ngx_url_t    u;
+    ngx_uint_t   i;
+
+    if (wmcf->configured) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    wmcf->addr = value[1];
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            wmcf->password.data = value[i].data + 9;
+            wmcf->password.len = value[i].len - 9;
+
+            if (wmcf->password.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"ws_agent_redis\" has an empty "
+                                   "password=");
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            wmcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+
+            if (wmcf->db == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"ws_agent_redis\" has an invalid "
+                                   "\"%V\": db= takes a database number",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" has an unknown parameter "
+                           "\"%V\" (expected password= or db=)", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        if (value[1].len == 5) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_redis\" has an empty unix "
+                               "socket path");
+            return NGX_CONF_ERROR;
+        }
+
+        /* hiredis wants a NUL-terminated path */
+        len = value[1].len - 5;
+        p = ngx_pnalloc(cf->pool, len + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(p, value[1].data + 5, len);
+        p[len] = '\0';
+
+        wmcf->host.data = p;
+        wmcf->host.len = len;
+        wmcf->port = 0;
+        wmcf->configured = 1;
+
+        return NGX_CONF_OK;
+    }
+
+    /*
+     * hiredis resolves names with a blocking call, so a name is resolved
+     * here, once, and the worker connects to the address.
+     */
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = value[1];
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" has an invalid address "
+                           "\"%V\": %s", &value[1],
+                           u.err ? u.err : "cannot parse");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0 || u.addrs == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" address \"%V\" does not "
+                           "resolve", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                        NGX_SOCKADDR_STRLEN, 0);
+    p[len] = '\0';
+
+    wmcf->host.data = p;
+    wmcf->host.len = len;
+    wmcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
+    wmcf->configured = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_ws_agent_loc_conf_t *wlcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (wlcf->publish != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        wlcf->publish = NULL;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len == 0) {
+        return "takes a channel name, not an empty string";
+    }
+
+    wlcf->publish = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (wlcf->publish == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = wlcf->publish;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_ws_agent_events(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_ws_agent_loc_conf_t *wlcf = conf;
+
+    ngx_str_t   *value, *ev;
+    ngx_uint_t   i, j;
+
+    if (wlcf->events != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    wlcf->events = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                    sizeof(ngx_str_t));
+    if (wlcf->events == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len == 0) {
+            return "takes event types, not an empty string";
+        }
+
+        for (j = 1; j < i; j++) {
+            if (value[j].len == value[i].len
+                && ngx_strncmp(value[j].data, value[i].data, value[i].len)
+                   == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"ws_agent_events\" lists \"%V\" twice",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        ev = ngx_array_push(wlcf->events);
+        if (ev == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *ev = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_ws_agent_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_ws_agent_loc_conf_t *wlcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (wlcf->status) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 1 || ngx_strcmp(value[1].data, "json") == 0) {
+        wlcf->status = NGX_WS_AGENT_STATUS_JSON;
+
+    } else if (ngx_strcmp(value[1].data, "prometheus") == 0) {
+        wlcf->status = NGX_WS_AGENT_STATUS_PROMETHEUS;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_status\" has an unknown format "
+                           "\"%V\" (expected json or prometheus)",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_ws_agent_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_ws_agent_check_not_empty(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *s = data;
+
+    if (s->len == 0) {
+        return "takes a non-empty string";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_ws_agent_check_positive_size(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *sp = data;
+
+    if (*sp == 0) {
+        return "must be greater than zero";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_ws_agent_check_positive_msec(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *mp = data;
+
+    if (*mp == 0) {
+        return "must be greater than zero";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* wiring */
+
+static ngx_int_t
+ngx_ws_agent_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_ws_agent_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_ws_agent_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_ws_agent_access_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_ws_agent_header_filter;
+
+    return NGX_OK;
+}
+
+
+ngx_ws_agent_ctx_t *
+ngx_ws_agent_get_ctx(ngx_http_request_t *r)
+{
+    ngx_ws_agent_ctx_t       *ctx;
+    ngx_ws_agent_loc_conf_t  *wlcf;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_ws_agent_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    wlcf = ngx_http_get_module_loc_conf(r->main, ngx_ws_agent_module);
+
+    if (!wlcf->enable || r->main->headers_in.upgrade == NULL) {
+        return NULL;
+    }
+
+    ctx = ngx_pcalloc(r->main->pool, sizeof(ngx_ws_agent_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->request = r->main;
+    ctx->conf = wlcf;
+
+    if (ngx_ws_agent_make_id(r->main, ctx) != NGX_OK) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r->main, ctx, ngx_ws_agent_module);
+
+    return ctx;
+}
+
+
+/*
+ * The connection id is made when first asked for, usually by
+ * proxy_set_header before the request goes upstream, so the backend and
+ * the module's logs and envelopes name the connection alike.
+ */
+
+static ngx_int_t
+ngx_ws_agent_make_id(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
+{
+    u_char         *p;
+    ngx_str_t       user;
+    ngx_uint_t      i, n;
+    unsigned char   rnd[4];
+
+    ngx_str_null(&user);
+
+    if (ctx->conf->user) {
+        if (ngx_http_complex_value(r, ctx->conf->user, &user) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    ctx->user = user;
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ws_agent: RAND_bytes() failed");
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(ctx->id_buf, "ws_", 3);
+
+    /* the prefix keeps only characters safe in logs and channel names */
+    for (i = 0, n = 0; i < user.len && n < NGX_WS_AGENT_USER_PREFIX; i++) {
+        if (isalnum(user.data[i]) || user.data[i] == '-') {
+            *p++ = user.data[i];
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        p = ngx_cpymem(p, "anon", 4);
+    }
+
+    p = ngx_sprintf(p, "_%T_%02xd%02xd%02xd%02xd", ngx_time(),
+                    rnd[0], rnd[1], rnd[2], rnd[3]);
+
+    ctx->id.data = ctx->id_buf;
+    ctx->id.len = p - ctx->id_buf;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A compressed frame would hide the ack and the events, so a gated
+ * location never lets permessage-deflate be negotiated: the offer is
+ * dropped before the request goes upstream.
+ */
+
+static ngx_int_t
+ngx_ws_agent_access_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                i, removed;
+    ngx_list_t                headers;
+    ngx_list_part_t          *part;
+    ngx_table_elt_t          *h, *nh;
+    ngx_ws_agent_loc_conf_t  *wlcf;
+
+    if (r != r->main || r->headers_in.upgrade == NULL) {
+        return NGX_DECLINED;
+    }
+
+    wlcf = ngx_http_get_module_loc_conf(r, ngx_ws_agent_module);
+    if (!wlcf->enable) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_list_init(&headers, r->pool, 20, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    removed = 0;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Sec-WebSocket-Extensions") - 1
+            && ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "Sec-WebSocket-Extensions",
+                               h[i].key.len) == 0)
+        {
+            removed++;
+            continue;
+        }
+
+        nh = ngx_list_push(&headers);
+        if (nh == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *nh = h[i];
+    }
+
+    if (removed) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ws_agent: dropped %ui extension offer(s)", removed);
+        r->headers_in.headers = headers;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_ws_agent_header_filter(ngx_http_request_t *r)
+{
+    ngx_ws_agent_ctx_t  *ctx;
+
+    if (r != r->main
+        || r->headers_out.status != NGX_HTTP_SWITCHING_PROTOCOLS
+        || r->upstream == NULL
+        || !r->upstream->upgrade
+        || r->upstream->peer.connection == NULL)
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_ws_agent_get_ctx(r);
+
+    if (ctx && !ctx->attached) {
+        if (ngx_ws_agent_gate_attach(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_ws_agent_status_handler(ngx_http_request_t *r)
+{
+    /* counters arrive with the status zone; until then say so plainly */
+    return NGX_HTTP_NOT_IMPLEMENTED;
+}
+
+
+/* variables */
+
+static ngx_int_t
+ngx_ws_agent_variable_str(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t           *s;
+    ngx_ws_agent_ctx_t  *ctx;
+
+    ctx = ngx_ws_agent_get_ctx(r);
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = (data == NGX_WS_AGENT_VAR_ID) ? &ctx->id : &ctx->user;
+
+    v->data = s->data;
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_ws_agent_variable_num(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char              *p;
+    ngx_uint_t           n;
+    ngx_ws_agent_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_ws_agent_module);
+
+    if (ctx == NULL || !ctx->attached
+        || (data == NGX_WS_AGENT_VAR_READY_MS && !ctx->ready)
+        || (data == NGX_WS_AGENT_VAR_CLOSE_CODE && ctx->close_code == 0))
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case NGX_WS_AGENT_VAR_READY_MS:
+        n = ctx->ready_ms;
+        break;
+
+    case NGX_WS_AGENT_VAR_FRAMES_HELD:
+        n = ctx->frames_held;
+        break;
+
+    case NGX_WS_AGENT_VAR_EVENTS_PUBLISHED:
+        n = ctx->events_published;
+        break;
+
+    default: /* NGX_WS_AGENT_VAR_CLOSE_CODE */
+        n = ctx->close_code;
+        break;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+    v->len = ngx_sprintf(p, "%ui", n) - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}

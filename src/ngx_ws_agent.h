@@ -1,0 +1,122 @@
+/*
+ * What every part of ngx_ws_agent shares: the configuration structs and the
+ * per-connection context.  The module file fills the configuration; the gate
+ * owns the context's relay state; the variables read it.
+ */
+
+#ifndef _NGX_WS_AGENT_H_INCLUDED_
+#define _NGX_WS_AGENT_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_ws_agent_frame.h"
+
+
+/* the largest text message examined as a readiness ack */
+#define NGX_WS_AGENT_ACK_MAX        4096
+
+/* "ws_" user prefix "_" unix time "_" 8 hex */
+#define NGX_WS_AGENT_USER_PREFIX    8
+#define NGX_WS_AGENT_ID_LEN                                                  \
+    (sizeof("ws_") - 1 + NGX_WS_AGENT_USER_PREFIX + 1 + NGX_TIME_T_LEN + 1 + 8)
+
+
+typedef struct {
+    ngx_str_t                   addr;       /* as written, for logs */
+    ngx_str_t                   host;       /* resolved IP, or unix path */
+    in_port_t                   port;       /* 0 for a unix socket */
+    ngx_str_t                   password;
+    ngx_int_t                   db;
+    ngx_uint_t                  queue;
+    unsigned                    configured:1;
+} ngx_ws_agent_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  enable;
+    ngx_str_t                   ready_type;
+    ngx_str_t                   type_key;
+    ngx_msec_t                  ready_timeout;
+    ngx_flag_t                  ready_forward;
+    size_t                      gate_buffer;
+    size_t                      max_frame_size;
+    ngx_http_complex_value_t   *publish;        /* NULL: off */
+    ngx_array_t                *events;         /* of ngx_str_t */
+    size_t                      event_max_size;
+    ngx_http_complex_value_t   *user;
+    ngx_flag_t                  lifecycle;
+    ngx_uint_t                  status;         /* 0: not a status location */
+} ngx_ws_agent_loc_conf_t;
+
+
+typedef struct ngx_ws_agent_ctx_s  ngx_ws_agent_ctx_t;
+
+struct ngx_ws_agent_ctx_s {
+    ngx_http_request_t         *request;
+    ngx_ws_agent_loc_conf_t    *conf;
+
+    ngx_str_t                   id;
+    ngx_str_t                   user;
+    u_char                      id_buf[NGX_WS_AGENT_ID_LEN];
+
+    /* the relay's connections and the functions the gate wraps */
+    ngx_connection_t           *client;
+    ngx_connection_t           *upstream;
+    ngx_recv_pt                 client_recv;
+    ngx_send_pt                 client_send;
+    ngx_recv_pt                 upstream_recv;
+
+    ws_frame_parser_t           c2b;            /* client frames */
+    ws_frame_parser_t           b2c;            /* backend frames */
+
+    /* client bytes held while gated, replayed in order after the ack */
+    ngx_buf_t                  *hold;
+    size_t                      hold_complete;  /* up to the last whole
+                                                   frame */
+
+    /* module-made bytes each direction returns before reading more */
+    ngx_buf_t                  *c2b_out;
+    ngx_buf_t                  *b2c_out;
+
+    /* a candidate ack kept from the client (ws_agent_ready_forward off) */
+    ngx_buf_t                  *withheld;
+
+    /* the text message being examined (ack, events) */
+    u_char                     *msg;
+    size_t                      msg_len;
+    size_t                      msg_cap;
+
+    ngx_event_t                 ready_timer;
+    ngx_msec_t                  start;
+    ngx_msec_t                  ready_ms;
+
+    ngx_uint_t                  frames_held;
+    ngx_uint_t                  events_published;
+    ngx_uint_t                  close_code;
+
+    unsigned                    attached:1;
+    unsigned                    gated:1;
+    unsigned                    ready:1;
+    unsigned                    failed:1;       /* the module ended it */
+    unsigned                    client_gone:1;  /* TCP gone while gated */
+    unsigned                    client_close:1; /* client sent close */
+    unsigned                    backend_close:1;
+    unsigned                    c2b_eof:1;      /* then report EOF */
+    unsigned                    b2c_eof:1;
+    unsigned                    b2c_discard:1;  /* after our close */
+    unsigned                    withholding:1;  /* a text message */
+    unsigned                    msg_active:1;
+    unsigned                    msg_skip:1;     /* too big to examine */
+};
+
+
+extern ngx_module_t  ngx_ws_agent_module;
+
+
+ngx_ws_agent_ctx_t *ngx_ws_agent_get_ctx(ngx_http_request_t *r);
+
+
+#endif /* _NGX_WS_AGENT_H_INCLUDED_ */

@@ -1,0 +1,943 @@
+/*
+ * The readiness gate (see ngx_ws_agent_gate.h).
+ *
+ * nginx's upgraded relay reads each side with c->recv and writes the other
+ * side with c->send.  The gate wraps:
+ *
+ *   client recv    client -> backend bytes: validated; while gated they are
+ *                  read into the hold buffer instead of nginx's, and after
+ *                  the ack they are handed back to nginx, in order, as if
+ *                  just read, so nginx's own writer delivers them;
+ *   upstream recv  backend -> client bytes: validated, text messages
+ *                  examined for the ack;
+ *   client send    only to swallow output once the client has gone while
+ *                  gated (its held frames still go to the backend).
+ *
+ * Frames the module makes (close frames) enter a stream the same way: the
+ * recv wrapper of that direction returns them before reading more, and then
+ * reports EOF when the module ends the connection, so nginx finishes the
+ * relay on its own path.
+ */
+
+#include <openssl/rand.h>
+
+#include "ngx_ws_agent_gate.h"
+#include "ngx_ws_agent_json.h"
+
+
+/* room for released withheld bytes, a read and a close frame */
+#define NGX_WS_AGENT_B2C_OUT       (3 * NGX_WS_AGENT_ACK_MAX)
+#define NGX_WS_AGENT_WITHHELD_MAX  (NGX_WS_AGENT_ACK_MAX + 256)
+#define NGX_WS_AGENT_CLOSE_MAX     (WS_FRAME_MAX_HEADER + 125)
+
+
+static ssize_t ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf,
+    size_t size);
+static ssize_t ngx_ws_agent_client_send(ngx_connection_t *c, u_char *buf,
+    size_t size);
+static ssize_t ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf,
+    size_t size);
+
+static ssize_t ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx,
+    ngx_connection_t *c);
+static ssize_t ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf,
+    size_t n);
+static ssize_t ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf,
+    size_t n, ngx_uint_t copy);
+static ngx_int_t ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx,
+    ngx_uint_t copy);
+static ngx_int_t ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx,
+    ws_frame_chunk_t *ch, ngx_uint_t copy);
+static ngx_int_t ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx);
+static void ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx);
+static void ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
+    const char *reason, ngx_uint_t to_backend);
+static ngx_int_t ngx_ws_agent_queue_close(ngx_ws_agent_ctx_t *ctx,
+    ngx_uint_t to_backend, ngx_uint_t code, const char *reason);
+static ngx_buf_t *ngx_ws_agent_out(ngx_ws_agent_ctx_t *ctx, ngx_buf_t **bp,
+    size_t size);
+static ngx_int_t ngx_ws_agent_append(ngx_buf_t *b, const u_char *p,
+    size_t len);
+static size_t ngx_ws_agent_drain(ngx_buf_t *b, u_char *buf, size_t size);
+static void ngx_ws_agent_note_close(ngx_ws_agent_ctx_t *ctx,
+    ws_frame_parser_t *p, ws_frame_chunk_t *ch);
+static void ngx_ws_agent_kick(ngx_connection_t *c);
+static void ngx_ws_agent_ready_timeout(ngx_event_t *ev);
+static void ngx_ws_agent_cleanup(void *data);
+
+
+ngx_int_t
+ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
+{
+    size_t                 n, len;
+    ssize_t                kept;
+    ngx_buf_t             *hin;
+    ngx_connection_t      *c, *uc;
+    ngx_pool_cleanup_t    *cln;
+    ngx_http_upstream_t   *u;
+
+    u = r->upstream;
+    c = r->connection;
+    uc = u->peer.connection;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->client = c;
+    ctx->upstream = uc;
+    ctx->client_recv = c->recv;
+    ctx->client_send = c->send;
+    ctx->upstream_recv = uc->recv;
+
+    ws_frame_parser_init(&ctx->c2b, 1, ctx->conf->max_frame_size);
+    ws_frame_parser_init(&ctx->b2c, 0, ctx->conf->max_frame_size);
+
+    ctx->attached = 1;
+    ctx->gated = 1;
+    ctx->start = ngx_current_msec;
+
+    ctx->ready_timer.handler = ngx_ws_agent_ready_timeout;
+    ctx->ready_timer.data = ctx;
+    ctx->ready_timer.log = c->log;
+    ngx_add_timer(&ctx->ready_timer, ctx->conf->ready_timeout);
+
+    cln->handler = ngx_ws_agent_cleanup;
+    cln->data = ctx;
+
+    c->recv = ngx_ws_agent_client_recv;
+    c->send = ngx_ws_agent_client_send;
+    uc->recv = ngx_ws_agent_upstream_recv;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "ws_agent %V: gate closed, waiting for \"%V\"",
+                   &ctx->id, &ctx->conf->ready_type);
+
+    /*
+     * Client bytes pipelined after the request: nginx would write
+     * r->header_in straight upstream, so they go behind the gate now.
+     */
+
+    hin = r->header_in;
+    len = hin->last - hin->pos;
+
+    if (len) {
+        n = ngx_max(len, ctx->conf->gate_buffer);
+
+        ctx->hold = ngx_create_temp_buf(r->pool, n);
+        if (ctx->hold == NULL) {
+            return NGX_ERROR;
+        }
+
+        kept = ngx_ws_agent_c2b_input(ctx, hin->pos, len);
+        if (kept > 0) {
+            ctx->hold->last = ngx_cpymem(ctx->hold->last, hin->pos, kept);
+        }
+
+        hin->pos = hin->last;
+    }
+
+    /* backend bytes read with the 101: the ack may be among them */
+
+    len = u->buffer.last - u->buffer.pos;
+
+    if (len) {
+        kept = ngx_ws_agent_b2c_input(ctx, u->buffer.pos, len,
+                                      ctx->gated
+                                      && !ctx->conf->ready_forward);
+        if (kept == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        u->buffer.last = u->buffer.pos + kept;
+
+        if (ctx->b2c_out || ctx->b2c_eof) {
+            uc->read->ready = 1;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* client -> backend */
+
+static ssize_t
+ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf, size_t size)
+{
+    ssize_t               n;
+    ngx_buf_t            *hold;
+    ngx_http_request_t   *r;
+    ngx_ws_agent_ctx_t   *ctx;
+
+    r = c->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
+
+    if (r->upstream == NULL || r->upstream->peer.connection == NULL) {
+        /* the relay is over (lingering close) */
+        return ctx->client_recv(c, buf, size);
+    }
+
+    hold = ctx->hold;
+
+    if (hold && !ctx->gated && !ctx->failed) {
+        n = ngx_min((size_t) (hold->last - hold->pos), size);
+        ngx_memcpy(buf, hold->pos, n);
+        hold->pos += n;
+
+        if (hold->pos == hold->last) {
+            ngx_pfree(r->pool, hold->start);
+            ctx->hold = NULL;
+        }
+
+        c->read->ready = 1;
+
+        if (n) {
+            return n;
+        }
+    }
+
+    if (ctx->c2b_out && ctx->c2b_out->pos < ctx->c2b_out->last) {
+        c->read->ready = 1;
+        return ngx_ws_agent_drain(ctx->c2b_out, buf, size);
+    }
+
+    if (ctx->c2b_eof) {
+        c->read->ready = 0;
+        c->read->eof = 1;
+        return 0;
+    }
+
+    if (ctx->failed || ctx->client_gone) {
+        c->read->ready = 0;
+        return NGX_AGAIN;
+    }
+
+    if (ctx->gated) {
+        return ngx_ws_agent_absorb(ctx, c);
+    }
+
+    n = ctx->client_recv(c, buf, size);
+
+    if (n > 0) {
+        return ngx_ws_agent_c2b_input(ctx, buf, n);
+    }
+
+    return n;
+}
+
+
+/*
+ * While gated the client is read into the hold buffer; when it is full the
+ * client is not read at all, so TCP pushes back.  A client that leaves
+ * while gated is not reported to nginx yet: its frames are still owed to
+ * the backend.
+ */
+
+static ssize_t
+ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
+{
+    size_t      room;
+    ssize_t     n, kept;
+    ngx_buf_t  *hold;
+
+    if (ctx->hold == NULL) {
+        ctx->hold = ngx_create_temp_buf(ctx->request->pool,
+                                        ctx->conf->gate_buffer);
+        if (ctx->hold == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    hold = ctx->hold;
+
+    for ( ;; ) {
+
+        room = hold->end - hold->last;
+
+        if (room == 0) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                           "ws_agent %V: gate buffer full, client paused",
+                           &ctx->id);
+            return NGX_AGAIN;
+        }
+
+        n = ctx->client_recv(c, hold->last, room);
+
+        if (n == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            c->read->eof = 0;
+            c->read->error = 0;
+            c->read->ready = 0;
+            ctx->client_gone = 1;
+
+            /* only whole frames are owed to the backend */
+            hold->last = hold->start + ctx->hold_complete;
+
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "ws_agent %V: client left while gated, "
+                          "%ui frames held for the backend",
+                          &ctx->id, ctx->frames_held);
+            return NGX_AGAIN;
+        }
+
+        kept = ngx_ws_agent_c2b_input(ctx, hold->last, n);
+
+        if (kept > 0) {
+            hold->last += kept;
+        }
+
+        if (ctx->failed) {
+            return NGX_AGAIN;
+        }
+    }
+}
+
+
+/*
+ * Client bytes [buf, buf + n): validated frame by frame.  Returns how many
+ * of them may go on; a protocol error ends the connection after the valid
+ * ones.
+ */
+
+static ssize_t
+ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
+{
+    ngx_uint_t          at_frame;
+    ws_frame_chunk_t    ch;
+    ws_frame_parser_t  *p;
+    const u_char       *pos, *last;
+
+    p = &ctx->c2b;
+    pos = buf;
+    last = buf + n;
+
+    for ( ;; ) {
+
+        at_frame = ws_frame_at_boundary(p);
+
+        switch (ws_frame_parse(p, &pos, last, &ch)) {
+
+        case WS_FRAME_AGAIN:
+            return n;
+
+        case WS_FRAME_HEADER:
+            if (p->opcode == WS_OP_CLOSE) {
+                ctx->client_close = 1;
+            }
+
+            break;
+
+        case WS_FRAME_PAYLOAD:
+            if (p->opcode == WS_OP_CLOSE) {
+                ngx_ws_agent_note_close(ctx, p, &ch);
+            }
+
+            break;
+
+        case WS_FRAME_END:
+            if (ctx->gated && ctx->hold) {
+                /* buf is always appended at hold->last */
+                ctx->frames_held++;
+                ctx->hold_complete = (ctx->hold->last - ctx->hold->start)
+                                     + (pos - buf);
+            }
+
+            break;
+
+        default: /* WS_FRAME_ERROR */
+            ngx_log_error(NGX_LOG_ERR, ctx->client->log, 0,
+                          "ws_agent %V: client protocol error: %s, "
+                          "closing with %ui%s",
+                          &ctx->id, p->reason, (ngx_uint_t) p->error,
+                          ctx->gated ? ", frames held are dropped" : "");
+
+            ngx_ws_agent_fail(ctx, p->error, p->reason, at_frame);
+
+            n = at_frame ? (size_t) (pos - buf) : 0;
+
+            if (n == 0) {
+                return NGX_AGAIN;
+            }
+
+            return n;
+        }
+    }
+}
+
+
+static ssize_t
+ngx_ws_agent_client_send(ngx_connection_t *c, u_char *buf, size_t size)
+{
+    ngx_http_request_t  *r;
+    ngx_ws_agent_ctx_t  *ctx;
+
+    r = c->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
+
+    if (ctx->client_gone
+        && r->upstream && r->upstream->peer.connection)
+    {
+        return size;
+    }
+
+    return ctx->client_send(c, buf, size);
+}
+
+
+/* backend -> client */
+
+static ssize_t
+ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
+{
+    ssize_t              n;
+    ngx_uint_t           copy;
+    ngx_http_request_t  *r;
+    ngx_ws_agent_ctx_t  *ctx;
+
+    r = c->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
+
+    for ( ;; ) {
+
+        if (ctx->b2c_out && ctx->b2c_out->pos < ctx->b2c_out->last) {
+            c->read->ready = 1;
+            return ngx_ws_agent_drain(ctx->b2c_out, buf, size);
+        }
+
+        if (ctx->b2c_eof) {
+            c->read->ready = 0;
+            c->read->eof = 1;
+            return 0;
+        }
+
+        /* a candidate ack may have to be kept: read a bounded copy */
+        copy = ctx->gated && !ctx->conf->ready_forward;
+
+        n = ctx->upstream_recv(c, buf,
+                               copy ? ngx_min(size, NGX_WS_AGENT_ACK_MAX)
+                                    : size);
+
+        if (n == NGX_AGAIN) {
+            return n;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+
+            if (!ctx->gated || ctx->failed || ctx->backend_close) {
+                return n;
+            }
+
+            c->read->eof = 0;
+            c->read->error = 0;
+
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "ws_agent %V: backend %s before it was ready "
+                          "(%M ms after the upgrade), closing with 1014",
+                          &ctx->id, n == 0 ? "closed" : "failed",
+                          ngx_current_msec - ctx->start);
+
+            ngx_ws_agent_fail(ctx, WS_CLOSE_BAD_GATEWAY,
+                              "backend closed before ready", 0);
+            continue;
+        }
+
+        n = ngx_ws_agent_b2c_input(ctx, buf, n, copy);
+
+        if (n > 0) {
+            if (ctx->b2c_out || ctx->b2c_eof) {
+                c->read->ready = 1;
+            }
+
+            return n;
+        }
+
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if ((ctx->b2c_out && ctx->b2c_out->pos < ctx->b2c_out->last)
+            || ctx->b2c_eof)
+        {
+            continue;
+        }
+
+        if (!c->read->ready) {
+            return NGX_AGAIN;
+        }
+    }
+}
+
+
+/*
+ * Backend bytes [buf, buf + n).  Without copy they stay where they are and
+ * the return value says how many go on.  With copy (gated, ack not to be
+ * forwarded) every frame is rebuilt into b2c_out or, for a text message
+ * that may be the ack, into the withheld buffer, and 0 is returned.
+ */
+
+static ssize_t
+ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
+    ngx_uint_t copy)
+{
+    ngx_uint_t          at_frame;
+    ws_frame_chunk_t    ch;
+    ws_frame_parser_t  *p;
+    const u_char       *pos, *last;
+
+    p = &ctx->b2c;
+    pos = buf;
+    last = buf + n;
+
+    if (copy && ngx_ws_agent_out(ctx, &ctx->b2c_out, NGX_WS_AGENT_B2C_OUT)
+                == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    for ( ;; ) {
+
+        at_frame = ws_frame_at_boundary(p);
+
+        switch (ws_frame_parse(p, &pos, last, &ch)) {
+
+        case WS_FRAME_AGAIN:
+            return copy ? 0 : (ssize_t) n;
+
+        case WS_FRAME_HEADER:
+            if (ngx_ws_agent_b2c_header(ctx, copy) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            break;
+
+        case WS_FRAME_PAYLOAD:
+            if (ngx_ws_agent_b2c_payload(ctx, &ch, copy) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            break;
+
+        case WS_FRAME_END:
+            if (ngx_ws_agent_b2c_end(ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            break;
+
+        default: /* WS_FRAME_ERROR */
+            ngx_log_error(NGX_LOG_ERR, ctx->client->log, 0,
+                          "ws_agent %V: backend protocol error: %s, "
+                          "closing the client with %ui",
+                          &ctx->id, p->reason, (ngx_uint_t) p->error);
+
+            if (!at_frame) {
+                /* the frame's first bytes are already out */
+                ctx->b2c_discard = 1;
+            }
+
+            ngx_ws_agent_fail(ctx, p->error, "backend protocol error", 1);
+
+            if (copy || !at_frame || pos == buf) {
+                return 0;
+            }
+
+            return pos - buf;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx, ngx_uint_t copy)
+{
+    ngx_buf_t          *dst;
+    ws_frame_parser_t  *p;
+
+    p = &ctx->b2c;
+
+    if (p->opcode == WS_OP_CLOSE) {
+        ctx->backend_close = 1;
+    }
+
+    if (p->opcode == WS_OP_TEXT) {
+        ctx->msg_active = ctx->gated;
+        ctx->msg_skip = 0;
+        ctx->msg_len = 0;
+        ctx->withholding = copy;
+
+    } else if (p->opcode == WS_OP_BINARY) {
+        ctx->msg_active = 0;
+        ctx->withholding = 0;
+    }
+
+    if (!copy) {
+        return NGX_OK;
+    }
+
+    /* the frame's own header bytes, from the parser's copy */
+
+    dst = ctx->b2c_out;
+
+    if (ctx->withholding && !ws_frame_is_control(p)) {
+
+        if (ngx_ws_agent_out(ctx, &ctx->withheld, NGX_WS_AGENT_WITHHELD_MAX)
+            == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        if ((size_t) (ctx->withheld->end - ctx->withheld->last)
+            >= p->hlen + p->len)
+        {
+            dst = ctx->withheld;
+
+        } else {
+            /* too big to be the ack: let it all go */
+            if (ngx_ws_agent_append(ctx->b2c_out, ctx->withheld->pos,
+                                    ctx->withheld->last - ctx->withheld->pos)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ctx->withheld->pos = ctx->withheld->start;
+            ctx->withheld->last = ctx->withheld->start;
+            ctx->withholding = 0;
+        }
+    }
+
+    return ngx_ws_agent_append(dst, p->hdr, p->hlen);
+}
+
+
+static ngx_int_t
+ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch,
+    ngx_uint_t copy)
+{
+    ngx_buf_t          *dst;
+    ws_frame_parser_t  *p;
+
+    p = &ctx->b2c;
+
+    if (p->opcode == WS_OP_CLOSE) {
+        ngx_ws_agent_note_close(ctx, p, ch);
+
+    } else if (ctx->msg_active && !ws_frame_is_control(p)
+               && ws_frame_message_opcode(p) == WS_OP_TEXT
+               && !ctx->msg_skip)
+    {
+        if (ctx->msg == NULL) {
+            ctx->msg_cap = NGX_WS_AGENT_ACK_MAX;
+            ctx->msg = ngx_pnalloc(ctx->request->pool, ctx->msg_cap);
+            if (ctx->msg == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        if (ctx->msg_len + ch->len > ctx->msg_cap) {
+            ctx->msg_skip = 1;
+
+        } else {
+            ngx_memcpy(ctx->msg + ctx->msg_len, ch->data, ch->len);
+            ctx->msg_len += ch->len;
+        }
+    }
+
+    if (!copy) {
+        return NGX_OK;
+    }
+
+    dst = (ctx->withholding && !ws_frame_is_control(p)) ? ctx->withheld
+                                                         : ctx->b2c_out;
+
+    return ngx_ws_agent_append(dst, ch->data, ch->len);
+}
+
+
+static ngx_int_t
+ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
+{
+    size_t              type_len;
+    u_char              type[128];
+    ngx_uint_t          ack;
+    ngx_buf_t          *w;
+    ws_frame_parser_t  *p;
+
+    p = &ctx->b2c;
+
+    if (ws_frame_is_control(p) || !p->fin
+        || ws_frame_message_opcode(p) != WS_OP_TEXT)
+    {
+        return NGX_OK;
+    }
+
+    ack = 0;
+
+    if (ctx->msg_active && ctx->gated && !ctx->msg_skip) {
+        type_len = sizeof(type);
+
+        if (ws_json_type(ctx->msg, ctx->msg_len, ctx->conf->type_key.data,
+                         ctx->conf->type_key.len, type, &type_len)
+            == WS_JSON_TYPED
+            && type_len == ctx->conf->ready_type.len
+            && ngx_memcmp(type, ctx->conf->ready_type.data, type_len) == 0)
+        {
+            ack = 1;
+        }
+    }
+
+    ctx->msg_active = 0;
+
+    w = ctx->withheld;
+
+    if (ctx->withholding && w) {
+        /* not the ack: the message goes on to the client after all */
+        if (!ack && ngx_ws_agent_append(ctx->b2c_out, w->pos,
+                                        w->last - w->pos)
+                    != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        w->pos = w->start;
+        w->last = w->start;
+    }
+
+    ctx->withholding = 0;
+
+    if (ack) {
+        ngx_ws_agent_open(ctx);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the ack: held frames go first, in order, then live traffic */
+
+static void
+ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
+{
+    ctx->gated = 0;
+    ctx->ready = 1;
+    ctx->ready_ms = ngx_current_msec - ctx->start;
+
+    if (ctx->ready_timer.timer_set) {
+        ngx_del_timer(&ctx->ready_timer);
+    }
+
+    if (ctx->withheld) {
+        ngx_pfree(ctx->request->pool, ctx->withheld->start);
+        ctx->withheld = NULL;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ctx->client->log, 0,
+                  "ws_agent %V: backend ready after %M ms, "
+                  "%ui frames held",
+                  &ctx->id, ctx->ready_ms, ctx->frames_held);
+
+    if (ctx->client_gone) {
+        /* the backend gets every whole frame, then the client's goodbye */
+        if (!ctx->client_close) {
+            (void) ngx_ws_agent_queue_close(ctx, 1, WS_CLOSE_GOING_AWAY,
+                                            "client went away");
+        }
+
+        ctx->c2b_eof = 1;
+    }
+
+    if (ctx->hold || ctx->c2b_out || ctx->c2b_eof) {
+        ngx_ws_agent_kick(ctx->client);
+    }
+}
+
+
+/*
+ * The one way the module ends a connection: a close frame to the client
+ * (and to the backend once it has been let in), then EOF to nginx.
+ */
+
+static void
+ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
+    const char *reason, ngx_uint_t to_backend)
+{
+    if (ctx->failed) {
+        return;
+    }
+
+    ctx->failed = 1;
+    ctx->close_code = code;
+
+    if (ctx->ready_timer.timer_set) {
+        ngx_del_timer(&ctx->ready_timer);
+    }
+
+    if (!ctx->client_gone && !ctx->b2c_discard
+        && ws_frame_at_boundary(&ctx->b2c))
+    {
+        if (ctx->withholding && ctx->withheld) {
+            (void) ngx_ws_agent_append(ctx->b2c_out, ctx->withheld->pos,
+                                       ctx->withheld->last
+                                       - ctx->withheld->pos);
+            ctx->withholding = 0;
+        }
+
+        (void) ngx_ws_agent_queue_close(ctx, 0, code, reason);
+    }
+
+    ctx->b2c_eof = 1;
+
+    if (to_backend && !ctx->gated && ws_frame_at_boundary(&ctx->c2b)) {
+        (void) ngx_ws_agent_queue_close(ctx, 1, code, reason);
+        ngx_ws_agent_kick(ctx->client);
+    }
+
+    ngx_ws_agent_kick(ctx->upstream);
+}
+
+
+static ngx_int_t
+ngx_ws_agent_queue_close(ngx_ws_agent_ctx_t *ctx, ngx_uint_t to_backend,
+    ngx_uint_t code, const char *reason)
+{
+    u_char      frame[NGX_WS_AGENT_CLOSE_MAX];
+    size_t      len;
+    ngx_buf_t  *b;
+    u_char      mask[4];
+
+    if (to_backend) {
+        /* frames toward the backend are masked with a fresh key */
+        if (RAND_bytes(mask, sizeof(mask)) != 1) {
+            ngx_memzero(mask, sizeof(mask));
+        }
+
+        b = ngx_ws_agent_out(ctx, &ctx->c2b_out, NGX_WS_AGENT_CLOSE_MAX);
+
+    } else {
+        b = ngx_ws_agent_out(ctx, &ctx->b2c_out, NGX_WS_AGENT_CLOSE_MAX);
+    }
+
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ws_frame_write_close(frame, code, reason, ngx_strlen(reason),
+                               to_backend ? mask : NULL);
+
+    return ngx_ws_agent_append(b, frame, len);
+}
+
+
+/* small helpers */
+
+static ngx_buf_t *
+ngx_ws_agent_out(ngx_ws_agent_ctx_t *ctx, ngx_buf_t **bp, size_t size)
+{
+    if (*bp == NULL) {
+        *bp = ngx_create_temp_buf(ctx->request->pool, size);
+    }
+
+    return *bp;
+}
+
+
+static ngx_int_t
+ngx_ws_agent_append(ngx_buf_t *b, const u_char *p, size_t len)
+{
+    if (b->pos == b->last) {
+        b->pos = b->start;
+        b->last = b->start;
+    }
+
+    if ((size_t) (b->end - b->last) < len) {
+        /* the sizes above make this unreachable; never write past end */
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, p, len);
+
+    return NGX_OK;
+}
+
+
+static size_t
+ngx_ws_agent_drain(ngx_buf_t *b, u_char *buf, size_t size)
+{
+    size_t  n;
+
+    n = ngx_min((size_t) (b->last - b->pos), size);
+    ngx_memcpy(buf, b->pos, n);
+    b->pos += n;
+
+    return n;
+}
+
+
+/* the first close code seen names the connection's end */
+
+static void
+ngx_ws_agent_note_close(ngx_ws_agent_ctx_t *ctx, ws_frame_parser_t *p,
+    ws_frame_chunk_t *ch)
+{
+    u_char  code[2];
+
+    if (ctx->close_code || ch->offset != 0 || ch->len < 2) {
+        return;
+    }
+
+    ws_frame_unmask(code, ch->data, 2, p->mask, 0);
+    ctx->close_code = (code[0] << 8) | code[1];
+}
+
+
+static void
+ngx_ws_agent_kick(ngx_connection_t *c)
+{
+    c->read->ready = 1;
+    ngx_post_event(c->read, &ngx_posted_events);
+}
+
+
+static void
+ngx_ws_agent_ready_timeout(ngx_event_t *ev)
+{
+    ngx_ws_agent_ctx_t  *ctx = ev->data;
+
+    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                  "ws_agent %V: backend not ready after %M ms, "
+                  "closing with 1013; %ui frames (%uz bytes) held "
+                  "are dropped",
+                  &ctx->id, ngx_current_msec - ctx->start, ctx->frames_held,
+                  ctx->hold ? (size_t) (ctx->hold->last - ctx->hold->pos)
+                            : 0);
+
+    ngx_ws_agent_fail(ctx, WS_CLOSE_TRY_AGAIN, "backend not ready", 0);
+}
+
+
+static void
+ngx_ws_agent_cleanup(void *data)
+{
+    ngx_ws_agent_ctx_t  *ctx = data;
+
+    ngx_http_upstream_t  *u;
+
+    if (ctx->ready_timer.timer_set) {
+        ngx_del_timer(&ctx->ready_timer);
+    }
+
+    ctx->client->recv = ctx->client_recv;
+    ctx->client->send = ctx->client_send;
+
+    /* a closed upstream connection may already serve someone else */
+    u = ctx->request->upstream;
+
+    if (u && u->peer.connection == ctx->upstream) {
+        ctx->upstream->recv = ctx->upstream_recv;
+    }
+}
