@@ -1,0 +1,25 @@
+#!/bin/sh
+# The whole test suite from a fresh Debian 12 machine: install what is
+# missing, build the module, run every test under t/ with prove.
+#
+#   scripts/test.sh                  everything
+#   scripts/test.sh t/020-gate.t     some files
+#   TEST_NGINX_USE_VALGRIND=1 scripts/test.sh   nginx under valgrind
+set -eu
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+extras=
+[ -n "${TEST_NGINX_USE_VALGRIND:-}" ] && extras=valgrind
+scripts/bootstrap.sh $extras
+scripts/build.sh
+
+export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
+export TEST_NGINX_LOAD_MODULES="$repo/build/ngx_ws_agent_module.so"
+
+if [ $# -eq 0 ]; then
+    set -- t/
+fi
+
+exec prove -I t/lib -r "$@"
