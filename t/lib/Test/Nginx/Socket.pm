@@ -107,16 +107,18 @@ sub run_block {
     my ($block, $rep, $last) = @_;
     # fresh ports per block, set before the filters so "eval" sections see them
     $ENV{TEST_NGINX_BACKEND_PORT} = free_port();
-    $block->run_filters unless $block->is_filtered;
-    $_->($block) for @Preprocessors;
     my $name = $block->name;
     $name .= " (repeat $rep)" if $Opt{repeat_each} > 1;
     my $t = { block => $block, name => $name,
               failures_before => failures(),
               log_offset => $Nginx->error_log_size };
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    eval { setup_and_run($t, $last); 1 }
-        or Test::More::fail("$name - block ran: $@");
+    eval {
+        $block->run_filters unless $block->is_filtered;
+        $_->($block) for @Preprocessors;
+        setup_and_run($t, $last);
+        1;
+    } or Test::More::fail("$name - block ran: $@");
     teardown($t, $last);
     check_all($t) unless $t->{done};
     if (failures() > $t->{failures_before}) {
@@ -269,11 +271,13 @@ sub ws_hooks {
 sub run_ws_client {
     my ($t) = @_;
     my $text = section($t, 'ws_client');
-    my $steps = WsAgent::WsClient::parse_steps($text =~ s/\$i\b/1/gr);
+    my $steps = WsAgent::WsClient::parse_steps($text);
     my %run = (port => $ServerPort, hooks => $Redis ? ws_hooks() : {});
-    return { steps => $steps,
-             results => WsAgent::WsClient->run(%run, steps => $steps) }
-        unless @$steps && $steps->[0]{op} eq 'parallel';
+    unless (@$steps && $steps->[0]{op} eq 'parallel') {
+        $steps = WsAgent::WsClient::parse_steps($text =~ s/\$i\b/1/gr);
+        return { steps => $steps,
+                 results => WsAgent::WsClient->run(%run, steps => $steps) };
+    }
 
     # "parallel N": N copies of the remaining steps, each in its own process
     my $n = shift(@$steps)->{n};
@@ -283,12 +287,17 @@ sub run_ws_client {
     for my $i (1 .. $n) {
         my $pid = fork // die "fork: $!";
         if ($pid == 0) {
-            my $r = eval {
-                my $mine = WsAgent::WsClient::parse_steps(
-                    ($text =~ s/\$i\b/$i/gr) =~ s/^\s*parallel\s+\d+\s*$//mr);
-                WsAgent::WsClient->run(%run, steps => $mine);
-            } || [{ ok => 0, msg => "client died: $@" }];
-            Storable::nstore($r, "$dir/client-$i");
+            # the child reports through a file and never returns to the runner
+            srand;
+            eval {
+                my $r = eval {
+                    my $mine = WsAgent::WsClient::parse_steps(
+                        ($text =~ s/\$i\b/$i/gr) =~ s/^\s*parallel\s+\d+\s*$//mr);
+                    WsAgent::WsClient->run(%run, steps => $mine);
+                } || [{ ok => 0, msg => "client died: $@" }];
+                Storable::nstore($r, "$dir/client-$i");
+            };
+            print STDERR "parallel client $i: $@" if $@;
             POSIX::_exit(0);
         }
         $kids{$pid} = $i;
