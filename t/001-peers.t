@@ -17,6 +17,13 @@ our $Proxy = <<'_EOC_';
     }
 _EOC_
 
+# a throw-away certificate for the TLS listener of TEST 14
+my $certs = tempdir(CLEANUP => 1);
+system("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost"
+       . " -keyout $certs/key.pem -out $certs/cert.pem 2>/dev/null") == 0
+    or die "openssl req failed";
+$ENV{TEST_NGINX_CERT_DIR} = $certs;
+
 add_block_preprocessor(sub {
     my $block = shift;
     $block->set_value(config => $Proxy) unless defined $block->config;
@@ -292,3 +299,33 @@ recv text early $i
 --- ws_backend_connections: 50
 --- ws_backend_transcripts eval
 [map { "sent text ready\nrecv text early $_\nsent text early $_\nrecv eof" } 1 .. 50]
+
+
+
+=== TEST 14: handshake_tls on another port (TEST_NGINX_RAND_PORT_1)
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 ssl;
+        ssl_certificate $TEST_NGINX_CERT_DIR/cert.pem;
+        ssl_certificate_key $TEST_NGINX_CERT_DIR/key.pem;
+        location /ws {
+            proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection upgrade;
+        }
+    }
+--- ws_backend
+echo
+--- ws_client
+port $TEST_NGINX_RAND_PORT_1
+handshake_tls /ws
+send text over tls
+recv text over tls
+send close 1000
+recv close 1000
+--- ws_backend_transcript
+recv text over tls
+sent text over tls
+recv close 1000
+sent close 1000

@@ -39,6 +39,8 @@ sub parse_step {
         @s{qw(op expect path)} = ('handshake', 101, $1 // '/');
         $s{headers} = [];
         $s{with} = WsAgent::Send::parse($2);
+    } elsif ($line =~ /^port\s+(\d+)$/) {
+        @s{qw(op port)} = ('port', $1);
     } elsif ($line =~ /^header\s+(.*)$/) {
         @s{qw(op headers)} = ('header', [parse_header_list($1)]);
     } elsif ($line =~ /^send\s+(.*)$/) {
@@ -128,6 +130,7 @@ sub step {
         push @{ $self->{headers} }, @{ $s->{headers} };
         return 1;
     }
+    if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
     if ($op =~ /^redis_(stop|start|cmd)$/) {
         my $hook = $self->{hooks}{$op} or return (0, 'no redis in this block');

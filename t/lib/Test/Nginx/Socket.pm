@@ -107,6 +107,7 @@ sub run_block {
     my ($block, $rep, $last) = @_;
     # fresh ports per block, set before the filters so "eval" sections see them
     $ENV{TEST_NGINX_BACKEND_PORT} = free_port();
+    $ENV{"TEST_NGINX_RAND_PORT_$_"} = free_port() for 1 .. 3;
     my $name = $block->name;
     $name .= " (repeat $rep)" if $Opt{repeat_each} > 1;
     my $t = { block => $block, name => $name,
