@@ -82,16 +82,10 @@ END {
 }
 $SIG{INT} = $SIG{TERM} = sub { exit 1 };
 
-sub run_test { run_block(@_, 1) }
+sub run_test { my ($block) = @_; init_nginx(); run_block($block, 1) }
 
 sub run_tests {
-    $Nginx = WsAgent::Nginx->new(
-        servroot => $Servroot, port => $ServerPort,
-        binary => $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx',
-        valgrind => $ENV{TEST_NGINX_USE_VALGRIND},
-        load_modules => [split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // ''],
-        env => \@EnvToNginx, %Opt);
-    $Nginx->prepare_servroot;
+    init_nginx();
     my @blocks = @{ Test::Base::default_object()->block_list };
     for my $i (0 .. $#blocks) {
         for my $rep (1 .. $Opt{repeat_each}) {
@@ -99,6 +93,18 @@ sub run_tests {
             run_block($blocks[$i], $rep, $last);
         }
     }
+}
+
+# Once per file: the nginx object and a fresh servroot.
+sub init_nginx {
+    return if $Nginx;
+    $Nginx = WsAgent::Nginx->new(
+        servroot => $Servroot, port => $ServerPort,
+        binary => $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx',
+        valgrind => $ENV{TEST_NGINX_USE_VALGRIND},
+        load_modules => [split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // ''],
+        env => \@EnvToNginx, %Opt);
+    $Nginx->prepare_servroot;
 }
 
 sub failures { scalar grep { !$_ } Test::More->builder->summary }
@@ -127,7 +133,9 @@ sub run_block {
         my @lines = split /\n/, $log;
         my $note = '';
         if (@lines > 100) {
-            @lines = grep { !/\[debug\]/ } @lines;
+            # keep timestamped entries above debug; this drops debug dumps'
+            # continuation lines too
+            @lines = grep { m{^\d{4}/\d\d/\d\d [\d:]+ \[(?!debug)} } @lines;
             $note = " (debug lines left out: see $Servroot/logs/error.log)";
         }
         splice @lines, 0, @lines - 100 if @lines > 100;
