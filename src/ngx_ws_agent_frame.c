@@ -259,7 +259,12 @@ ws_frame_fail(ws_frame_parser_t *p, const unsigned char **pos,
     p->reason = reason;
 
     if (hstart != NULL) {
+        /*
+         * the offending header stays unconsumed: the bytes before *pos end
+         * at a frame boundary, where the gate may write its close frame
+         */
         *pos = hstart;
+        p->hlen = 0;
     }
 
     return WS_FRAME_ERROR;
@@ -269,7 +274,10 @@ ws_frame_fail(ws_frame_parser_t *p, const unsigned char **pos,
 int
 ws_frame_at_boundary(const ws_frame_parser_t *p)
 {
-    return p->state == ST_END || (p->state == ST_HEADER && p->hlen == 0);
+    /* in ST_ERROR, hlen is 0 only when *pos went back to the header */
+    return p->state == ST_END
+           || ((p->state == ST_HEADER || p->state == ST_ERROR)
+               && p->hlen == 0);
 }
 
 
