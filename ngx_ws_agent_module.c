@@ -17,9 +17,12 @@
 
 #include "ngx_ws_agent.h"
 #include "ngx_ws_agent_gate.h"
+#include "ngx_ws_agent_redis.h"
 
 
 static ngx_int_t ngx_ws_agent_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_ws_agent_init_process(ngx_cycle_t *cycle);
+static void ngx_ws_agent_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_ws_agent_init(ngx_conf_t *cf);
 static void *ngx_ws_agent_create_main_conf(ngx_conf_t *cf);
 static char *ngx_ws_agent_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -208,10 +211,10 @@ ngx_module_t  ngx_ws_agent_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_ws_agent_init_process,             /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_ws_agent_exit_process,             /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -721,6 +724,30 @@ ngx_ws_agent_init(ngx_conf_t *cf)
     ngx_http_top_header_filter = ngx_ws_agent_header_filter;
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_ws_agent_init_process(ngx_cycle_t *cycle)
+{
+    ngx_ws_agent_main_conf_t  *wmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_ws_agent_module);
+
+    return ngx_ws_agent_redis_init_process(cycle, wmcf);
+}
+
+
+static void
+ngx_ws_agent_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_ws_agent_redis_exit_process(cycle);
 }
 
 

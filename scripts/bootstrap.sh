@@ -10,7 +10,7 @@ set -eu
 pkgs="nginx nginx-dev gcc make libc6-dev libssl-dev libyajl-dev
       libhiredis-dev redis-server perl libtest-base-perl libipc-run-perl
       libtext-diff-perl liblist-moreutils-perl libhttp-message-perl
-      liburi-perl libio-socket-ssl-perl procps"
+      liburi-perl libio-socket-ssl-perl procps openssl"
 
 for extra in "$@"; do
     case "$extra" in

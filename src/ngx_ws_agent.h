@@ -52,6 +52,12 @@ typedef struct {
 } ngx_ws_agent_loc_conf_t;
 
 
+#define NGX_WS_AGENT_BY_NETWORK  0
+#define NGX_WS_AGENT_BY_CLIENT   1
+#define NGX_WS_AGENT_BY_BACKEND  2
+#define NGX_WS_AGENT_BY_MODULE   3
+
+
 typedef struct ngx_ws_agent_ctx_s  ngx_ws_agent_ctx_t;
 
 struct ngx_ws_agent_ctx_s {
@@ -93,6 +99,9 @@ struct ngx_ws_agent_ctx_s {
     ngx_msec_t                  start;
     ngx_msec_t                  ready_ms;
 
+    ngx_str_t                   channel;
+    ngx_uint_t                  seq;
+
     ngx_uint_t                  frames_held;
     ngx_uint_t                  events_published;
     ngx_uint_t                  close_code;
@@ -106,10 +115,14 @@ struct ngx_ws_agent_ctx_s {
     unsigned                    backend_close:1;
     unsigned                    c2b_eof:1;      /* then report EOF */
     unsigned                    b2c_eof:1;
-    unsigned                    b2c_discard:1;  /* after our close */
     unsigned                    withholding:1;  /* a text message */
     unsigned                    msg_active:1;
     unsigned                    msg_skip:1;     /* too big to examine */
+    unsigned                    inspect:1;      /* events are looked at */
+    unsigned                    publishing:1;
+    unsigned                    unrouted:1;     /* no channel to use */
+    unsigned                    close_by:2;     /* who closed first */
+    unsigned                    paused:1;       /* gate buffer was full */
 };
 
 

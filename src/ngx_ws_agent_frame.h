@@ -108,7 +108,8 @@ ws_frame_event_e ws_frame_parse(ws_frame_parser_t *p,
 
 /*
  * 1 when the parser stands between frames (a control frame may be written
- * into the stream here, even inside a fragmented message).
+ * into the stream here, even inside a fragmented message); after ERROR,
+ * 1 when *pos went back to the offending header's first byte.
  */
 int ws_frame_at_boundary(const ws_frame_parser_t *p);
 

@@ -22,7 +22,17 @@
 #include <openssl/rand.h>
 
 #include "ngx_ws_agent_gate.h"
+#include "ngx_ws_agent_events.h"
 #include "ngx_ws_agent_json.h"
+#include "ngx_ws_agent_stats.h"
+
+
+/* whom ngx_ws_agent_fail() may still send a close frame */
+#define NGX_WS_AGENT_CLOSE_CLIENT   1
+#define NGX_WS_AGENT_CLOSE_BACKEND  2
+
+#define ngx_ws_agent_at(p, side)                                             \
+    (ws_frame_at_boundary(p) ? NGX_WS_AGENT_CLOSE_##side : 0)
 
 
 /* room for released withheld bytes, a read and a close frame */
@@ -49,9 +59,11 @@ static ngx_int_t ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx,
 static ngx_int_t ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx,
     ws_frame_chunk_t *ch, ngx_uint_t copy);
 static ngx_int_t ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx);
+static ngx_int_t ngx_ws_agent_msg_append(ngx_ws_agent_ctx_t *ctx,
+    ws_frame_chunk_t *ch);
 static void ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx);
 static void ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
-    const char *reason, ngx_uint_t to_backend);
+    const char *reason, ngx_uint_t close);
 static ngx_int_t ngx_ws_agent_queue_close(ngx_ws_agent_ctx_t *ctx,
     ngx_uint_t to_backend, ngx_uint_t code, const char *reason);
 static ngx_buf_t *ngx_ws_agent_out(ngx_ws_agent_ctx_t *ctx, ngx_buf_t **bp,
@@ -97,6 +109,12 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
     ctx->attached = 1;
     ctx->gated = 1;
     ctx->start = ngx_current_msec;
+
+    ngx_ws_agent_count(NGX_WS_AGENT_CONNECTIONS, 1);
+    ngx_ws_agent_count(NGX_WS_AGENT_ACTIVE, 1);
+    ngx_ws_agent_count(NGX_WS_AGENT_GATED, 1);
+
+    ngx_ws_agent_events_start(ctx);
 
     ctx->ready_timer.handler = ngx_ws_agent_ready_timeout;
     ctx->ready_timer.data = ctx;
@@ -200,7 +218,14 @@ ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf, size_t size)
 
     if (ctx->c2b_out && ctx->c2b_out->pos < ctx->c2b_out->last) {
         c->read->ready = 1;
-        return ngx_ws_agent_drain(ctx->c2b_out, buf, size);
+        n = ngx_ws_agent_drain(ctx->c2b_out, buf, size);
+
+        if (ctx->b2c_eof && ctx->c2b_out->pos == ctx->c2b_out->last) {
+            /* nginx writes it upstream before it reads again */
+            ngx_ws_agent_kick(ctx->upstream);
+        }
+
+        return n;
     }
 
     if (ctx->c2b_eof) {
@@ -257,6 +282,11 @@ ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
         room = hold->end - hold->last;
 
         if (room == 0) {
+            if (!ctx->paused) {
+                ctx->paused = 1;
+                ngx_ws_agent_count(NGX_WS_AGENT_BACKPRESSURE, 1);
+            }
+
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                            "ws_agent %V: gate buffer full, client paused",
                            &ctx->id);
@@ -278,6 +308,8 @@ ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
             /* only whole frames are owed to the backend */
             hold->last = hold->start + ctx->hold_complete;
 
+            ngx_ws_agent_count(NGX_WS_AGENT_CLIENT_LEFT_WHILE_GATED, 1);
+
             ngx_log_error(NGX_LOG_INFO, c->log, 0,
                           "ws_agent %V: client left while gated, "
                           "%ui frames held for the backend",
@@ -289,6 +321,7 @@ ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
 
         if (kept > 0) {
             hold->last += kept;
+            ngx_ws_agent_count(NGX_WS_AGENT_BYTES_HELD, kept);
         }
 
         if (ctx->failed) {
@@ -343,6 +376,7 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
             if (ctx->gated && ctx->hold) {
                 /* buf is always appended at hold->last */
                 ctx->frames_held++;
+                ngx_ws_agent_count(NGX_WS_AGENT_FRAMES_HELD, 1);
                 ctx->hold_complete = (ctx->hold->last - ctx->hold->start)
                                      + (pos - buf);
             }
@@ -356,7 +390,11 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
                           &ctx->id, p->reason, (ngx_uint_t) p->error,
                           ctx->gated ? ", frames held are dropped" : "");
 
-            ngx_ws_agent_fail(ctx, p->error, p->reason, at_frame);
+            ngx_ws_agent_count(NGX_WS_AGENT_PROTOCOL_ERRORS_CLIENT, 1);
+
+            ngx_ws_agent_fail(ctx, p->error, p->reason,
+                              ngx_ws_agent_at(&ctx->b2c, CLIENT)
+                              | (at_frame ? NGX_WS_AGENT_CLOSE_BACKEND : 0));
 
             n = at_frame ? (size_t) (pos - buf) : 0;
 
@@ -394,10 +432,11 @@ ngx_ws_agent_client_send(ngx_connection_t *c, u_char *buf, size_t size)
 static ssize_t
 ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
 {
-    ssize_t              n;
-    ngx_uint_t           copy;
-    ngx_http_request_t  *r;
-    ngx_ws_agent_ctx_t  *ctx;
+    ssize_t               n;
+    ngx_uint_t            copy;
+    ngx_http_request_t   *r;
+    ngx_http_upstream_t  *u;
+    ngx_ws_agent_ctx_t   *ctx;
 
     r = c->data;
     ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
@@ -410,6 +449,16 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
         }
 
         if (ctx->b2c_eof) {
+            u = r->upstream;
+
+            if ((ctx->c2b_out && ctx->c2b_out->pos < ctx->c2b_out->last)
+                || u->from_client.pos != u->from_client.last)
+            {
+                /* the backend's close frame is not out yet */
+                c->read->ready = 0;
+                return NGX_AGAIN;
+            }
+
             c->read->ready = 0;
             c->read->eof = 1;
             return 0;
@@ -441,8 +490,11 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
                           &ctx->id, n == 0 ? "closed" : "failed",
                           ngx_current_msec - ctx->start);
 
+            ngx_ws_agent_count(NGX_WS_AGENT_BACKEND_FAILED_BEFORE_READY, 1);
+
             ngx_ws_agent_fail(ctx, WS_CLOSE_BAD_GATEWAY,
-                              "backend closed before ready", 0);
+                              "backend closed before ready",
+                              ngx_ws_agent_at(&ctx->b2c, CLIENT));
             continue;
         }
 
@@ -535,12 +587,11 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
                           "closing the client with %ui",
                           &ctx->id, p->reason, (ngx_uint_t) p->error);
 
-            if (!at_frame) {
-                /* the frame's first bytes are already out */
-                ctx->b2c_discard = 1;
-            }
+            ngx_ws_agent_count(NGX_WS_AGENT_PROTOCOL_ERRORS_BACKEND, 1);
 
-            ngx_ws_agent_fail(ctx, p->error, "backend protocol error", 1);
+            ngx_ws_agent_fail(ctx, p->error, "backend protocol error",
+                              (at_frame ? NGX_WS_AGENT_CLOSE_CLIENT : 0)
+                              | ngx_ws_agent_at(&ctx->c2b, BACKEND));
 
             if (copy || !at_frame || pos == buf) {
                 return 0;
@@ -565,7 +616,7 @@ ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx, ngx_uint_t copy)
     }
 
     if (p->opcode == WS_OP_TEXT) {
-        ctx->msg_active = ctx->gated;
+        ctx->msg_active = ctx->gated || ctx->inspect;
         ctx->msg_skip = 0;
         ctx->msg_len = 0;
         ctx->withholding = copy;
@@ -631,20 +682,8 @@ ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch,
                && ws_frame_message_opcode(p) == WS_OP_TEXT
                && !ctx->msg_skip)
     {
-        if (ctx->msg == NULL) {
-            ctx->msg_cap = NGX_WS_AGENT_ACK_MAX;
-            ctx->msg = ngx_pnalloc(ctx->request->pool, ctx->msg_cap);
-            if (ctx->msg == NULL) {
-                return NGX_ERROR;
-            }
-        }
-
-        if (ctx->msg_len + ch->len > ctx->msg_cap) {
-            ctx->msg_skip = 1;
-
-        } else {
-            ngx_memcpy(ctx->msg + ctx->msg_len, ch->data, ch->len);
-            ctx->msg_len += ch->len;
+        if (ngx_ws_agent_msg_append(ctx, ch) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
@@ -691,6 +730,15 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
         }
     }
 
+    if (!ack && ctx->msg_active && ctx->inspect) {
+        if (ctx->msg_skip) {
+            ngx_ws_agent_events_oversized(ctx);
+
+        } else {
+            ngx_ws_agent_events_message(ctx, ctx->msg, ctx->msg_len);
+        }
+    }
+
     ctx->msg_active = 0;
 
     w = ctx->withheld;
@@ -718,11 +766,66 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
 }
 
 
+/*
+ * A text message is copied only while someone needs it: the gate (up to
+ * NGX_WS_AGENT_ACK_MAX) or the events (up to ws_agent_event_max_size).
+ * The buffer grows by doubling, so most connections never hold the limit.
+ */
+
+static ngx_int_t
+ngx_ws_agent_msg_append(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
+{
+    u_char  *m;
+    size_t   limit, cap;
+
+    limit = ctx->inspect ? ctx->conf->event_max_size : 0;
+
+    if (ctx->gated) {
+        limit = ngx_max(limit, NGX_WS_AGENT_ACK_MAX);
+    }
+
+    if (ctx->msg_len + ch->len > limit) {
+        ctx->msg_skip = 1;
+        return NGX_OK;
+    }
+
+    if (ctx->msg_len + ch->len > ctx->msg_cap) {
+        cap = ctx->msg_cap ? ctx->msg_cap : 1024;
+
+        while (cap < ctx->msg_len + ch->len) {
+            cap *= 2;
+        }
+
+        cap = ngx_min(cap, limit);
+
+        m = ngx_pnalloc(ctx->request->pool, cap);
+        if (m == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ctx->msg) {
+            ngx_memcpy(m, ctx->msg, ctx->msg_len);
+            ngx_pfree(ctx->request->pool, ctx->msg);
+        }
+
+        ctx->msg = m;
+        ctx->msg_cap = cap;
+    }
+
+    ngx_memcpy(ctx->msg + ctx->msg_len, ch->data, ch->len);
+    ctx->msg_len += ch->len;
+
+    return NGX_OK;
+}
+
+
 /* the ack: held frames go first, in order, then live traffic */
 
 static void
 ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
 {
+    u_char  event[sizeof("{\"ready_ms\":}") + NGX_INT_T_LEN];
+
     ctx->gated = 0;
     ctx->ready = 1;
     ctx->ready_ms = ngx_current_msec - ctx->start;
@@ -741,9 +844,16 @@ ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
                   "%ui frames held",
                   &ctx->id, ctx->ready_ms, ctx->frames_held);
 
+    ngx_ws_agent_count(NGX_WS_AGENT_ACKS, 1);
+    ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
+
+    *ngx_sprintf(event, "{\"ready_ms\":%M}", ctx->ready_ms) = '\0';
+    ngx_ws_agent_events_lifecycle(ctx, "ws_ready", (char *) event);
+
     if (ctx->client_gone) {
         /* the backend gets every whole frame, then the client's goodbye */
         if (!ctx->client_close) {
+            ngx_ws_agent_count(NGX_WS_AGENT_SENT_1001, 1);
             (void) ngx_ws_agent_queue_close(ctx, 1, WS_CLOSE_GOING_AWAY,
                                             "client went away");
         }
@@ -759,12 +869,14 @@ ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
 
 /*
  * The one way the module ends a connection: a close frame to the client
- * (and to the backend once it has been let in), then EOF to nginx.
+ * (and to the backend once it has been let in), then EOF to nginx.  A close
+ * frame goes only where the stream stands between frames (close): where a
+ * frame is half out, the peer gets the TCP close alone.
  */
 
 static void
 ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
-    const char *reason, ngx_uint_t to_backend)
+    const char *reason, ngx_uint_t close)
 {
     if (ctx->failed) {
         return;
@@ -772,14 +884,33 @@ ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
 
     ctx->failed = 1;
     ctx->close_code = code;
+    ctx->close_by = NGX_WS_AGENT_BY_MODULE;
+
+    if (ctx->gated) {
+        ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
+        ngx_ws_agent_count(NGX_WS_AGENT_FRAMES_DROPPED, ctx->frames_held);
+    }
+
+    switch (code) {
+    case WS_CLOSE_PROTOCOL:
+        ngx_ws_agent_count(NGX_WS_AGENT_SENT_1002, 1);
+        break;
+    case WS_CLOSE_TOO_BIG:
+        ngx_ws_agent_count(NGX_WS_AGENT_SENT_1009, 1);
+        break;
+    case WS_CLOSE_TRY_AGAIN:
+        ngx_ws_agent_count(NGX_WS_AGENT_SENT_1013, 1);
+        break;
+    default: /* WS_CLOSE_BAD_GATEWAY */
+        ngx_ws_agent_count(NGX_WS_AGENT_SENT_1014, 1);
+        break;
+    }
 
     if (ctx->ready_timer.timer_set) {
         ngx_del_timer(&ctx->ready_timer);
     }
 
-    if (!ctx->client_gone && !ctx->b2c_discard
-        && ws_frame_at_boundary(&ctx->b2c))
-    {
+    if ((close & NGX_WS_AGENT_CLOSE_CLIENT) && !ctx->client_gone) {
         if (ctx->withholding && ctx->withheld) {
             (void) ngx_ws_agent_append(ctx->b2c_out, ctx->withheld->pos,
                                        ctx->withheld->last
@@ -792,7 +923,7 @@ ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
 
     ctx->b2c_eof = 1;
 
-    if (to_backend && !ctx->gated && ws_frame_at_boundary(&ctx->c2b)) {
+    if ((close & NGX_WS_AGENT_CLOSE_BACKEND) && !ctx->gated) {
         (void) ngx_ws_agent_queue_close(ctx, 1, code, reason);
         ngx_ws_agent_kick(ctx->client);
     }
@@ -892,6 +1023,8 @@ ngx_ws_agent_note_close(ngx_ws_agent_ctx_t *ctx, ws_frame_parser_t *p,
 
     ws_frame_unmask(code, ch->data, 2, p->mask, 0);
     ctx->close_code = (code[0] << 8) | code[1];
+    ctx->close_by = p->from_client ? NGX_WS_AGENT_BY_CLIENT
+                                   : NGX_WS_AGENT_BY_BACKEND;
 }
 
 
@@ -908,6 +1041,8 @@ ngx_ws_agent_ready_timeout(ngx_event_t *ev)
 {
     ngx_ws_agent_ctx_t  *ctx = ev->data;
 
+    u_char  event[sizeof("{\"waited_ms\":}") + NGX_INT_T_LEN];
+
     ngx_log_error(NGX_LOG_ERR, ev->log, 0,
                   "ws_agent %V: backend not ready after %M ms, "
                   "closing with 1013; %ui frames (%uz bytes) held "
@@ -916,7 +1051,14 @@ ngx_ws_agent_ready_timeout(ngx_event_t *ev)
                   ctx->hold ? (size_t) (ctx->hold->last - ctx->hold->pos)
                             : 0);
 
-    ngx_ws_agent_fail(ctx, WS_CLOSE_TRY_AGAIN, "backend not ready", 0);
+    ngx_ws_agent_count(NGX_WS_AGENT_READY_TIMEOUTS, 1);
+
+    *ngx_sprintf(event, "{\"waited_ms\":%M}",
+                 ngx_current_msec - ctx->start) = '\0';
+    ngx_ws_agent_events_lifecycle(ctx, "ws_ready_timeout", (char *) event);
+
+    ngx_ws_agent_fail(ctx, WS_CLOSE_TRY_AGAIN, "backend not ready",
+                      ngx_ws_agent_at(&ctx->b2c, CLIENT));
 }
 
 
@@ -926,10 +1068,23 @@ ngx_ws_agent_cleanup(void *data)
     ngx_ws_agent_ctx_t  *ctx = data;
 
     ngx_http_upstream_t  *u;
+    u_char                event[sizeof("{\"code\":,\"by\":\"backend\"}")
+                                + NGX_INT_T_LEN];
+    static const char    *by[] = { "network", "client", "backend", "module" };
 
     if (ctx->ready_timer.timer_set) {
         ngx_del_timer(&ctx->ready_timer);
     }
+
+    if (ctx->gated && !ctx->failed) {
+        ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
+    }
+
+    ngx_ws_agent_count(NGX_WS_AGENT_ACTIVE, -1);
+
+    *ngx_sprintf(event, "{\"code\":%ui,\"by\":\"%s\"}", ctx->close_code,
+                 by[ctx->close_by]) = '\0';
+    ngx_ws_agent_events_lifecycle(ctx, "ws_close", (char *) event);
 
     ctx->client->recv = ctx->client_recv;
     ctx->client->send = ctx->client_send;

@@ -5,6 +5,10 @@
 
 #include <string.h>
 
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 #include "ngx_ws_agent_json.h"
@@ -93,6 +97,98 @@ ws_json_type(const unsigned char *data, size_t len, const unsigned char *key,
     *type_len = s.type_len;
 
     return WS_JSON_TYPED;
+}
+
+
+size_t
+ws_json_envelope_head(unsigned char *out, size_t cap, const unsigned char *id,
+    size_t id_len, const unsigned char *user, size_t user_len,
+    unsigned long long seq, unsigned long long ts_ms,
+    const unsigned char *type, size_t type_len)
+{
+    size_t                i, len;
+    char                  num[24];
+    yajl_gen              g;
+    const unsigned char  *buf;
+    unsigned char        *safe;
+    int                   ok, pass;
+
+    safe = NULL;
+    len = 0;
+
+    for (pass = 0; pass < 2; pass++) {
+
+        g = yajl_gen_alloc(NULL);
+        if (g == NULL) {
+            break;
+        }
+
+        yajl_gen_config(g, yajl_gen_validate_utf8, 1);
+
+        ok = yajl_gen_map_open(g) == yajl_gen_status_ok;
+
+#define ws_json_key_str(k, v, n)                                              \
+        ok = ok                                                               \
+             && yajl_gen_string(g, (const unsigned char *) k, sizeof(k) - 1)  \
+                == yajl_gen_status_ok                                         \
+             && yajl_gen_string(g, v, n) == yajl_gen_status_ok
+
+#define ws_json_key_num(k, v)                                                 \
+        ok = ok                                                               \
+             && yajl_gen_string(g, (const unsigned char *) k, sizeof(k) - 1)  \
+                == yajl_gen_status_ok                                         \
+             && yajl_gen_number(g, num,                                       \
+                                (size_t) snprintf(num, sizeof(num), "%llu",   \
+                                                  v))                         \
+                == yajl_gen_status_ok
+
+        ws_json_key_str("connection_id", id, id_len);
+        ws_json_key_str("user", safe ? safe : user, user_len);
+        ws_json_key_num("seq", seq);
+        ws_json_key_num("ts_ms", ts_ms);
+        ws_json_key_str("type", type, type_len);
+
+#undef ws_json_key_str
+#undef ws_json_key_num
+
+        ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok
+             && yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok;
+
+        if (ok) {
+            /* "{...}" becomes "{...,"event":" */
+            len = len - 1 + sizeof(",\"event\":") - 1;
+
+            if (len <= cap) {
+                memcpy(out, buf, len - (sizeof(",\"event\":") - 1));
+                memcpy(out + len - (sizeof(",\"event\":") - 1),
+                       ",\"event\":", sizeof(",\"event\":") - 1);
+            }
+
+            yajl_gen_free(g);
+            break;
+        }
+
+        yajl_gen_free(g);
+        len = 0;
+
+        if (pass == 1 || user_len == 0) {
+            break;
+        }
+
+        /* not UTF-8 (the id and type are): keep the ASCII of user */
+        safe = malloc(user_len);
+        if (safe == NULL) {
+            break;
+        }
+
+        for (i = 0; i < user_len; i++) {
+            safe[i] = user[i] < 0x80 ? user[i] : '?';
+        }
+    }
+
+    free(safe);
+
+    return len;
 }
 
 

@@ -29,4 +29,18 @@ ws_json_result_e ws_json_type(const unsigned char *data, size_t len,
     size_t *type_len);
 
 
+/*
+ * The head of a published envelope, generated with yajl:
+ *   {"connection_id":ID,"user":USER,"seq":SEQ,"ts_ms":TS,"type":TYPE,"event":
+ * the caller appends the event's own JSON text and "}".  Bytes of user that
+ * are not UTF-8 become '?', so the envelope is valid JSON whatever the
+ * user string holds.  Returns the head's length, written to out when it
+ * fits in cap (call again with more room otherwise); 0 on failure.
+ */
+size_t ws_json_envelope_head(unsigned char *out, size_t cap,
+    const unsigned char *id, size_t id_len, const unsigned char *user,
+    size_t user_len, unsigned long long seq, unsigned long long ts_ms,
+    const unsigned char *type, size_t type_len);
+
+
 #endif /* _NGX_WS_AGENT_JSON_H_INCLUDED_ */

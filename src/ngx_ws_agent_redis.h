@@ -1,0 +1,41 @@
+/*
+ * The Redis publisher: one hiredis async connection per worker on nginx's
+ * event loop, reconnecting with back-off, and a bounded queue for the
+ * events that arrive while Redis is away.  Publishing never blocks and
+ * never fails the caller: what cannot be sent is counted and logged.
+ */
+
+#ifndef _NGX_WS_AGENT_REDIS_H_INCLUDED_
+#define _NGX_WS_AGENT_REDIS_H_INCLUDED_
+
+
+#include "ngx_ws_agent.h"
+
+
+typedef struct {
+    ngx_atomic_uint_t   published;      /* acknowledged by Redis */
+    ngx_atomic_uint_t   queued;         /* waiting now */
+    ngx_atomic_uint_t   in_flight;      /* sent, reply pending */
+    ngx_atomic_uint_t   dropped_overflow;
+    ngx_atomic_uint_t   redis_errors;   /* error replies */
+    ngx_atomic_uint_t   reconnects;
+    ngx_atomic_uint_t   connected;
+} ngx_ws_agent_redis_stats_t;
+
+
+ngx_int_t ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
+    ngx_ws_agent_main_conf_t *wmcf);
+void ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle);
+
+/*
+ * Queues PUBLISH channel message, the message being the concatenation of
+ * the n parts (copied).  Returns NGX_OK when accepted, NGX_DECLINED when
+ * no Redis is configured in this worker, NGX_ERROR on allocation failure.
+ */
+ngx_int_t ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
+    ngx_uint_t n, ngx_log_t *log);
+
+ngx_ws_agent_redis_stats_t *ngx_ws_agent_redis_stats(void);
+
+
+#endif /* _NGX_WS_AGENT_REDIS_H_INCLUDED_ */
