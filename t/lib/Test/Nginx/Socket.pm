@@ -163,19 +163,7 @@ sub has { exists $_[0]{block}{$_[1]} }
 sub setup_and_run {
     my ($t, $last) = @_;
     my $name = $t->{name};
-    $Nginx->write_config(map { $_ => section($t, $_) }
-                         qw(main_config http_config config));
-    write_user_files(section($t, 'user_files')) if has($t, 'user_files');
-
-    if (has($t, 'nginx_t_fail')) {
-        my ($status, $out) = $Nginx->test_config;
-        Test::More::ok($status != 0, "$name - nginx -t fails")
-            or Test::More::diag($out);
-        $t->{log_text} = $out . $Nginx->error_log_since($t->{log_offset});
-        check_error_log($t);
-        return $t->{done} = 1;
-    }
-
+    # Redis first: its port may appear in the configuration
     my $need_redis = $UseRedis || grep { /^redis_/ } keys %{ $t->{block} };
     if ($need_redis) {
         $Redis ||= WsAgent::Redis->new(port => free_port(),
@@ -188,6 +176,19 @@ sub setup_and_run {
             $t->{subscriber} = WsAgent::Redis::Subscriber->new($Redis,
                                                                split ' ', $ch);
         }
+    }
+
+    $Nginx->write_config(map { $_ => section($t, $_) }
+                         qw(main_config http_config config));
+    write_user_files(section($t, 'user_files')) if has($t, 'user_files');
+
+    if (has($t, 'nginx_t_fail')) {
+        my ($status, $out) = $Nginx->test_config;
+        Test::More::ok($status != 0, "$name - nginx -t fails")
+            or Test::More::diag($out);
+        $t->{log_text} = $out . $Nginx->error_log_since($t->{log_offset});
+        check_error_log($t);
+        return $t->{done} = 1;
     }
 
     if (has($t, 'ws_backend')) {
