@@ -7,6 +7,7 @@ use strict;
 use warnings;
 
 use IO::Socket::INET;
+use IO::Socket::UNIX;
 use IO::Select;
 use POSIX ();
 use Time::HiRes qw(time sleep);
@@ -36,11 +37,16 @@ sub ensure {
     return $self->start;
 }
 
+# With closed => 1 the TCP port stays closed (only the unix socket listens)
+# until open_port: a test can get ready before nginx can reach Redis.
 sub start {
-    my ($self) = @_;
+    my ($self, %opt) = @_;
     return 1 if $self->{pid};
     my $dir = $self->{dir};
-    my $conf = "port $self->{port}\nbind 127.0.0.1\nsave \"\"\n"
+    local $self->{unix} = 1 if $opt{closed};
+    local $self->{via_unix} = 1 if $opt{closed};
+    my $conf = "port " . ($opt{closed} ? 0 : $self->{port})
+             . "\nbind 127.0.0.1\nsave \"\"\n"
              . "appendonly no\ndaemonize no\ndir $dir\n"
              . "logfile $dir/redis.log\n";
     $conf .= "unixsocket " . $self->sock_path . "\nunixsocketperm 777\n"
@@ -70,8 +76,21 @@ sub stop {
     kill_pid(delete $self->{pid}, signals => [qw(TERM KILL)], grace => 3);
 }
 
+sub open_port {
+    my ($self) = @_;
+    local $self->{via_unix} = 1;
+    my $r = $self->command('CONFIG', 'SET', 'port', $self->{port});
+    die "cannot open redis port: " . reply_text($r) . "\n"
+        unless reply_text($r) eq 'OK';
+}
+
 sub connect {
     my ($self) = @_;
+    if ($self->{via_unix}) {
+        return IO::Socket::UNIX->new(Peer => $self->sock_path, Timeout => 2)
+            or die "cannot connect to redis on " . $self->sock_path
+                   . ": $!\n";
+    }
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
         PeerPort => $self->{port}, Proto => 'tcp', Timeout => 2)
         or die "cannot connect to redis on $self->{port}: $!\n";
@@ -167,8 +186,21 @@ use Time::HiRes qw(time sleep);
 
 sub new {
     my ($class, $redis, @channels) = @_;
+    my $self = bless { redis => $redis, channels => \@channels,
+                       messages => [] }, $class;
+    # a Redis that is down now is subscribed to by the redis_start step
+    $self->subscribe if $redis->running;
+    return $self;
+}
+
+# (Re)connects and subscribes; messages collected so far are kept, so a
+# block can restart Redis in the middle (redis_stop / redis_start steps).
+sub subscribe {
+    my ($self, %opt) = @_;
+    my ($redis, @channels) = ($self->{redis}, @{ $self->{channels} });
+    local $redis->{via_unix} = 1 if $opt{via_unix};
     my $sock = $redis->connect;
-    my $self = bless { sock => $sock, buf => '', messages => [] }, $class;
+    @$self{qw(sock buf)} = ($sock, '');
     if (defined $redis->{password}) {
         print $sock WsAgent::Redis::encode('AUTH', $redis->{password});
         WsAgent::Redis::read_reply($sock, \$self->{buf}, time + 2);
@@ -179,13 +211,20 @@ sub new {
         die "SUBSCRIBE failed: " . WsAgent::Redis::reply_text($r) . "\n"
             unless ref $r eq 'ARRAY' && $r->[0] eq 'subscribe';
     }
-    return $self;
+}
+
+# Takes in what has arrived within $secs (before Redis is stopped).
+sub drain {
+    my ($self, $secs) = @_;
+    return unless $self->{sock};
+    $self->collect(1e9, $secs, 0);
 }
 
 # Reads until $count messages arrived or $timeout passed, then $grace more
 # seconds to catch extra ones. Returns [channel, message] pairs.
 sub collect {
     my ($self, $count, $timeout, $grace) = @_;
+    return @{ $self->{messages} } unless $self->{sock};
     my $deadline = time + $timeout;
     my $msgs = $self->{messages};
     while (1) {
@@ -198,6 +237,6 @@ sub collect {
     return @$msgs;
 }
 
-sub close { close $_[0]{sock} }
+sub close { close $_[0]{sock} if $_[0]{sock} }
 
 1;

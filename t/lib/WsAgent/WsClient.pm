@@ -71,7 +71,7 @@ sub parse_step {
         parse_duration($1);
     } elsif ($line eq 'drop') {
         $s{op} = 'drop';
-    } elsif ($line =~ /^(redis_stop|redis_start)$/) {
+    } elsif ($line =~ /^(redis_stop|redis_start|nginx_reload)$/) {
         $s{op} = $1;
     } elsif ($line =~ /^redis_cmd\s+(.*?)(?:\s+=>\s+(.*))?$/) {
         @s{qw(op args want)} = ('redis_cmd', [_words($1)], $2);
@@ -132,8 +132,8 @@ sub step {
     }
     if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
-    if ($op =~ /^redis_(stop|start|cmd)$/) {
-        my $hook = $self->{hooks}{$op} or return (0, 'no redis in this block');
+    if ($op =~ /^(redis_(stop|start|cmd)|nginx_reload)$/) {
+        my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
         return $hook->($s);
     }
     my $st = $self->stream or return (0, 'no connection: handshake first');

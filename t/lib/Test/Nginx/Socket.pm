@@ -172,6 +172,7 @@ sub setup_and_run {
                        unix => has($t, 'redis_unix'));
         $ENV{TEST_NGINX_REDIS_PORT} = $Redis->port;
         $ENV{TEST_NGINX_REDIS_SOCK} = $Redis->sock_path;
+        $Redis->stop if has($t, 'redis_stopped');
         if (defined(my $ch = section($t, 'redis_subscribe'))) {
             $t->{subscriber} = WsAgent::Redis::Subscriber->new($Redis,
                                                                split ' ', $ch);
@@ -263,9 +264,19 @@ sub expected_lines {
 # --- the WebSocket client -------------------------------------------------
 
 sub ws_hooks {
+    my ($t) = @_;
+    my $sub = $t->{subscriber};
     return {
-        redis_stop  => sub { $Redis->stop; 1 },
-        redis_start => sub { $Redis->start; 1 },
+        redis_stop  => sub { $sub->drain(0.3) if $sub; $Redis->stop; 1 },
+        nginx_reload => sub { kill 'HUP', $Nginx->{pid}; 1 },
+        redis_start => sub {
+            return $Redis->start unless $sub;
+            # the subscriber is back before nginx can reach Redis again
+            $Redis->start(closed => 1);
+            $sub->subscribe(via_unix => 1);
+            $Redis->open_port;
+            1;
+        },
         redis_cmd   => sub {
             my ($s) = @_;
             my $r = WsAgent::Redis::reply_text($Redis->command(@{ $s->{args} }));
@@ -275,6 +286,8 @@ sub ws_hooks {
                 if defined $s->{want} && $r ne $s->{want};
             return (1, "redis replied $r");
         },
+        $Redis ? () : (redis_stop => undef, redis_start => undef,
+                       redis_cmd => undef),
     };
 }
 
@@ -282,7 +295,7 @@ sub run_ws_client {
     my ($t) = @_;
     my $text = section($t, 'ws_client');
     my $steps = WsAgent::WsClient::parse_steps($text);
-    my %run = (port => $ServerPort, hooks => $Redis ? ws_hooks() : {});
+    my %run = (port => $ServerPort, hooks => ws_hooks($t));
     unless (@$steps && $steps->[0]{op} eq 'parallel') {
         $steps = WsAgent::WsClient::parse_steps($text =~ s/\$i\b/1/gr);
         return { steps => $steps,
