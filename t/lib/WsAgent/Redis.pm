@@ -87,9 +87,10 @@ sub open_port {
 sub connect {
     my ($self) = @_;
     if ($self->{via_unix}) {
-        return IO::Socket::UNIX->new(Peer => $self->sock_path, Timeout => 2)
+        my $u = IO::Socket::UNIX->new(Peer => $self->sock_path, Timeout => 2)
             or die "cannot connect to redis on " . $self->sock_path
                    . ": $!\n";
+        return $u;
     }
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
         PeerPort => $self->{port}, Proto => 'tcp', Timeout => 2)
