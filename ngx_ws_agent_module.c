@@ -18,6 +18,8 @@
 #include "ngx_ws_agent.h"
 #include "ngx_ws_agent_gate.h"
 #include "ngx_ws_agent_redis.h"
+#include "ngx_ws_agent_stats.h"
+#include "ngx_ws_agent_status.h"
 
 
 static ngx_int_t ngx_ws_agent_add_variables(ngx_conf_t *cf);
@@ -49,7 +51,6 @@ static ngx_int_t ngx_ws_agent_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_ws_agent_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_ws_agent_make_id(ngx_http_request_t *r,
     ngx_ws_agent_ctx_t *ctx);
-static ngx_int_t ngx_ws_agent_status_handler(ngx_http_request_t *r);
 
 static ngx_int_t ngx_ws_agent_variable_str(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -72,10 +73,6 @@ static ngx_str_t  ngx_ws_agent_default_events[] = {
     ngx_string("tool_completed"),
     ngx_string("agent_completed")
 };
-
-
-#define NGX_WS_AGENT_STATUS_JSON        1
-#define NGX_WS_AGENT_STATUS_PROMETHEUS  2
 
 
 static ngx_command_t  ngx_ws_agent_commands[] = {
@@ -723,7 +720,7 @@ ngx_ws_agent_init(ngx_conf_t *cf)
     ngx_http_next_header_filter = ngx_http_top_header_filter;
     ngx_http_top_header_filter = ngx_ws_agent_header_filter;
 
-    return NGX_OK;
+    return ngx_ws_agent_stats_init_conf(cf);
 }
 
 
@@ -936,14 +933,6 @@ ngx_ws_agent_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
-}
-
-
-static ngx_int_t
-ngx_ws_agent_status_handler(ngx_http_request_t *r)
-{
-    /* counters arrive with the status zone; until then say so plainly */
-    return NGX_HTTP_NOT_IMPLEMENTED;
 }
 
 

@@ -845,6 +845,7 @@ ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
                   &ctx->id, ctx->ready_ms, ctx->frames_held);
 
     ngx_ws_agent_count(NGX_WS_AGENT_ACKS, 1);
+    ngx_ws_agent_stats_ready(ctx->ready_ms);
     ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
 
     *ngx_sprintf(event, "{\"ready_ms\":%M}", ctx->ready_ms) = '\0';

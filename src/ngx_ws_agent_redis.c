@@ -23,6 +23,7 @@
 #include <hiredis/sds.h>
 
 #include "ngx_ws_agent_redis.h"
+#include "ngx_ws_agent_stats.h"
 
 
 #define NGX_WS_AGENT_REDIS_WINDOW       1024
@@ -55,6 +56,7 @@ typedef struct {
     ngx_uint_t                    dropped_unlogged;
     time_t                        drop_logged;
     ngx_uint_t                    errors_unlogged;
+    ngx_ws_agent_worker_stats_t  *stats;        /* this worker's slot */
     time_t                        error_logged;
 
     unsigned                      active:1;    /* configured here */
@@ -67,6 +69,8 @@ typedef struct {
 static void ngx_ws_agent_redis_connect(ngx_ws_agent_redis_t *rs);
 static void ngx_ws_agent_redis_retry(ngx_event_t *ev);
 static void ngx_ws_agent_redis_schedule(ngx_ws_agent_redis_t *rs);
+static void ngx_ws_agent_redis_error(ngx_ws_agent_redis_t *rs,
+    const char *err, size_t len);
 static void ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs,
     const char *why);
 static void ngx_ws_agent_redis_on_connect(const redisAsyncContext *ac,
@@ -91,15 +95,7 @@ static void ngx_ws_agent_redis_read_handler(ngx_event_t *ev);
 static void ngx_ws_agent_redis_write_handler(ngx_event_t *ev);
 
 
-static ngx_ws_agent_redis_t        ngx_ws_agent_redis;
-static ngx_ws_agent_redis_stats_t  ngx_ws_agent_redis_local_stats;
-
-
-ngx_ws_agent_redis_stats_t *
-ngx_ws_agent_redis_stats(void)
-{
-    return &ngx_ws_agent_redis_local_stats;
-}
+static ngx_ws_agent_redis_t  ngx_ws_agent_redis;
 
 
 ngx_int_t
@@ -116,6 +112,11 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
 
     rs->conf = wmcf;
     rs->log = cycle->log;
+    rs->stats = ngx_ws_agent_stats_worker();
+
+    if (rs->stats == NULL) {
+        return NGX_ERROR;
+    }
     rs->active = 1;
     rs->backoff = NGX_WS_AGENT_REDIS_BACKOFF_MIN;
 
@@ -177,7 +178,7 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
 
     ngx_ws_agent_redis_send(rs);
 
-    ngx_ws_agent_redis_local_stats.queued = rs->nwaiting;
+    rs->stats->queued = rs->nwaiting;
 
     return NGX_OK;
 }
@@ -190,7 +191,7 @@ ngx_ws_agent_redis_drop_oldest(ngx_ws_agent_redis_t *rs)
 {
     ngx_queue_t  *q;
 
-    ngx_ws_agent_redis_local_stats.dropped_overflow++;
+    ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_OVERFLOW, 1);
     rs->dropped_unlogged++;
 
     if (!ngx_queue_empty(&rs->waiting)) {
@@ -248,8 +249,8 @@ ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
         rs->nin_flight++;
     }
 
-    ngx_ws_agent_redis_local_stats.queued = rs->nwaiting;
-    ngx_ws_agent_redis_local_stats.in_flight = rs->nin_flight;
+    rs->stats->queued = rs->nwaiting;
+    rs->stats->in_flight = rs->nin_flight;
 }
 
 
@@ -270,7 +271,8 @@ ngx_ws_agent_redis_on_publish(redisAsyncContext *ac, void *reply, void *data)
     ngx_free(item);
 
     if (rr->type == REDIS_REPLY_ERROR) {
-        ngx_ws_agent_redis_local_stats.redis_errors++;
+        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_REDIS_ERROR, 1);
+        ngx_ws_agent_redis_error(rs, rr->str, rr->len);
         rs->errors_unlogged++;
 
         if (ngx_time() != rs->error_logged) {
@@ -283,7 +285,7 @@ ngx_ws_agent_redis_on_publish(redisAsyncContext *ac, void *reply, void *data)
         }
 
     } else {
-        ngx_ws_agent_redis_local_stats.published++;
+        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_PUBLISHED, 1);
     }
 
     ngx_ws_agent_redis_send(rs);
@@ -406,7 +408,7 @@ ngx_ws_agent_redis_setup(ngx_ws_agent_redis_t *rs, ngx_uint_t step)
 
     rs->ready = 1;
     rs->backoff = NGX_WS_AGENT_REDIS_BACKOFF_MIN;
-    ngx_ws_agent_redis_local_stats.connected = 1;
+    rs->stats->connected = 1;
 
     if (rs->down_logged) {
         ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
@@ -443,6 +445,7 @@ ngx_ws_agent_redis_on_setup(redisAsyncContext *ac, void *reply, void *data)
                       "ws_agent_redis password=)" : "SELECT (check "
                       "ws_agent_redis db=)", (size_t) rr->len, rr->str);
         rs->down_logged = 1;
+        ngx_ws_agent_redis_error(rs, rr->str, rr->len);
         redisAsyncDisconnect(ac);
         return;
     }
@@ -458,7 +461,7 @@ ngx_ws_agent_redis_on_disconnect(const redisAsyncContext *ac, int status)
 
     rs->ac = NULL;
     rs->ready = 0;
-    ngx_ws_agent_redis_local_stats.connected = 0;
+    rs->stats->connected = 0;
 
     /* unanswered events go back to the front of the line, in order */
     if (!ngx_queue_empty(&rs->in_flight)) {
@@ -483,6 +486,8 @@ ngx_ws_agent_redis_on_disconnect(const redisAsyncContext *ac, int status)
 static void
 ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs, const char *why)
 {
+    ngx_ws_agent_redis_error(rs, why, ngx_strlen(why));
+
     if (rs->down_logged) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rs->log, 0,
                        "ws_agent: Redis still unavailable: %s", why);
@@ -495,6 +500,19 @@ ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs, const char *why)
                   &rs->conf->addr, why, rs->conf->queue);
 
     rs->down_logged = 1;
+}
+
+
+/* the last error, for the status page */
+
+static void
+ngx_ws_agent_redis_error(ngx_ws_agent_redis_t *rs, const char *err,
+    size_t len)
+{
+    len = ngx_min(len, NGX_WS_AGENT_ERROR_LEN - 1);
+
+    ngx_memcpy(rs->stats->last_error, err, len);
+    rs->stats->last_error[len] = '\0';
 }
 
 
@@ -526,7 +544,8 @@ ngx_ws_agent_redis_retry(ngx_event_t *ev)
         return;
     }
 
-    ngx_ws_agent_redis_local_stats.reconnects++;
+    rs->stats->reconnects++;
+    ngx_ws_agent_count(NGX_WS_AGENT_REDIS_RECONNECTS, 1);
 
     ngx_ws_agent_redis_connect(rs);
 }
@@ -614,7 +633,11 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
         lost++;
     }
 
+    ngx_ws_agent_stats_worker_exit();
+
     if (lost) {
+        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_LOST_AT_EXIT, lost);
+
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
                       "ws_agent: worker exiting with %ui event(s) not "
                       "published to Redis %V", lost, &rs->conf->addr);

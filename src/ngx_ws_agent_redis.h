@@ -12,17 +12,6 @@
 #include "ngx_ws_agent.h"
 
 
-typedef struct {
-    ngx_atomic_uint_t   published;      /* acknowledged by Redis */
-    ngx_atomic_uint_t   queued;         /* waiting now */
-    ngx_atomic_uint_t   in_flight;      /* sent, reply pending */
-    ngx_atomic_uint_t   dropped_overflow;
-    ngx_atomic_uint_t   redis_errors;   /* error replies */
-    ngx_atomic_uint_t   reconnects;
-    ngx_atomic_uint_t   connected;
-} ngx_ws_agent_redis_stats_t;
-
-
 ngx_int_t ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
     ngx_ws_agent_main_conf_t *wmcf);
 void ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle);
@@ -34,8 +23,5 @@ void ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle);
  */
 ngx_int_t ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
     ngx_uint_t n, ngx_log_t *log);
-
-ngx_ws_agent_redis_stats_t *ngx_ws_agent_redis_stats(void);
-
 
 #endif /* _NGX_WS_AGENT_REDIS_H_INCLUDED_ */

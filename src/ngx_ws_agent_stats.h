@@ -1,7 +1,9 @@
 /*
  * Counters: one table, named once, incremented from every part of the
- * module without locks.  ngx_ws_agent_counters points at this worker's own
- * table until a shared zone replaces it.
+ * module without locks.  They live in a shared memory zone, so the status
+ * location sums every worker and the numbers survive a reload; until the
+ * zone exists (nginx -t, a configuration without ws_agent) they point at
+ * this process's own table.
  */
 
 #ifndef _NGX_WS_AGENT_STATS_H_INCLUDED_
@@ -33,20 +35,63 @@ typedef enum {
     NGX_WS_AGENT_PROTOCOL_ERRORS_BACKEND,
     NGX_WS_AGENT_EVENTS_SEEN,
     NGX_WS_AGENT_EVENTS_QUEUED,
+    NGX_WS_AGENT_EVENTS_PUBLISHED,
+    NGX_WS_AGENT_EVENTS_OVERFLOW,
+    NGX_WS_AGENT_EVENTS_REDIS_ERROR,
+    NGX_WS_AGENT_EVENTS_LOST_AT_EXIT,
     NGX_WS_AGENT_EVENTS_OVERSIZED,
     NGX_WS_AGENT_EVENTS_NOT_JSON,
     NGX_WS_AGENT_EVENTS_UNTYPED,
     NGX_WS_AGENT_EVENTS_OTHER_TYPE,
     NGX_WS_AGENT_EVENTS_UNROUTED,
     NGX_WS_AGENT_LIFECYCLE_QUEUED,
+    NGX_WS_AGENT_REDIS_RECONNECTS,
     NGX_WS_AGENT_NCOUNTERS
 } ngx_ws_agent_counter_e;
 
 
-extern ngx_atomic_t  *ngx_ws_agent_counters;
+/* ready latency buckets, upper bounds in ms; the last one is +Inf */
+#define NGX_WS_AGENT_READY_BUCKETS                                           \
+    1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000
+#define NGX_WS_AGENT_NBUCKETS       14
+
+#define NGX_WS_AGENT_MAX_WORKERS    64
+#define NGX_WS_AGENT_ERROR_LEN      120
+
+
+/* what one worker's Redis connection looks like now */
+typedef struct {
+    ngx_atomic_t                 pid;        /* 0: a free slot */
+    ngx_atomic_t                 connected;
+    ngx_atomic_t                 queued;
+    ngx_atomic_t                 in_flight;
+    ngx_atomic_t                 reconnects;
+    u_char                       last_error[NGX_WS_AGENT_ERROR_LEN];
+} ngx_ws_agent_worker_stats_t;
+
+
+typedef struct {
+    ngx_atomic_t                 counters[NGX_WS_AGENT_NCOUNTERS];
+    ngx_atomic_t                 ready[NGX_WS_AGENT_NBUCKETS];
+    ngx_atomic_t                 ready_sum_ms;
+    ngx_ws_agent_worker_stats_t  workers[NGX_WS_AGENT_MAX_WORKERS];
+} ngx_ws_agent_stats_t;
+
+
+extern ngx_ws_agent_stats_t  *ngx_ws_agent_stats;
 
 #define ngx_ws_agent_count(c, n)                                             \
-    (void) ngx_atomic_fetch_add(&ngx_ws_agent_counters[c], n)
+    (void) ngx_atomic_fetch_add(&ngx_ws_agent_stats->counters[c], n)
+
+
+/* postconfiguration: the zone (reused across reloads) */
+ngx_int_t ngx_ws_agent_stats_init_conf(ngx_conf_t *cf);
+
+void ngx_ws_agent_stats_ready(ngx_msec_t ms);
+
+/* this worker's Redis slot, claimed at worker start, freed at exit */
+ngx_ws_agent_worker_stats_t *ngx_ws_agent_stats_worker(void);
+void ngx_ws_agent_stats_worker_exit(void);
 
 
 #endif /* _NGX_WS_AGENT_STATS_H_INCLUDED_ */

@@ -71,6 +71,8 @@ sub parse_step {
         parse_duration($1);
     } elsif ($line eq 'drop') {
         $s{op} = 'drop';
+    } elsif ($line =~ /^http_get\s+(\S+)(?:\s+=>\s+(.*))?$/) {
+        @s{qw(op path want)} = ('http_get', $1, $2);
     } elsif ($line =~ /^(redis_stop|redis_start|nginx_reload)$/) {
         $s{op} = $1;
     } elsif ($line =~ /^redis_cmd\s+(.*?)(?:\s+=>\s+(.*))?$/) {
@@ -132,7 +134,7 @@ sub step {
     }
     if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
-    if ($op =~ /^(redis_(stop|start|cmd)|nginx_reload)$/) {
+    if ($op =~ /^(redis_(stop|start|cmd)|nginx_reload|http_get)$/) {
         my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
         return $hook->($s);
     }

@@ -269,6 +269,18 @@ sub ws_hooks {
     return {
         redis_stop  => sub { $sub->drain(0.3) if $sub; $Redis->stop; 1 },
         nginx_reload => sub { kill 'HUP', $Nginx->{pid}; 1 },
+        # a plain GET in the middle of the steps; the body must match
+        http_get => sub {
+            my ($s) = @_;
+            my $res = WsAgent::Http::send_request($ServerPort,
+                WsAgent::Http::build_request("GET $s->{path}"), 3);
+            return (0, "GET $s->{path}: $res->{error}") if $res->{error};
+            my $body = $res->{body} // '';
+            return (1, "GET $s->{path}: $res->{status}")
+                if !defined $s->{want} || $body =~ /$s->{want}/s;
+            return (0, "GET $s->{path}: $res->{status}, body does not match "
+                       . "/$s->{want}/:\n$body");
+        },
         redis_start => sub {
             return $Redis->start unless $sub;
             # the subscriber is back before nginx can reach Redis again
