@@ -445,7 +445,17 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
 
         if (ctx->b2c_out && ctx->b2c_out->pos < ctx->b2c_out->last) {
             c->read->ready = 1;
-            return ngx_ws_agent_drain(ctx->b2c_out, buf, size);
+            n = ngx_ws_agent_drain(ctx->b2c_out, buf, size);
+
+            if (ctx->b2c_out->pos == ctx->b2c_out->last && !ctx->gated
+                && !ctx->failed)
+            {
+                /* the candidate-ack buffer is not needed after the gate */
+                ngx_pfree(r->pool, ctx->b2c_out->start);
+                ctx->b2c_out = NULL;
+            }
+
+            return n;
         }
 
         if (ctx->b2c_eof) {
@@ -837,6 +847,14 @@ ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
     if (ctx->withheld) {
         ngx_pfree(ctx->request->pool, ctx->withheld->start);
         ctx->withheld = NULL;
+    }
+
+    if (ctx->msg && !ctx->inspect) {
+        /* nobody reads backend messages any more */
+        ngx_pfree(ctx->request->pool, ctx->msg);
+        ctx->msg = NULL;
+        ctx->msg_cap = 0;
+        ctx->msg_len = 0;
     }
 
     ngx_log_error(NGX_LOG_INFO, ctx->client->log, 0,
