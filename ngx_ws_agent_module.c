@@ -17,6 +17,7 @@
 
 #include "ngx_ws_agent.h"
 #include "ngx_ws_agent_gate.h"
+#include "ngx_ws_agent_jwt.h"
 #include "ngx_ws_agent_redis.h"
 #include "ngx_ws_agent_stats.h"
 #include "ngx_ws_agent_status.h"
@@ -49,8 +50,7 @@ static char *ngx_ws_agent_check_positive_msec(ngx_conf_t *cf, void *post,
 
 static ngx_int_t ngx_ws_agent_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_ws_agent_access_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_ws_agent_make_id(ngx_http_request_t *r,
-    ngx_ws_agent_ctx_t *ctx);
+static ngx_ws_agent_ctx_t *ngx_ws_agent_create_ctx(ngx_http_request_t *r);
 
 static ngx_int_t ngx_ws_agent_variable_str(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -175,6 +175,48 @@ static ngx_command_t  ngx_ws_agent_commands[] = {
       offsetof(ngx_ws_agent_loc_conf_t, lifecycle),
       NULL },
 
+    { ngx_string("ws_agent_jwt"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, jwt),
+      NULL },
+
+    { ngx_string("ws_agent_jwt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_ws_agent_jwt_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ws_agent_jwt_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, jwt_token),
+      NULL },
+
+    { ngx_string("ws_agent_jwt_protocol_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, jwt_protocol_prefix),
+      NULL },
+
+    { ngx_string("ws_agent_jwt_leeway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, jwt_leeway),
+      NULL },
+
+    { ngx_string("ws_agent_jwt_claim"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_ws_agent_jwt_claim,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ws_agent_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_ws_agent_status,
@@ -248,6 +290,12 @@ static ngx_http_variable_t  ngx_ws_agent_vars[] = {
     { ngx_string("ws_agent_close_code"), NULL, ngx_ws_agent_variable_num,
       NGX_WS_AGENT_VAR_CLOSE_CODE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("ws_agent_jwt_sub"), NULL, ngx_ws_agent_jwt_variable,
+      0, 0, 0 },
+
+    { ngx_string("ws_agent_jwt_claim_"), NULL, ngx_ws_agent_jwt_variable,
+      0, NGX_HTTP_VAR_PREFIX, 0 },
+
       ngx_http_null_variable
 };
 
@@ -320,6 +368,11 @@ ngx_ws_agent_create_loc_conf(ngx_conf_t *cf)
     wlcf->event_max_size = NGX_CONF_UNSET_SIZE;
     wlcf->user = NGX_CONF_UNSET_PTR;
     wlcf->lifecycle = NGX_CONF_UNSET;
+    wlcf->jwt = NGX_CONF_UNSET;
+    wlcf->jwt_keys = NGX_CONF_UNSET_PTR;
+    wlcf->jwt_claims = NGX_CONF_UNSET_PTR;
+    wlcf->jwt_token = NGX_CONF_UNSET_PTR;
+    wlcf->jwt_leeway = NGX_CONF_UNSET;
 
     return wlcf;
 }
@@ -351,6 +404,21 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               64 * 1024);
     ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
     ngx_conf_merge_value(conf->lifecycle, prev->lifecycle, 0);
+
+    ngx_conf_merge_value(conf->jwt, prev->jwt, 0);
+    ngx_conf_merge_ptr_value(conf->jwt_keys, prev->jwt_keys, NULL);
+    ngx_conf_merge_ptr_value(conf->jwt_claims, prev->jwt_claims, NULL);
+    ngx_conf_merge_ptr_value(conf->jwt_token, prev->jwt_token, NULL);
+    ngx_conf_merge_str_value(conf->jwt_protocol_prefix,
+                             prev->jwt_protocol_prefix, "bearer.");
+    ngx_conf_merge_sec_value(conf->jwt_leeway, prev->jwt_leeway, 30);
+
+    if (conf->jwt && conf->jwt_keys == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_jwt\" is on but no "
+                           "\"ws_agent_jwt_key\" is set");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->events == NGX_CONF_UNSET_PTR) {
 
@@ -765,19 +833,24 @@ ngx_ws_agent_get_ctx(ngx_http_request_t *r)
         return NULL;
     }
 
-    ctx = ngx_pcalloc(r->main->pool, sizeof(ngx_ws_agent_ctx_t));
+    return ngx_ws_agent_create_ctx(r->main);
+}
+
+
+static ngx_ws_agent_ctx_t *
+ngx_ws_agent_create_ctx(ngx_http_request_t *r)
+{
+    ngx_ws_agent_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_ws_agent_ctx_t));
     if (ctx == NULL) {
         return NULL;
     }
 
-    ctx->request = r->main;
-    ctx->conf = wlcf;
+    ctx->request = r;
+    ctx->conf = ngx_http_get_module_loc_conf(r, ngx_ws_agent_module);
 
-    if (ngx_ws_agent_make_id(r->main, ctx) != NGX_OK) {
-        return NULL;
-    }
-
-    ngx_http_set_ctx(r->main, ctx, ngx_ws_agent_module);
+    ngx_http_set_ctx(r, ctx, ngx_ws_agent_module);
 
     return ctx;
 }
@@ -786,16 +859,23 @@ ngx_ws_agent_get_ctx(ngx_http_request_t *r)
 /*
  * The connection id is made when first asked for, usually by
  * proxy_set_header before the request goes upstream, so the backend and
- * the module's logs and envelopes name the connection alike.
+ * the module's logs and envelopes name the connection alike.  By then the
+ * access phase has verified the JWT, so ws_agent_user may use its claims.
  */
 
-static ngx_int_t
-ngx_ws_agent_make_id(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
+ngx_int_t
+ngx_ws_agent_identify(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
 {
     u_char         *p;
     ngx_str_t       user;
     ngx_uint_t      i, n;
     unsigned char   rnd[4];
+
+    if (ctx->id.len) {
+        return NGX_OK;
+    }
+
+    r = r->main;
 
     ngx_str_null(&user);
 
@@ -846,28 +926,47 @@ ngx_ws_agent_make_id(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
 static ngx_int_t
 ngx_ws_agent_access_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                i, removed;
-    ngx_list_t                headers;
+    ngx_int_t                 rc;
+    ngx_uint_t                i;
     ngx_list_part_t          *part;
-    ngx_table_elt_t          *h, *nh;
+    ngx_table_elt_t          *h;
+    ngx_ws_agent_ctx_t       *ctx;
     ngx_ws_agent_loc_conf_t  *wlcf;
 
-    if (r != r->main || r->headers_in.upgrade == NULL) {
+    if (r != r->main) {
         return NGX_DECLINED;
     }
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_ws_agent_module);
-    if (!wlcf->enable) {
+
+    if (wlcf->jwt) {
+        ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
+
+        if (ctx == NULL) {
+            ctx = ngx_ws_agent_create_ctx(r);
+            if (ctx == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+
+        if (!ctx->jwt_verified) {
+            rc = ngx_ws_agent_jwt_check(r, ctx);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+        }
+    }
+
+    if (!wlcf->enable || r->headers_in.upgrade == NULL) {
         return NGX_DECLINED;
     }
 
-    if (ngx_list_init(&headers, r->pool, 20, sizeof(ngx_table_elt_t))
-        != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    /*
+     * A compressed frame would hide the ack and the events, so a gated
+     * location never lets permessage-deflate be negotiated: the offer is
+     * dropped before the request goes upstream.
+     */
 
-    removed = 0;
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -888,25 +987,70 @@ ngx_ws_agent_access_handler(ngx_http_request_t *r)
                                (u_char *) "Sec-WebSocket-Extensions",
                                h[i].key.len) == 0)
         {
-            removed++;
+            if (ngx_ws_agent_remove_header(r, &h[i]) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            /* the list was rebuilt: look again from its start */
+            part = &r->headers_in.headers.part;
+            h = part->elts;
+            i = (ngx_uint_t) -1;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * proxy_pass sends every header of the list, so taking one out means a
+ * new list without it; the old elements stay valid for r->headers_in.
+ */
+
+ngx_int_t
+ngx_ws_agent_remove_header(ngx_http_request_t *r, ngx_table_elt_t *victim)
+{
+    ngx_uint_t        i;
+    ngx_list_t        headers;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    if (ngx_list_init(&headers, r->pool, 20, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (&h[i] == victim) {
             continue;
         }
 
         nh = ngx_list_push(&headers);
         if (nh == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         *nh = h[i];
     }
 
-    if (removed) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "ws_agent: dropped %ui extension offer(s)", removed);
-        r->headers_in.headers = headers;
-    }
+    r->headers_in.headers = headers;
 
-    return NGX_DECLINED;
+    return NGX_OK;
 }
 
 
@@ -926,8 +1070,10 @@ ngx_ws_agent_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_ws_agent_get_ctx(r);
 
-    if (ctx && !ctx->attached) {
-        if (ngx_ws_agent_gate_attach(r, ctx) != NGX_OK) {
+    if (ctx && ctx->conf->enable && !ctx->attached) {
+        if (ngx_ws_agent_identify(r, ctx) != NGX_OK
+            || ngx_ws_agent_gate_attach(r, ctx) != NGX_OK)
+        {
             return NGX_ERROR;
         }
     }
@@ -946,9 +1092,13 @@ ngx_ws_agent_variable_str(ngx_http_request_t *r,
     ngx_ws_agent_ctx_t  *ctx;
 
     ctx = ngx_ws_agent_get_ctx(r);
-    if (ctx == NULL) {
+    if (ctx == NULL || !ctx->conf->enable) {
         v->not_found = 1;
         return NGX_OK;
+    }
+
+    if (ngx_ws_agent_identify(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     s = (data == NGX_WS_AGENT_VAR_ID) ? &ctx->id : &ctx->user;

@@ -49,6 +49,13 @@ typedef struct {
     ngx_http_complex_value_t   *user;
     ngx_flag_t                  lifecycle;
     ngx_uint_t                  status;         /* 0: not a status location */
+
+    ngx_flag_t                  jwt;
+    ngx_array_t                *jwt_keys;       /* opaque: src/..._jwt.c */
+    ngx_array_t                *jwt_claims;
+    ngx_http_complex_value_t   *jwt_token;
+    ngx_str_t                   jwt_protocol_prefix;
+    time_t                      jwt_leeway;
 } ngx_ws_agent_loc_conf_t;
 
 
@@ -99,6 +106,10 @@ struct ngx_ws_agent_ctx_s {
     ngx_msec_t                  start;
     ngx_msec_t                  ready_ms;
 
+    /* verified identity (ws_agent_jwt) */
+    ngx_str_t                   jwt_sub;
+    void                       *jwt_claims;     /* a yajl_val tree */
+
     ngx_str_t                   channel;
     ngx_uint_t                  seq;
 
@@ -107,6 +118,7 @@ struct ngx_ws_agent_ctx_s {
     ngx_uint_t                  close_code;
 
     unsigned                    attached:1;
+    unsigned                    jwt_verified:1;
     unsigned                    gated:1;
     unsigned                    ready:1;
     unsigned                    failed:1;       /* the module ended it */
@@ -129,7 +141,16 @@ struct ngx_ws_agent_ctx_s {
 extern ngx_module_t  ngx_ws_agent_module;
 
 
+/* the context of a gated WebSocket request, made when first asked for */
 ngx_ws_agent_ctx_t *ngx_ws_agent_get_ctx(ngx_http_request_t *r);
+
+/* the connection id (and user), made once, when first needed */
+ngx_int_t ngx_ws_agent_identify(ngx_http_request_t *r,
+    ngx_ws_agent_ctx_t *ctx);
+
+/* takes one header out of the request before it goes upstream */
+ngx_int_t ngx_ws_agent_remove_header(ngx_http_request_t *r,
+    ngx_table_elt_t *victim);
 
 
 #endif /* _NGX_WS_AGENT_H_INCLUDED_ */
