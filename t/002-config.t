@@ -498,3 +498,66 @@ invalid value "1" in "ws_agent_lifecycle" directive
 "ws_agent_status" directive is duplicate
 
 
+
+
+=== TEST 39: ws_agent_jwt takes on or off
+--- config
+    ws_agent_jwt yes;
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+invalid value "yes" in "ws_agent_jwt" directive, it must be "on" or "off"
+
+
+=== TEST 40: ws_agent_jwt_key takes a type and a file
+--- config
+    ws_agent_jwt_key /etc/secret;
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+invalid number of arguments in "ws_agent_jwt_key" directive
+
+
+=== TEST 41: ws_agent_jwt_leeway is a time
+--- config
+    ws_agent_jwt_leeway soon;
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_jwt_leeway" directive invalid value
+
+
+=== TEST 42: ws_agent_jwt_claim takes a name and a value
+--- config
+    ws_agent_jwt_claim aud;
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+invalid number of arguments in "ws_agent_jwt_claim" directive
+
+
+=== TEST 43: ws_agent_jwt_claim name empty
+--- config
+    ws_agent_jwt_claim "" x;
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_jwt_claim" directive takes a claim name, not an empty string
+
+
+=== TEST 44: ws_agent_jwt_token with an unknown variable
+--- config
+    ws_agent_jwt_token $no_such_token_var;
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+unknown "no_such_token_var" variable
+
+
+=== TEST 45: ws_agent_jwt_protocol_prefix takes one value
+--- config
+    ws_agent_jwt_protocol_prefix a b;
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+invalid number of arguments in "ws_agent_jwt_protocol_prefix" directive
