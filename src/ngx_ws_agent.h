@@ -116,6 +116,7 @@ struct ngx_ws_agent_ctx_s {
     ngx_uint_t                  frames_held;
     ngx_uint_t                  events_published;
     ngx_uint_t                  close_code;
+    ngx_uint_t                  c2b_fail_code;
 
     unsigned                    attached:1;
     unsigned                    jwt_verified:1;
@@ -124,6 +125,8 @@ struct ngx_ws_agent_ctx_s {
     unsigned                    failed:1;       /* the module ended it */
     unsigned                    client_gone:1;  /* TCP gone while gated */
     unsigned                    client_close:1; /* client sent close */
+    unsigned                    client_failed:1;/* protocol error, gated */
+    unsigned                    b2c_drop:1;     /* client already closed */
     unsigned                    backend_close:1;
     unsigned                    c2b_eof:1;      /* then report EOF */
     unsigned                    b2c_eof:1;

@@ -50,8 +50,11 @@ static ssize_t ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf,
 
 static ssize_t ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx,
     ngx_connection_t *c);
+static void ngx_ws_agent_hold_input(ngx_ws_agent_ctx_t *ctx, size_t n);
 static ssize_t ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf,
     size_t n);
+static void ngx_ws_agent_client_failed(ngx_ws_agent_ctx_t *ctx,
+    ws_frame_parser_t *p);
 static ssize_t ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf,
     size_t n, ngx_uint_t copy);
 static ngx_int_t ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx,
@@ -148,12 +151,10 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        kept = ngx_ws_agent_c2b_input(ctx, hin->pos, len);
-        if (kept > 0) {
-            ctx->hold->last = ngx_cpymem(ctx->hold->last, hin->pos, kept);
-        }
-
+        ngx_memcpy(ctx->hold->last, hin->pos, len);
         hin->pos = hin->last;
+
+        ngx_ws_agent_hold_input(ctx, len);
     }
 
     /* backend bytes read with the 101: the ack may be among them */
@@ -234,7 +235,7 @@ ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf, size_t size)
         return 0;
     }
 
-    if (ctx->failed || ctx->client_gone) {
+    if (ctx->failed || ctx->client_gone || ctx->client_failed) {
         c->read->ready = 0;
         return NGX_AGAIN;
     }
@@ -264,7 +265,7 @@ static ssize_t
 ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
 {
     size_t      room;
-    ssize_t     n, kept;
+    ssize_t     n;
     ngx_buf_t  *hold;
 
     if (ctx->hold == NULL) {
@@ -317,16 +318,37 @@ ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
             return NGX_AGAIN;
         }
 
-        kept = ngx_ws_agent_c2b_input(ctx, hold->last, n);
+        ngx_ws_agent_hold_input(ctx, n);
 
-        if (kept > 0) {
-            hold->last += kept;
-            ngx_ws_agent_count(NGX_WS_AGENT_BYTES_HELD, kept);
-        }
-
-        if (ctx->failed) {
+        if (ctx->failed || ctx->client_failed) {
             return NGX_AGAIN;
         }
+    }
+}
+
+
+/*
+ * n client bytes just placed at hold->last: validated, then held.  After a
+ * protocol error only the whole frames before it stay.
+ */
+
+static void
+ngx_ws_agent_hold_input(ngx_ws_agent_ctx_t *ctx, size_t n)
+{
+    ssize_t     kept;
+    ngx_buf_t  *hold;
+
+    hold = ctx->hold;
+    kept = ngx_ws_agent_c2b_input(ctx, hold->last, n);
+
+    if (ctx->client_failed) {
+        hold->last = hold->start + ctx->hold_complete;
+        return;
+    }
+
+    if (kept > 0) {
+        hold->last += kept;
+        ngx_ws_agent_count(NGX_WS_AGENT_BYTES_HELD, kept);
     }
 }
 
@@ -384,13 +406,17 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
             break;
 
         default: /* WS_FRAME_ERROR */
+            ngx_ws_agent_count(NGX_WS_AGENT_PROTOCOL_ERRORS_CLIENT, 1);
+
+            if (ctx->gated) {
+                ngx_ws_agent_client_failed(ctx, p);
+                return NGX_AGAIN;
+            }
+
             ngx_log_error(NGX_LOG_ERR, ctx->client->log, 0,
                           "ws_agent %V: client protocol error: %s, "
-                          "closing with %ui%s",
-                          &ctx->id, p->reason, (ngx_uint_t) p->error,
-                          ctx->gated ? ", frames held are dropped" : "");
-
-            ngx_ws_agent_count(NGX_WS_AGENT_PROTOCOL_ERRORS_CLIENT, 1);
+                          "closing with %ui",
+                          &ctx->id, p->reason, (ngx_uint_t) p->error);
 
             ngx_ws_agent_fail(ctx, p->error, p->reason,
                               ngx_ws_agent_at(&ctx->b2c, CLIENT)
@@ -405,6 +431,47 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
             return n;
         }
     }
+}
+
+
+/*
+ * A client that breaks the protocol while gated is told so at once; the
+ * whole frames it sent before are still owed to the backend, which gets
+ * them, then the same close code, once it is ready.  Until then nothing
+ * more of the backend's reaches the client.
+ */
+
+static void
+ngx_ws_agent_client_failed(ngx_ws_agent_ctx_t *ctx, ws_frame_parser_t *p)
+{
+    ngx_log_error(NGX_LOG_ERR, ctx->client->log, 0,
+                  "ws_agent %V: client protocol error: %s, closing with "
+                  "%ui; %ui frames held go to the backend once it is ready",
+                  &ctx->id, p->reason, (ngx_uint_t) p->error,
+                  ctx->frames_held);
+
+    ctx->client_failed = 1;
+    ctx->c2b_fail_code = p->error;
+    ctx->close_code = p->error;
+    ctx->close_by = NGX_WS_AGENT_BY_MODULE;
+
+    ngx_ws_agent_count(p->error == WS_CLOSE_TOO_BIG ? NGX_WS_AGENT_SENT_1009
+                                                    : NGX_WS_AGENT_SENT_1002,
+                       1);
+
+    if (ws_frame_at_boundary(&ctx->b2c) && !ctx->client_gone) {
+        if (ctx->withholding && ctx->withheld) {
+            (void) ngx_ws_agent_append(ctx->b2c_out, ctx->withheld->pos,
+                                       ctx->withheld->last
+                                       - ctx->withheld->pos);
+            ctx->withholding = 0;
+        }
+
+        (void) ngx_ws_agent_queue_close(ctx, 0, p->error, p->reason);
+    }
+
+    ctx->b2c_drop = 1;
+    ngx_ws_agent_kick(ctx->upstream);
 }
 
 
@@ -475,7 +542,7 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
         }
 
         /* a candidate ack may have to be kept: read a bounded copy */
-        copy = ctx->gated && !ctx->conf->ready_forward;
+        copy = ctx->gated && !ctx->conf->ready_forward && !ctx->b2c_drop;
 
         n = ctx->upstream_recv(c, buf,
                                copy ? ngx_min(size, NGX_WS_AGENT_ACK_MAX)
@@ -509,6 +576,11 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
         }
 
         n = ngx_ws_agent_b2c_input(ctx, buf, n, copy);
+
+        if (n > 0 && ctx->b2c_drop) {
+            /* the client was closed by the module: only looked at */
+            n = 0;
+        }
 
         if (n > 0) {
             if (ctx->b2c_out || ctx->b2c_eof) {
@@ -869,7 +941,12 @@ ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
     *ngx_sprintf(event, "{\"ready_ms\":%M}", ctx->ready_ms) = '\0';
     ngx_ws_agent_events_lifecycle(ctx, "ws_ready", (char *) event);
 
-    if (ctx->client_gone) {
+    if (ctx->client_failed && !ctx->client_close) {
+        (void) ngx_ws_agent_queue_close(ctx, 1, ctx->c2b_fail_code,
+                                        "client protocol error");
+        ctx->c2b_eof = 1;
+
+    } else if (ctx->client_gone || ctx->client_failed) {
         /* the backend gets every whole frame, then the client's goodbye */
         if (!ctx->client_close) {
             ngx_ws_agent_count(NGX_WS_AGENT_SENT_1001, 1);
@@ -929,7 +1006,9 @@ ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
         ngx_del_timer(&ctx->ready_timer);
     }
 
-    if ((close & NGX_WS_AGENT_CLOSE_CLIENT) && !ctx->client_gone) {
+    if ((close & NGX_WS_AGENT_CLOSE_CLIENT) && !ctx->client_gone
+        && !ctx->b2c_drop)
+    {
         if (ctx->withholding && ctx->withheld) {
             (void) ngx_ws_agent_append(ctx->b2c_out, ctx->withheld->pos,
                                        ctx->withheld->last

@@ -600,7 +600,7 @@ client protocol error: frame over the size limit, closing with 1009
 
 
 
-=== TEST 26: a protocol error while gated: 1002 at once, held frames dropped and said so
+=== TEST 26: a protocol error while gated: 1002 to the client at once; the whole frames before it still reach the backend, then 1002
 --- ws_backend
 wait 300ms
 send text {"type":"connection_ready"}
@@ -608,10 +608,45 @@ record
 --- ws_client
 handshake /ws
 send text a
+send text b
 send raw 81026869
-recv close 1002 within 1s
+recv close 1002 within 200ms
+--- ws_backend_transcript
+sent text {"type":"connection_ready"}
+recv text a
+recv text b
+recv close 1002 client protocol error
+sent close 1002
 --- error_log
-client protocol error: unmasked client frame, closing with 1002, frames held are dropped
+client protocol error: unmasked client frame, closing with 1002; 2 frames held go to the backend once it is ready
+
+
+
+=== TEST 26b: a frame over the size limit while gated, split across writes: 1009, the frames before it delivered
+--- config
+    location /ws {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        ws_agent on;
+        ws_agent_max_frame_size 1k;
+        ws_agent_ready_forward off;
+    }
+--- ws_backend
+wait 300ms
+send text {"type":"connection_ready"}
+record
+--- ws_client
+handshake /ws
+send text a
+send big 5000 split 3
+recv close 1009 within 1s
+--- ws_backend_transcript
+sent text {"type":"connection_ready"}
+recv text a
+recv close 1009 client protocol error
+sent close 1009
 
 
 
