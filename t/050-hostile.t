@@ -62,7 +62,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: client RSV2 and RSV3 bits while gated: 1002 at once, held frames dropped and said so
+=== TEST 1: client RSV2 and RSV3 bits while gated: 1002 at once, the frame held before still owed to the backend
 --- ws_backend
 wait 500ms
 send text {"type":"connection_ready"}
@@ -74,7 +74,7 @@ send raw a18000000000
 recv close 1002 within 1s
 NEXT
 --- error_log eval
-[qr/ws_agent ws_h1_\d+_[0-9a-f]{8}: client protocol error: reserved bits set, closing with 1002, frames held are dropped/]
+[qr/ws_agent ws_h1_\d+_[0-9a-f]{8}: client protocol error: reserved bits set, closing with 1002; 1 frames held go to the backend once it is ready/]
 
 
 
@@ -141,7 +141,7 @@ send raw 82ff8000000000000000 00000000 split 14
 recv close 1002 within 1s
 NEXT
 --- error_log
-client protocol error: 64-bit length with the top bit set, closing with 1002, frames held are dropped
+client protocol error: 64-bit length with the top bit set, closing with 1002; 1 frames held go to the backend once it is ready
 
 
 
@@ -156,7 +156,7 @@ send raw 82ff400000000000000000000000
 recv close 1009 within 1s
 NEXT
 --- error_log
-client protocol error: frame over the size limit, closing with 1009, frames held are dropped
+client protocol error: frame over the size limit, closing with 1009; 0 frames held go to the backend once it is ready
 
 
 
