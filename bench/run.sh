@@ -1,0 +1,349 @@
+#!/bin/bash
+# The benchmark, one command: builds everything, then in ONE run alternates
+# stock nginx (A: /usr/sbin/nginx, no load_module, no ws_agent directives)
+# and nginx + module (B: the same binary and config plus load_module and the
+# ws_agent directives), A B A B..., one worker, and prints medians, spread
+# (min..max over rounds) and the ratio B/A for each workload.
+#
+#   bench/run.sh                       3 rounds, about 5 minutes
+#   ROUNDS=5 DURATION=8 bench/run.sh   more rounds, longer runs
+#
+# Knobs (environment): ROUNDS (3), DURATION (5 s measured per run), WARMUP
+# (1 s), IDLE_CONNS (5000), EVENTS (events per message in the publish
+# workload, 8), EV_CONNS (20).  Results: bench/out/<time>/ (results.tsv,
+# summary.txt, nginx logs).  Everything is bounded: each load run lasts
+# WARMUP + DURATION (+ at most 4 s to drain and close).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+IDLE_CONNS=${IDLE_CONNS:-5000}
+EVENTS=${EVENTS:-8}
+EV_CONNS=${EV_CONNS:-20}
+NGINX=${NGINX:-/usr/sbin/nginx}
+
+bench=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$bench/.." && pwd)
+module="$repo/build/ngx_ws_agent_module.so"
+out="$bench/out/$(date +%Y%m%d-%H%M%S)"
+results="$out/results.tsv"
+hz=$(getconf CLK_TCK)
+
+# --- build ------------------------------------------------------------------
+
+"$repo/scripts/bootstrap.sh"
+if [ -f "$bench/PACKAGES" ]; then
+    extra=$(grep -v '^#' "$bench/PACKAGES" | tr '\n' ' ')
+    for p in $extra; do
+        dpkg-query -W -f '${Status}' "$p" 2>/dev/null \
+            | grep -q "install ok installed" \
+            || { apt-get update -qq; apt-get install -y -qq "$p" >/dev/null; }
+    done
+fi
+"$repo/scripts/build.sh"
+make -s -C "$bench"
+
+mkdir -p "$out"
+: > "$results"
+
+# --- processes this script starts, ended by PID only ------------------------
+
+pids=()
+nginx_pid=
+
+cleanup() {
+    local p
+    if [ -n "$nginx_pid" ]; then
+        kill -TERM "$nginx_pid" 2>/dev/null || true
+        wait "$nginx_pid" 2>/dev/null || true
+    fi
+    for p in "${pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# a TCP port nobody listens on, below the ephemeral range
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$((10000 + RANDOM % 20000))
+        if ! ss -Htan "( sport = :$p )" | grep -q .; then
+            echo "$p"
+            return
+        fi
+    done
+    echo "run.sh: no free port" >&2
+    exit 1
+}
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        ss -Htln "( sport = :$1 )" | grep -q . && return 0
+        sleep 0.05
+    done
+    echo "run.sh: nothing listens on $1" >&2
+    exit 1
+}
+
+bport=$(free_port)
+eport=$(free_port)
+rport=$(free_port)
+nport=$(free_port)
+
+"$bench/echo_backend" --port "$bport" > "$out/backend.log" 2>&1 &
+pids+=($!)
+"$bench/echo_backend" --port "$eport" --events "$EVENTS" \
+    > "$out/backend-events.log" 2>&1 &
+pids+=($!)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize no --logfile "$out/redis.log" &
+pids+=($!)
+wait_port "$bport"
+wait_port "$eport"
+wait_port "$rport"
+
+# --- nginx ------------------------------------------------------------------
+
+# $1 = stock | module: the same config; the module's lines only in "module"
+write_conf() {
+    local kind=$1 dir="$out/$1" m
+    mkdir -p "$dir/logs" "$dir/tmp"
+    m() { [ "$kind" = module ] && echo "$*" || true; }
+
+    cat > "$dir/nginx.conf" <<EOF
+$(m "load_module $module;")
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+
+events {
+    worker_connections 16384;
+}
+
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    $(m "ws_agent_redis 127.0.0.1:$rport;")
+
+    upstream echo { server 127.0.0.1:$bport; }
+    upstream echo_events { server 127.0.0.1:$eport; }
+
+    proxy_http_version 1.1;
+    proxy_set_header Upgrade \$http_upgrade;
+    proxy_set_header Connection "upgrade";
+    proxy_read_timeout 1h;
+    proxy_send_timeout 1h;
+
+    server {
+        listen 127.0.0.1:$nport backlog=4096;
+
+        location /ws {
+            proxy_pass http://echo;
+            $(m "ws_agent on;")
+            $(m "ws_agent_user \$http_x_user_id;")
+            $(m "ws_agent_publish agent:events:\$ws_agent_user;")
+        }
+
+        location /ev-nopub {
+            proxy_pass http://echo_events;
+            $(m "ws_agent on;")
+            $(m "ws_agent_user \$http_x_user_id;")
+        }
+
+        location /ev {
+            proxy_pass http://echo_events;
+            $(m "ws_agent on;")
+            $(m "ws_agent_user \$http_x_user_id;")
+            $(m "ws_agent_publish agent:events:\$ws_agent_user;")
+        }
+
+        $(m "location = /ws-agent/metrics { ws_agent_status prometheus; }")
+    }
+}
+EOF
+}
+
+start_nginx() {
+    local kind=$1 dir="$out/$1"
+    "$NGINX" -p "$dir" -c "$dir/nginx.conf" 2>> "$dir/logs/stderr.log" &
+    nginx_pid=$!
+    wait_port "$nport"
+    worker_pid=
+    for _ in $(seq 1 100); do
+        worker_pid=$(pgrep -P "$nginx_pid" | head -1 || true)
+        [ -n "$worker_pid" ] && break
+        sleep 0.05
+    done
+    [ -n "$worker_pid" ] || { echo "run.sh: no nginx worker" >&2; exit 1; }
+}
+
+stop_nginx() {
+    kill -TERM "$nginx_pid"
+    wait "$nginx_pid" 2>/dev/null || true
+    nginx_pid=
+}
+
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+rss_kb() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
+
+# key=value line -> value of $2
+field() {
+    echo "$1" | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k { print $2 }'
+}
+
+record() {      # round kind metric value
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >> "$results"
+}
+
+# one echo run through nginx; records rate, p50, p99, p999, cpu us/msg
+echo_run() {    # round kind name port path conns size window
+    local r=$1 kind=$2 name=$3 port=$4 path=$5 line t0 t1 all
+    t0=$(cpu_ticks "$worker_pid")
+    line=$("$bench/wsload" --mode echo --port "$port" --path "$path" \
+           --conns "$6" --size "$7" --window "$8" \
+           --warmup "$WARMUP" --duration "$DURATION")
+    t1=$(cpu_ticks "$worker_pid")
+    echo "  $kind $name: $line" >> "$out/log.txt"
+    all=$(field "$line" msgs_all)
+    record "$r" "$kind" "${name}_rate" "$(field "$line" rate)"
+    record "$r" "$kind" "${name}_p50" "$(field "$line" p50_us)"
+    record "$r" "$kind" "${name}_p99" "$(field "$line" p99_us)"
+    record "$r" "$kind" "${name}_p999" "$(field "$line" p999_us)"
+    record "$r" "$kind" "${name}_cpu" \
+        "$(awk -v d=$((t1 - t0)) -v hz="$hz" -v n="$all" \
+           'BEGIN { printf "%.2f", n ? d * 1e6 / hz / n : 0 }')"
+    [ "$name" = ev ] || [ "$name" = evpub ] && \
+        record "$r" "$kind" "${name}_events" "$(field "$line" events_rate)"
+    [ "$(field "$line" errors)" = 0 ] || \
+        echo "  warning: $kind $name: errors=$(field "$line" errors)" >&2
+}
+
+handshake_run() {
+    local r=$1 kind=$2 line
+    line=$("$bench/wsload" --mode handshake --port "$nport" --path /ws \
+           --conns 20 --warmup "$WARMUP" --duration "$DURATION")
+    echo "  $kind handshake: $line" >> "$out/log.txt"
+    record "$r" "$kind" hs_rate "$(field "$line" rate)"
+    record "$r" "$kind" hs_p99 "$(field "$line" p99_us)"
+}
+
+# worker RSS delta over IDLE_CONNS upgraded, acked, idle connections
+idle_run() {
+    local r=$1 kind=$2 before after line lp f="$out/idle.out"
+    "$bench/wsload" --mode handshake --port "$nport" --path /ws --conns 1 \
+        --warmup 0 --duration 0.2 > /dev/null
+    sleep 0.2
+    before=$(rss_kb "$worker_pid")
+    "$bench/wsload" --mode idle --port "$nport" --path /ws \
+        --conns "$IDLE_CONNS" --warmup 0 --duration 30 --hold 60 > "$f" &
+    lp=$!
+    line=
+    for _ in $(seq 1 400); do            # the ramp is bounded at 30 s
+        line=$(grep '^idle_ready' "$f" || true)
+        [ -n "$line" ] && break
+        sleep 0.1
+    done
+    sleep 0.5
+    after=$(rss_kb "$worker_pid")
+    kill -TERM "$lp"
+    wait "$lp" || true
+    echo "  $kind idle: $line rss_before=$before rss_after=$after" \
+        >> "$out/log.txt"
+    [ "$(field "$line" ok)" = 1 ] || echo "  warning: idle: $line" >&2
+    record "$r" "$kind" idle_kib \
+        "$(awk -v a="$after" -v b="$before" -v n="$(field "$line" conns)" \
+           'BEGIN { printf "%.3f", n ? (a - b) / n : 0 }')"
+}
+
+metric() {      # prometheus counter value from the module's status
+    curl -s "http://127.0.0.1:$nport/ws-agent/metrics" \
+        | awk -v k="$1" 'index($0, k) == 1 { print $2 }' | head -1
+}
+
+events_run() {
+    local r=$1 kind=$2 line sub p0 p1 d0 d1 sp
+    echo_run "$r" "$kind" ev "$nport" /ev-nopub "$EV_CONNS" 64 4
+    [ "$kind" = module ] || return 0
+
+    p0=$(metric ngx_ws_agent_events_published_total)
+    d0=$(metric 'ngx_ws_agent_events_dropped_total{reason="queue_overflow"}')
+    "$bench/redsub" --port "$rport" --warmup "$WARMUP" \
+        --duration "$DURATION" > "$out/redsub.out" &
+    sp=$!
+    sleep 0.2
+    echo_run "$r" "$kind" evpub "$nport" /ev "$EV_CONNS" 64 4
+    wait "$sp" || true
+    sub=$(tail -1 "$out/redsub.out")
+    p1=$(metric ngx_ws_agent_events_published_total)
+    d1=$(metric 'ngx_ws_agent_events_dropped_total{reason="queue_overflow"}')
+    echo "  $kind redsub: $sub published=$((p1 - p0)) overflow=$((d1 - d0))" \
+        >> "$out/log.txt"
+    record "$r" "$kind" pub_rate "$(field "$sub" rate)"
+    record "$r" "$kind" pub_p50 "$(field "$sub" p50_us)"
+    record "$r" "$kind" pub_p99 "$(field "$sub" p99_us)"
+    record "$r" "$kind" pub_overflow "$((d1 - d0))"
+}
+
+# --- the load generator's own ceiling: straight to the echo backend ---------
+
+echo "run.sh: results in $out"
+{
+    echo "machine: nproc=$(nproc) cpu=\"$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)\" kernel=$(uname -r)"
+    echo "nginx: $("$NGINX" -v 2>&1)"
+    echo "rounds=$ROUNDS duration=$DURATION warmup=$WARMUP idle_conns=$IDLE_CONNS events=$EVENTS ev_conns=$EV_CONNS"
+} | tee "$out/machine.txt"
+
+echo "direct (load generator + backend, no nginx):" | tee -a "$out/log.txt"
+for spec in "small 50 64 8" "large 10 65536 2"; do
+    set -- $spec
+    line=$("$bench/wsload" --mode echo --port "$bport" --conns "$2" \
+           --size "$3" --window "$4" --warmup "$WARMUP" --duration "$DURATION")
+    echo "  direct $1: $line" >> "$out/log.txt"
+    record 0 direct "$1_rate" "$(field "$line" rate)"
+    record 0 direct "$1_p99" "$(field "$line" p99_us)"
+done
+line=$("$bench/wsload" --mode handshake --port "$bport" --conns 20 \
+       --warmup "$WARMUP" --duration "$DURATION")
+echo "  direct handshake: $line" >> "$out/log.txt"
+record 0 direct hs_rate "$(field "$line" rate)"
+line=$("$bench/wsload" --mode echo --port "$eport" --conns "$EV_CONNS" \
+       --size 64 --window 4 --warmup "$WARMUP" --duration "$DURATION")
+echo "  direct ev: $line" >> "$out/log.txt"
+record 0 direct ev_rate "$(field "$line" rate)"
+record 0 direct ev_events "$(field "$line" events_rate)"
+
+# --- A B A B ----------------------------------------------------------------
+
+write_conf stock
+write_conf module
+
+for r in $(seq 1 "$ROUNDS"); do
+    for kind in stock module; do
+        echo "round $r/$ROUNDS: $kind" | tee -a "$out/log.txt"
+        start_nginx "$kind"
+        idle_run "$r" "$kind"
+        echo_run "$r" "$kind" small "$nport" /ws 50 64 8
+        echo_run "$r" "$kind" large "$nport" /ws 10 65536 2
+        handshake_run "$r" "$kind"
+        events_run "$r" "$kind"
+        stop_nginx
+    done
+done
+
+"$bench/summary.sh" "$results" "$out/machine.txt" | tee "$out/summary.txt"
