@@ -927,8 +927,7 @@ static ngx_int_t
 ngx_ws_agent_access_handler(ngx_http_request_t *r)
 {
     ngx_int_t                 rc;
-    ngx_uint_t                i;
-    ngx_list_part_t          *part;
+    ngx_str_t                 ext = ngx_string("Sec-WebSocket-Extensions");
     ngx_table_elt_t          *h;
     ngx_ws_agent_ctx_t       *ctx;
     ngx_ws_agent_loc_conf_t  *wlcf;
@@ -967,6 +966,23 @@ ngx_ws_agent_access_handler(ngx_http_request_t *r)
      * dropped before the request goes upstream.
      */
 
+    while ((h = ngx_ws_agent_find_header(r, &ext)) != NULL) {
+        if (ngx_ws_agent_remove_header(r, h) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+ngx_table_elt_t *
+ngx_ws_agent_find_header(ngx_http_request_t *r, ngx_str_t *name)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
     part = &r->headers_in.headers.part;
     h = part->elts;
 
@@ -974,7 +990,7 @@ ngx_ws_agent_access_handler(ngx_http_request_t *r)
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                break;
+                return NULL;
             }
 
             part = part->next;
@@ -982,23 +998,12 @@ ngx_ws_agent_access_handler(ngx_http_request_t *r)
             i = 0;
         }
 
-        if (h[i].key.len == sizeof("Sec-WebSocket-Extensions") - 1
-            && ngx_strncasecmp(h[i].key.data,
-                               (u_char *) "Sec-WebSocket-Extensions",
-                               h[i].key.len) == 0)
+        if (h[i].key.len == name->len
+            && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
         {
-            if (ngx_ws_agent_remove_header(r, &h[i]) != NGX_OK) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-
-            /* the list was rebuilt: look again from its start */
-            part = &r->headers_in.headers.part;
-            h = part->elts;
-            i = (ngx_uint_t) -1;
+            return &h[i];
         }
     }
-
-    return NGX_DECLINED;
 }
 
 

@@ -654,8 +654,7 @@ ngx_ws_agent_jwt_find(ngx_http_request_t *r, ngx_ws_agent_loc_conf_t *wlcf,
     ngx_str_t *token)
 {
     u_char           *p, *start, *end, *last;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
+    ngx_str_t         name = ngx_string("Sec-WebSocket-Protocol");
     ngx_table_elt_t  *h;
 
     if (wlcf->jwt_token) {
@@ -694,77 +693,61 @@ ngx_ws_agent_jwt_find(ngx_http_request_t *r, ngx_ws_agent_loc_conf_t *wlcf,
         return NGX_DECLINED;
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_ws_agent_find_header(r, &name);
 
-    for (i = 0; /* void */; i++) {
+    if (h == NULL) {
+        return NGX_DECLINED;
+    }
 
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NGX_DECLINED;
-            }
+    p = h->value.data;
+    last = p + h->value.len;
 
-            part = part->next;
-            h = part->elts;
-            i = 0;
+    while (p < last) {
+        start = p;
+
+        while (p < last && *p != ',') {
+            p++;
         }
 
-        if (h[i].key.len != sizeof("Sec-WebSocket-Protocol") - 1
-            || ngx_strncasecmp(h[i].key.data,
-                               (u_char *) "Sec-WebSocket-Protocol",
-                               h[i].key.len) != 0)
+        end = p;
+
+        if (p < last) {
+            p++;
+        }
+
+        while (start < end && *start == ' ') {
+            start++;
+        }
+
+        while (end > start && end[-1] == ' ') {
+            end--;
+        }
+
+        if ((size_t) (end - start) > wlcf->jwt_protocol_prefix.len
+            && ngx_strncmp(start, wlcf->jwt_protocol_prefix.data,
+                           wlcf->jwt_protocol_prefix.len) == 0)
         {
-            continue;
-        }
+            token->data = start + wlcf->jwt_protocol_prefix.len;
+            token->len = end - token->data;
 
-        p = h[i].value.data;
-        last = p + h[i].value.len;
-
-        while (p < last) {
-            start = p;
-
-            while (p < last && *p != ',') {
-                p++;
+            token->data = ngx_pstrdup(r->pool, token);
+            if (token->data == NULL) {
+                return NGX_ERROR;
             }
 
-            end = p;
+            ngx_ws_agent_jwt_strip_protocol(r, h, start, end);
 
-            if (p < last) {
-                p++;
-            }
-
-            while (start < end && *start == ' ') {
-                start++;
-            }
-
-            while (end > start && end[-1] == ' ') {
-                end--;
-            }
-
-            if ((size_t) (end - start) > wlcf->jwt_protocol_prefix.len
-                && ngx_strncmp(start, wlcf->jwt_protocol_prefix.data,
-                               wlcf->jwt_protocol_prefix.len) == 0)
-            {
-                token->data = start + wlcf->jwt_protocol_prefix.len;
-                token->len = end - token->data;
-
-                token->data = ngx_pstrdup(r->pool, token);
-                if (token->data == NULL) {
-                    return NGX_ERROR;
-                }
-
-                ngx_ws_agent_jwt_strip_protocol(r, &h[i], start, end);
-
-                return NGX_OK;
-            }
+            return NGX_OK;
         }
     }
+
+    return NGX_DECLINED;
 }
 
 
 /*
  * The token is not a subprotocol the backend should see: its entry is cut
- * out of the header (an empty header is renamed out of the way).
+ * out of the header (an empty header is taken out).
  */
 
 static void
