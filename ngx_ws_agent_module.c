@@ -1097,7 +1097,9 @@ ngx_ws_agent_variable_str(ngx_http_request_t *r,
     ngx_ws_agent_ctx_t  *ctx;
 
     ctx = ngx_ws_agent_get_ctx(r);
-    if (ctx == NULL || !ctx->conf->enable) {
+    if (ctx == NULL || !ctx->conf->enable
+        || r->main->headers_in.upgrade == NULL)
+    {
         v->not_found = 1;
         return NGX_OK;
     }

@@ -54,6 +54,10 @@ nginx_pid=
 
 cleanup() {
     local p
+    if [ -n "${perf_pid:-}" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+    fi
     if [ -n "$nginx_pid" ]; then
         kill -TERM "$nginx_pid" 2>/dev/null || true
         wait "$nginx_pid" 2>/dev/null || true
@@ -194,6 +198,31 @@ stop_nginx() {
     nginx_pid=
 }
 
+# PERF=1: round 1 of each workload runs under perf record (cpu-clock, the
+# only event this VM has) on the nginx worker; reports go to $out/perf-*.txt.
+# Profiled runs are slower: take numbers from a run without PERF.
+perf_pid=
+perf_start() {  # round kind name
+    [ -n "${PERF:-}" ] && [ "$1" = 1 ] || return 0
+    perf record -q -e cpu-clock -F 2000 -g -p "$worker_pid" \
+        -o "$out/perf-$2-$3.data" > /dev/null 2>&1 &
+    perf_pid=$!
+    sleep 0.3
+}
+
+perf_stop() {   # kind name
+    [ -n "$perf_pid" ] || return 0
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    perf_pid=
+    perf report -i "$out/perf-$1-$2.data" --stdio --no-children \
+        --sort dso,sym -g none --percent-limit 0.7 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -45 > "$out/perf-$1-$2.txt"
+    perf report -i "$out/perf-$1-$2.data" --stdio --no-children \
+        --sort dso -g none 2>/dev/null | grep -v '^#' | grep -v '^$' \
+        | head -12 >> "$out/perf-$1-$2.txt"
+}
+
 cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
@@ -214,11 +243,13 @@ record() {      # round kind metric value
 # one echo run through nginx; records rate, p50, p99, p999, cpu us/msg
 echo_run() {    # round kind name port path conns size window
     local r=$1 kind=$2 name=$3 port=$4 path=$5 line t0 t1 all
+    perf_start "$r" "$kind" "$name"
     t0=$(cpu_ticks "$worker_pid")
     line=$("$bench/wsload" --mode echo --port "$port" --path "$path" \
            --conns "$6" --size "$7" --window "$8" \
            --warmup "$WARMUP" --duration "$DURATION")
     t1=$(cpu_ticks "$worker_pid")
+    perf_stop "$kind" "$name"
     echo "  $kind $name: $line" >> "$out/log.txt"
     all=$(field "$line" msgs_all)
     record "$r" "$kind" "${name}_rate" "$(field "$line" rate)"
@@ -235,22 +266,29 @@ echo_run() {    # round kind name port path conns size window
 }
 
 handshake_run() {
-    local r=$1 kind=$2 line
+    local r=$1 kind=$2 line t0 t1
+    perf_start "$r" "$kind" hs
+    t0=$(cpu_ticks "$worker_pid")
     line=$("$bench/wsload" --mode handshake --port "$nport" --path /ws \
            --conns 20 --warmup "$WARMUP" --duration "$DURATION")
+    t1=$(cpu_ticks "$worker_pid")
+    perf_stop "$kind" hs
     echo "  $kind handshake: $line" >> "$out/log.txt"
     record "$r" "$kind" hs_rate "$(field "$line" rate)"
     record "$r" "$kind" hs_p99 "$(field "$line" p99_us)"
+    record "$r" "$kind" hs_cpu \
+        "$(awk -v d=$((t1 - t0)) -v hz="$hz" -v n="$(field "$line" msgs_all)" \
+           'BEGIN { printf "%.2f", n ? d * 1e6 / hz / n : 0 }')"
 }
 
 # worker RSS delta over IDLE_CONNS upgraded, acked, idle connections
-idle_run() {
-    local r=$1 kind=$2 before after line lp f="$out/idle.out"
-    "$bench/wsload" --mode handshake --port "$nport" --path /ws --conns 1 \
+idle_run() {     # round kind path metric
+    local r=$1 kind=$2 path=$3 before after line lp f="$out/idle.out"
+    "$bench/wsload" --mode handshake --port "$nport" --path "$path" --conns 1 \
         --warmup 0 --duration 0.2 > /dev/null
     sleep 0.2
     before=$(rss_kb "$worker_pid")
-    "$bench/wsload" --mode idle --port "$nport" --path /ws \
+    "$bench/wsload" --mode idle --port "$nport" --path "$path" \
         --conns "$IDLE_CONNS" --warmup 0 --duration 30 --hold 60 > "$f" &
     lp=$!
     line=
@@ -263,10 +301,10 @@ idle_run() {
     after=$(rss_kb "$worker_pid")
     kill -TERM "$lp"
     wait "$lp" || true
-    echo "  $kind idle: $line rss_before=$before rss_after=$after" \
+    echo "  $kind idle $path: $line rss_before=$before rss_after=$after" \
         >> "$out/log.txt"
     [ "$(field "$line" ok)" = 1 ] || echo "  warning: idle: $line" >&2
-    record "$r" "$kind" idle_kib \
+    record "$r" "$kind" "$4" \
         "$(awk -v a="$after" -v b="$before" -v n="$(field "$line" conns)" \
            'BEGIN { printf "%.3f", n ? (a - b) / n : 0 }')"
 }
@@ -337,7 +375,13 @@ for r in $(seq 1 "$ROUNDS"); do
     for kind in stock module; do
         echo "round $r/$ROUNDS: $kind" | tee -a "$out/log.txt"
         start_nginx "$kind"
-        idle_run "$r" "$kind"
+        idle_run "$r" "$kind" /ws idle_kib
+        # diagnostic: the same without ws_agent_publish (events not read)
+        if [ "$kind" = module ]; then
+            stop_nginx
+            start_nginx "$kind"
+            idle_run "$r" "$kind" /ev-nopub idle_nopub_kib
+        fi
         echo_run "$r" "$kind" small "$nport" /ws 50 64 8
         echo_run "$r" "$kind" large "$nport" /ws 10 65536 2
         handshake_run "$r" "$kind"

@@ -84,6 +84,7 @@ sub command {
         my $supp = File::Spec->rel2abs('t/valgrind.suppress');
         unshift @cmd, 'valgrind', '-q', '--error-exitcode=42',
             '--leak-check=full', '--num-callers=30',
+            '--keep-debuginfo=yes',    # nginx dlclose()s modules before the leak check
             (-f $supp ? "--suppressions=$supp" : ()),
             "--log-file=$self->{servroot}/logs/valgrind.%p";
     }
