@@ -43,6 +43,10 @@ if [ -f "$bench/PACKAGES" ]; then
 fi
 "$repo/scripts/build.sh"
 make -s -C "$bench"
+if [ -n "${PERF:-}" ] && ! command -v perf > /dev/null; then
+    echo "run.sh: PERF=1 needs perf: apt-get install linux-perf" >&2
+    exit 1
+fi
 
 mkdir -p "$out"
 : > "$results"
@@ -70,12 +74,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+listening() {    # bash's /dev/tcp: no iproute2 needed
+    (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null
+}
+
 # a TCP port nobody listens on, below the ephemeral range
 free_port() {
     local p
     for _ in $(seq 1 100); do
         p=$((10000 + RANDOM % 20000))
-        if ! ss -Htan "( sport = :$p )" | grep -q .; then
+        if ! listening "$p"; then
             echo "$p"
             return
         fi
@@ -86,7 +94,7 @@ free_port() {
 
 wait_port() {
     for _ in $(seq 1 100); do
-        ss -Htln "( sport = :$1 )" | grep -q . && return 0
+        listening "$1" && return 0
         sleep 0.05
     done
     echo "run.sh: nothing listens on $1" >&2
