@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_ws_agent_frame.h"
+#include "ngx_ws_agent_json.h"
 
 
 /* the largest text message examined as a readiness ack */
@@ -59,6 +60,11 @@ typedef struct {
 } ngx_ws_agent_loc_conf_t;
 
 
+#define NGX_WS_AGENT_MSG_NONE    0
+#define NGX_WS_AGENT_MSG_TYPING  1
+#define NGX_WS_AGENT_MSG_ACK     2
+#define NGX_WS_AGENT_MSG_EVENT   3
+
 #define NGX_WS_AGENT_BY_NETWORK  0
 #define NGX_WS_AGENT_BY_CLIENT   1
 #define NGX_WS_AGENT_BY_BACKEND  2
@@ -97,8 +103,10 @@ struct ngx_ws_agent_ctx_s {
     /* a candidate ack kept from the client (ws_agent_ready_forward off) */
     ngx_buf_t                  *withheld;
 
-    /* the text message being examined (ack, events) */
-    u_char                     *msg;
+    /* the backend text message being typed (ack, events) */
+    ws_json_typer_t             typer;
+    ngx_str_t                  *msg_event;      /* its event type */
+    u_char                     *msg;            /* an event's text */
     size_t                      msg_len;
     size_t                      msg_cap;
 
@@ -111,6 +119,7 @@ struct ngx_ws_agent_ctx_s {
     void                       *jwt_claims;     /* a yajl_val tree */
 
     ngx_str_t                   channel;
+    ngx_str_t                   envelope;       /* its connection part */
     ngx_uint_t                  seq;
 
     ngx_uint_t                  frames_held;
@@ -131,8 +140,8 @@ struct ngx_ws_agent_ctx_s {
     unsigned                    c2b_eof:1;      /* then report EOF */
     unsigned                    b2c_eof:1;
     unsigned                    withholding:1;  /* a text message */
-    unsigned                    msg_active:1;
-    unsigned                    msg_skip:1;     /* too big to examine */
+    unsigned                    msg_state:2;
+    unsigned                    msg_big:1;      /* over event_max_size */
     unsigned                    inspect:1;      /* events are looked at */
     unsigned                    publishing:1;
     unsigned                    unrouted:1;     /* no channel to use */

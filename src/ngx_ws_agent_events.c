@@ -1,24 +1,28 @@
 /*
- * Agent events (see ngx_ws_agent_events.h): typing with yajl, the envelope
- * with yajl's generator, the hand-over to the Redis publisher.
+ * Agent events (see ngx_ws_agent_events.h).  The part of the envelope that
+ * names the connection is generated with yajl once per connection; per
+ * event only the sequence number, the time and the (configured, escaped)
+ * type are written before the event's own text.
  */
 
 #include "ngx_ws_agent_events.h"
-#include "ngx_ws_agent_json.h"
 #include "ngx_ws_agent_redis.h"
 #include "ngx_ws_agent_stats.h"
 
 
-#define NGX_WS_AGENT_HEAD_BUF  512
+#define NGX_WS_AGENT_HEAD_LEN                                                \
+    (sizeof("\"seq\":,\"ts_ms\":,\"type\":\"\",\"event\":") - 1              \
+     + 2 * NGX_INT64_LEN)
 
 
-static void ngx_ws_agent_events_publish(ngx_ws_agent_ctx_t *ctx,
+static void ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx,
     u_char *type, size_t type_len, u_char *event, size_t event_len);
 
 
 void
 ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx)
 {
+    size_t                    len;
     ngx_str_t                 channel;
     ngx_http_request_t       *r;
     ngx_ws_agent_loc_conf_t  *wlcf;
@@ -55,6 +59,25 @@ ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx)
         return;
     }
 
+    len = ws_json_envelope_prefix(NULL, 0, ctx->id.data, ctx->id.len,
+                                  ctx->user.data, ctx->user.len);
+    if (len == 0) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ws_agent %V: cannot build the envelope", &ctx->id);
+        ctx->unrouted = 1;
+        return;
+    }
+
+    ctx->envelope.data = ngx_pnalloc(r->pool, len);
+    if (ctx->envelope.data == NULL) {
+        ctx->unrouted = 1;
+        return;
+    }
+
+    ctx->envelope.len = ws_json_envelope_prefix(ctx->envelope.data, len,
+                                                ctx->id.data, ctx->id.len,
+                                                ctx->user.data,
+                                                ctx->user.len);
     ctx->channel = channel;
     ctx->publishing = 1;
 
@@ -62,56 +85,50 @@ ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx)
 }
 
 
-void
-ngx_ws_agent_events_message(ngx_ws_agent_ctx_t *ctx, u_char *msg, size_t len)
+ngx_str_t *
+ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
 {
-    size_t                    type_len;
-    u_char                    type[128];
-    ngx_str_t                *ev;
-    ngx_uint_t                i;
-    ngx_ws_agent_loc_conf_t  *wlcf;
+    ngx_str_t   *ev;
+    ngx_uint_t   i;
 
-    wlcf = ctx->conf;
-    type_len = sizeof(type);
+    ev = ctx->conf->events->elts;
 
-    switch (ws_json_type(msg, len, wlcf->type_key.data, wlcf->type_key.len,
-                         type, &type_len))
-    {
-    case WS_JSON_TYPED:
-        break;
-
-    case WS_JSON_INVALID:
-        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_NOT_JSON, 1);
-        return;
-
-    default:
-        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_UNTYPED, 1);
-        return;
-    }
-
-    ev = wlcf->events->elts;
-
-    for (i = 0; i < wlcf->events->nelts; i++) {
-        if (ev[i].len == type_len
-            && ngx_memcmp(ev[i].data, type, type_len) == 0)
-        {
+    for (i = 0; i < ctx->conf->events->nelts; i++) {
+        if (ev[i].len == len && ngx_memcmp(ev[i].data, type, len) == 0) {
             break;
         }
     }
 
-    if (i == wlcf->events->nelts) {
+    if (i == ctx->conf->events->nelts) {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_OTHER_TYPE, 1);
-        return;
+        return NULL;
     }
 
     ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_SEEN, 1);
 
     if (!ctx->publishing) {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_UNROUTED, 1);
-        return;
+        return NULL;
     }
 
-    ngx_ws_agent_events_publish(ctx, type, type_len, msg, len);
+    return &ev[i];
+}
+
+
+void
+ngx_ws_agent_events_publish(ngx_ws_agent_ctx_t *ctx, ngx_str_t *type,
+    u_char *event, size_t len)
+{
+    ngx_ws_agent_events_send(ctx, type->data, type->len, event, len);
+}
+
+
+void
+ngx_ws_agent_events_rejected(ngx_ws_agent_ctx_t *ctx, ws_json_result_e why)
+{
+    ngx_ws_agent_count(why == WS_JSON_INVALID ? NGX_WS_AGENT_EVENTS_NOT_JSON
+                                              : NGX_WS_AGENT_EVENTS_UNTYPED,
+                       1);
 }
 
 
@@ -121,7 +138,7 @@ ngx_ws_agent_events_oversized(ngx_ws_agent_ctx_t *ctx)
     ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_OVERSIZED, 1);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->client->log, 0,
-                   "ws_agent %V: message over ws_agent_event_max_size, "
+                   "ws_agent %V: event over ws_agent_event_max_size, "
                    "relayed, not published", &ctx->id);
 }
 
@@ -136,71 +153,57 @@ ngx_ws_agent_events_lifecycle(ngx_ws_agent_ctx_t *ctx, const char *type,
 
     ngx_ws_agent_count(NGX_WS_AGENT_LIFECYCLE_QUEUED, 1);
 
-    ngx_ws_agent_events_publish(ctx, (u_char *) type, ngx_strlen(type),
-                                (u_char *) event, ngx_strlen(event));
+    ngx_ws_agent_events_send(ctx, (u_char *) type, ngx_strlen(type),
+                             (u_char *) event, ngx_strlen(event));
 }
 
 
-/* the one place an envelope is built */
+/*
+ * The one place an envelope is put together:
+ *   prefix (per connection) + "seq","ts_ms","type","event": + event + "}"
+ * The type is a configured name or the module's own; it is escaped all the
+ * same.
+ */
 
 static void
-ngx_ws_agent_events_publish(ngx_ws_agent_ctx_t *ctx, u_char *type,
+ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
     size_t type_len, u_char *event, size_t event_len)
 {
-    u_char         *head;
-    size_t          len;
-    ngx_str_t       parts[3];
-    ngx_time_t     *tp;
-    ngx_uint_t      seq;
-    u_char          buf[NGX_WS_AGENT_HEAD_BUF];
-    ngx_log_t      *log;
+    u_char       *p, *head;
+    size_t        esc;
+    ngx_str_t     parts[4];
+    ngx_time_t   *tp;
+    u_char        buf[NGX_WS_AGENT_HEAD_LEN + 256];
 
-    log = ctx->request->connection->log;
+    esc = ngx_escape_json(NULL, type, type_len);
+
+    if (type_len + esc > 256) {
+        return;
+    }
+
     tp = ngx_timeofday();
-    seq = ctx->seq + 1;
     head = buf;
 
-    len = ws_json_envelope_head(buf, sizeof(buf), ctx->id.data, ctx->id.len,
-                                ctx->user.data, ctx->user.len, seq,
-                                (unsigned long long) tp->sec * 1000
-                                + tp->msec, type, type_len);
+    p = ngx_sprintf(head, "\"seq\":%ui,\"ts_ms\":%uL,\"type\":\"",
+                    ctx->seq + 1,
+                    (uint64_t) tp->sec * 1000 + tp->msec);
+    p = (u_char *) ngx_escape_json(p, type, type_len);
+    p = ngx_cpymem(p, "\",\"event\":", sizeof("\",\"event\":") - 1);
 
-    if (len > sizeof(buf)) {
-        /* a long user name: room from the pool, for this envelope only */
-        head = ngx_palloc(ctx->request->pool, len);
-        if (head == NULL) {
-            return;
-        }
+    parts[0] = ctx->envelope;
+    parts[1].data = head;
+    parts[1].len = p - head;
+    parts[2].data = event;
+    parts[2].len = event_len;
+    parts[3].data = (u_char *) "}";
+    parts[3].len = 1;
 
-        len = ws_json_envelope_head(head, len, ctx->id.data, ctx->id.len,
-                                    ctx->user.data, ctx->user.len, seq,
-                                    (unsigned long long) tp->sec * 1000
-                                    + tp->msec, type, type_len);
-    }
-
-    if (len == 0) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "ws_agent %V: cannot build the envelope of a \"%*s\" "
-                      "event", &ctx->id, type_len, type);
-        goto done;
-    }
-
-    parts[0].data = head;
-    parts[0].len = len;
-    parts[1].data = event;
-    parts[1].len = event_len;
-    parts[2].data = (u_char *) "}";
-    parts[2].len = 1;
-
-    if (ngx_ws_agent_redis_publish(&ctx->channel, parts, 3, log) == NGX_OK) {
-        ctx->seq = seq;
+    if (ngx_ws_agent_redis_publish(&ctx->channel, parts, 4,
+                                   ctx->client->log)
+        == NGX_OK)
+    {
+        ctx->seq++;
         ctx->events_published++;
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_QUEUED, 1);
-    }
-
-done:
-
-    if (head != buf) {
-        ngx_pfree(ctx->request->pool, head);
     }
 }

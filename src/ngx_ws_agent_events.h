@@ -1,7 +1,7 @@
 /*
- * Agent events: what the backend tells the client, typed and wrapped in an
- * envelope for the connection's Redis channel.  The gate hands over each
- * complete text message; this file decides whether it is published.
+ * Agent events: what the backend tells the client, typed by the gate as it
+ * passes and, for the types in ws_agent_events, wrapped in an envelope for
+ * the connection's Redis channel.
  */
 
 #ifndef _NGX_WS_AGENT_EVENTS_H_INCLUDED_
@@ -14,11 +14,23 @@
 /* at the upgrade: evaluates the channel once, publishes ws_open */
 void ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx);
 
-/* a complete backend text message (not the ack) */
-void ngx_ws_agent_events_message(ngx_ws_agent_ctx_t *ctx, u_char *msg,
+/*
+ * A message's type, as soon as it is known: the configured event type it
+ * matches when it is to be published, else NULL (counted: another type,
+ * or no channel to publish on).
+ */
+ngx_str_t *ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, u_char *type,
     size_t len);
 
-/* a message over ws_agent_event_max_size: relayed, not published */
+/* a whole, valid event message of a wanted type */
+void ngx_ws_agent_events_publish(ngx_ws_agent_ctx_t *ctx, ngx_str_t *type,
+    u_char *event, size_t len);
+
+/* a message that had no type: not JSON, not an object, no type member */
+void ngx_ws_agent_events_rejected(ngx_ws_agent_ctx_t *ctx,
+    ws_json_result_e why);
+
+/* an event over ws_agent_event_max_size: relayed, not published */
 void ngx_ws_agent_events_oversized(ngx_ws_agent_ctx_t *ctx);
 
 /* the module's own envelopes (ws_agent_lifecycle on); event is JSON */

@@ -62,8 +62,14 @@ static ngx_int_t ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx,
 static ngx_int_t ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx,
     ws_frame_chunk_t *ch, ngx_uint_t copy);
 static ngx_int_t ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx);
-static ngx_int_t ngx_ws_agent_msg_append(ngx_ws_agent_ctx_t *ctx,
+static ngx_int_t ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx);
+static ngx_int_t ngx_ws_agent_msg_piece(ngx_ws_agent_ctx_t *ctx,
     ws_frame_chunk_t *ch);
+static ngx_uint_t ngx_ws_agent_msg_end(ngx_ws_agent_ctx_t *ctx);
+static void ngx_ws_agent_msg_stop(ngx_ws_agent_ctx_t *ctx,
+    ws_json_result_e rc);
+static int ngx_ws_agent_msg_typed(void *data, const unsigned char *type,
+    size_t len);
 static void ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx);
 static void ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
     const char *reason, ngx_uint_t close);
@@ -698,13 +704,15 @@ ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx, ngx_uint_t copy)
     }
 
     if (p->opcode == WS_OP_TEXT) {
-        ctx->msg_active = ctx->gated || ctx->inspect;
-        ctx->msg_skip = 0;
-        ctx->msg_len = 0;
         ctx->withholding = copy;
 
+        if ((ctx->gated || ctx->inspect)
+            && ngx_ws_agent_msg_start(ctx) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
     } else if (p->opcode == WS_OP_BINARY) {
-        ctx->msg_active = 0;
         ctx->withholding = 0;
     }
 
@@ -760,11 +768,8 @@ ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch,
     if (p->opcode == WS_OP_CLOSE) {
         ngx_ws_agent_note_close(ctx, p, ch);
 
-    } else if (ctx->msg_active && !ws_frame_is_control(p)
-               && ws_frame_message_opcode(p) == WS_OP_TEXT
-               && !ctx->msg_skip)
-    {
-        if (ngx_ws_agent_msg_append(ctx, ch) != NGX_OK) {
+    } else if (ctx->msg_state && !ws_frame_is_control(p)) {
+        if (ngx_ws_agent_msg_piece(ctx, ch) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -783,8 +788,6 @@ ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch,
 static ngx_int_t
 ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
 {
-    size_t              type_len;
-    u_char              type[128];
     ngx_uint_t          ack;
     ngx_buf_t          *w;
     ws_frame_parser_t  *p;
@@ -797,31 +800,7 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
         return NGX_OK;
     }
 
-    ack = 0;
-
-    if (ctx->msg_active && ctx->gated && !ctx->msg_skip) {
-        type_len = sizeof(type);
-
-        if (ws_json_type(ctx->msg, ctx->msg_len, ctx->conf->type_key.data,
-                         ctx->conf->type_key.len, type, &type_len)
-            == WS_JSON_TYPED
-            && type_len == ctx->conf->ready_type.len
-            && ngx_memcmp(type, ctx->conf->ready_type.data, type_len) == 0)
-        {
-            ack = 1;
-        }
-    }
-
-    if (!ack && ctx->msg_active && ctx->inspect) {
-        if (ctx->msg_skip) {
-            ngx_ws_agent_events_oversized(ctx);
-
-        } else {
-            ngx_ws_agent_events_message(ctx, ctx->msg, ctx->msg_len);
-        }
-    }
-
-    ctx->msg_active = 0;
+    ack = ctx->msg_state ? ngx_ws_agent_msg_end(ctx) : 0;
 
     w = ctx->withheld;
 
@@ -849,25 +828,92 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
 
 
 /*
- * A text message is copied only while someone needs it: the gate (up to
- * NGX_WS_AGENT_ACK_MAX) or the events (up to ws_agent_event_max_size).
- * The buffer grows by doubling, so most connections never hold the limit.
+ * A backend text message is typed as it passes, piece by piece, without a
+ * copy: the typer reports the type as soon as it has read it, and a message
+ * nobody wants (not the ack, not a published event) is not looked at any
+ * further.  Only an event to publish is copied, up to
+ * ws_agent_event_max_size, for its envelope.
  */
 
+static u_char  ngx_ws_agent_type[128];
+
+
 static ngx_int_t
-ngx_ws_agent_msg_append(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
+ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx)
 {
-    u_char  *m;
-    size_t   limit, cap;
-
-    limit = ctx->inspect ? ctx->conf->event_max_size : 0;
-
-    if (ctx->gated) {
-        limit = ngx_max(limit, NGX_WS_AGENT_ACK_MAX);
+    if (ctx->msg_state) {
+        ws_json_typer_free(&ctx->typer);
     }
 
+    if (ws_json_typer_init(&ctx->typer, ctx->conf->type_key.data,
+                           ctx->conf->type_key.len, ngx_ws_agent_type,
+                           sizeof(ngx_ws_agent_type), ngx_ws_agent_msg_typed,
+                           ctx)
+        != 0)
+    {
+        return NGX_ERROR;
+    }
+
+    ctx->msg_state = NGX_WS_AGENT_MSG_TYPING;
+    ctx->msg_event = NULL;
+    ctx->msg_big = 0;
+    ctx->msg_len = 0;
+
+    return NGX_OK;
+}
+
+
+static int
+ngx_ws_agent_msg_typed(void *data, const unsigned char *type, size_t len)
+{
+    ngx_ws_agent_ctx_t  *ctx = data;
+
+    if (ctx->gated
+        && len == ctx->conf->ready_type.len
+        && ngx_memcmp(type, ctx->conf->ready_type.data, len) == 0)
+    {
+        ctx->msg_state = NGX_WS_AGENT_MSG_ACK;
+        return 1;
+    }
+
+    if (ctx->inspect) {
+        ctx->msg_event = ngx_ws_agent_events_wanted(ctx, (u_char *) type,
+                                                    len);
+        if (ctx->msg_event) {
+            ctx->msg_state = NGX_WS_AGENT_MSG_EVENT;
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_ws_agent_msg_piece(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
+{
+    u_char            *m;
+    size_t             cap, limit;
+    ws_json_result_e   rc;
+
+    rc = ws_json_typer_feed(&ctx->typer, ch->data, ch->len);
+
+    if (rc != WS_JSON_MORE) {
+        ngx_ws_agent_msg_stop(ctx, rc);
+        return NGX_OK;
+    }
+
+    /* the type may be unknown yet: keep the text while it may be an event */
+    if (!ctx->publishing || ctx->msg_state == NGX_WS_AGENT_MSG_ACK
+        || ctx->msg_big)
+    {
+        return NGX_OK;
+    }
+
+    limit = ctx->conf->event_max_size;
+
     if (ctx->msg_len + ch->len > limit) {
-        ctx->msg_skip = 1;
+        ctx->msg_big = 1;
         return NGX_OK;
     }
 
@@ -880,14 +926,15 @@ ngx_ws_agent_msg_append(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
 
         cap = ngx_min(cap, limit);
 
-        m = ngx_pnalloc(ctx->request->pool, cap);
+        /* the heap, not the request pool: it is given back when done */
+        m = ngx_alloc(cap, ctx->client->log);
         if (m == NULL) {
             return NGX_ERROR;
         }
 
         if (ctx->msg) {
             ngx_memcpy(m, ctx->msg, ctx->msg_len);
-            ngx_pfree(ctx->request->pool, ctx->msg);
+            ngx_free(ctx->msg);
         }
 
         ctx->msg = m;
@@ -898,6 +945,56 @@ ngx_ws_agent_msg_append(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
     ctx->msg_len += ch->len;
 
     return NGX_OK;
+}
+
+
+/* the end of a typed message; returns 1 for the ack */
+
+static ngx_uint_t
+ngx_ws_agent_msg_end(ngx_ws_agent_ctx_t *ctx)
+{
+    size_t             len;
+    ngx_uint_t         state;
+    ws_json_result_e   rc;
+
+    rc = ws_json_typer_finish(&ctx->typer, &len);
+    state = ctx->msg_state;
+
+    ngx_ws_agent_msg_stop(ctx, rc);
+
+    if (rc != WS_JSON_TYPED) {
+        return 0;
+    }
+
+    if (state == NGX_WS_AGENT_MSG_ACK) {
+        return 1;
+    }
+
+    if (state == NGX_WS_AGENT_MSG_EVENT) {
+        if (ctx->msg_big) {
+            ngx_ws_agent_events_oversized(ctx);
+
+        } else {
+            ngx_ws_agent_events_publish(ctx, ctx->msg_event, ctx->msg,
+                                        ctx->msg_len);
+        }
+    }
+
+    return 0;
+}
+
+
+/* a message is done with: why it was not published is counted once */
+
+static void
+ngx_ws_agent_msg_stop(ngx_ws_agent_ctx_t *ctx, ws_json_result_e rc)
+{
+    ws_json_typer_free(&ctx->typer);
+    ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
+
+    if (ctx->inspect && rc != WS_JSON_TYPED && rc != WS_JSON_DROPPED) {
+        ngx_ws_agent_events_rejected(ctx, rc);
+    }
 }
 
 
@@ -921,13 +1018,6 @@ ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
         ctx->withheld = NULL;
     }
 
-    if (ctx->msg && !ctx->inspect) {
-        /* nobody reads backend messages any more */
-        ngx_pfree(ctx->request->pool, ctx->msg);
-        ctx->msg = NULL;
-        ctx->msg_cap = 0;
-        ctx->msg_len = 0;
-    }
 
     ngx_log_error(NGX_LOG_INFO, ctx->client->log, 0,
                   "ws_agent %V: backend ready after %M ms, "
@@ -1176,6 +1266,16 @@ ngx_ws_agent_cleanup(void *data)
 
     if (ctx->gated && !ctx->failed) {
         ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
+    }
+
+    if (ctx->msg_state) {
+        ws_json_typer_free(&ctx->typer);
+        ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
+    }
+
+    if (ctx->msg) {
+        ngx_free(ctx->msg);
+        ctx->msg = NULL;
     }
 
     ngx_ws_agent_count(NGX_WS_AGENT_ACTIVE, -1);

@@ -1,12 +1,12 @@
 /*
- * Message typing with yajl's event parser: only the top level of the object
- * is looked at, the whole text is validated.
+ * JSON with yajl (see ngx_ws_agent_json.h).  The typer looks only at the
+ * top level of the message and can stop as soon as the type says the rest
+ * does not matter; when it goes on, the whole text is validated.
  */
-
-#include <string.h>
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
@@ -14,22 +14,7 @@
 #include "ngx_ws_agent_json.h"
 
 
-typedef struct {
-    const unsigned char  *key;
-    size_t                key_len;
-    unsigned char        *type;
-    size_t                type_cap;
-    size_t                type_len;
-    unsigned              depth;
-    unsigned              started:1;
-    unsigned              object:1;
-    unsigned              key_match:1;
-    unsigned              found:1;
-    unsigned              too_long:1;
-} ws_json_scan_t;
-
-
-static int ws_json_value(ws_json_scan_t *s);
+static int ws_json_value(ws_json_typer_t *t);
 static int ws_json_null(void *ctx);
 static int ws_json_boolean(void *ctx, int v);
 static int ws_json_number(void *ctx, const char *v, size_t len);
@@ -38,6 +23,10 @@ static int ws_json_start_map(void *ctx);
 static int ws_json_map_key(void *ctx, const unsigned char *v, size_t len);
 static int ws_json_end(void *ctx);
 static int ws_json_start_array(void *ctx);
+static size_t ws_json_generate(unsigned char *out, size_t cap,
+    const unsigned char *id, size_t id_len, const unsigned char *user,
+    size_t user_len, int head, unsigned long long seq,
+    unsigned long long ts_ms, const unsigned char *type, size_t type_len);
 
 
 static const yajl_callbacks  ws_json_callbacks = {
@@ -55,48 +44,108 @@ static const yajl_callbacks  ws_json_callbacks = {
 };
 
 
+int
+ws_json_typer_init(ws_json_typer_t *t, const unsigned char *key,
+    size_t key_len, unsigned char *type, size_t type_cap,
+    ws_json_type_pt found, void *data)
+{
+    memset(t, 0, sizeof(ws_json_typer_t));
+
+    t->key = key;
+    t->key_len = key_len;
+    t->type = type;
+    t->type_cap = type_cap;
+    t->found = found;
+    t->data = data;
+
+    t->handle = yajl_alloc(&ws_json_callbacks, NULL, t);
+
+    return t->handle ? 0 : -1;
+}
+
+
+ws_json_result_e
+ws_json_typer_feed(ws_json_typer_t *t, const unsigned char *data, size_t len)
+{
+    switch (yajl_parse(t->handle, data, len)) {
+
+    case yajl_status_ok:
+        return WS_JSON_MORE;
+
+    case yajl_status_client_canceled:
+        /* a callback stopped: the caller's lack of interest, or not an
+           object at the top */
+        return t->dropped ? WS_JSON_DROPPED : WS_JSON_NOT_OBJECT;
+
+    default:
+        return WS_JSON_INVALID;
+    }
+}
+
+
+ws_json_result_e
+ws_json_typer_finish(ws_json_typer_t *t, size_t *type_len)
+{
+    if (yajl_complete_parse(t->handle) != yajl_status_ok || !t->started) {
+        return WS_JSON_INVALID;
+    }
+
+    if (!t->object) {
+        return WS_JSON_NOT_OBJECT;
+    }
+
+    if (!t->typed || t->too_long) {
+        return WS_JSON_UNTYPED;
+    }
+
+    *type_len = t->type_len;
+
+    return WS_JSON_TYPED;
+}
+
+
+void
+ws_json_typer_free(ws_json_typer_t *t)
+{
+    if (t->handle) {
+        yajl_free(t->handle);
+        t->handle = NULL;
+    }
+}
+
+
 ws_json_result_e
 ws_json_type(const unsigned char *data, size_t len, const unsigned char *key,
     size_t key_len, unsigned char *type, size_t *type_len)
 {
-    yajl_handle      h;
-    yajl_status      st;
-    ws_json_scan_t   s;
+    ws_json_typer_t   t;
+    ws_json_result_e  rc;
 
-    memset(&s, 0, sizeof(ws_json_scan_t));
-    s.key = key;
-    s.key_len = key_len;
-    s.type = type;
-    s.type_cap = *type_len;
-
-    h = yajl_alloc(&ws_json_callbacks, NULL, &s);
-    if (h == NULL) {
+    if (ws_json_typer_init(&t, key, key_len, type, *type_len, NULL, NULL)
+        != 0)
+    {
         return WS_JSON_INVALID;
     }
 
-    st = yajl_parse(h, data, len);
+    rc = ws_json_typer_feed(&t, data, len);
 
-    if (st == yajl_status_ok) {
-        st = yajl_complete_parse(h);
+    if (rc == WS_JSON_MORE) {
+        rc = ws_json_typer_finish(&t, type_len);
     }
 
-    yajl_free(h);
+    ws_json_typer_free(&t);
 
-    if (st != yajl_status_ok || !s.started) {
-        return WS_JSON_INVALID;
-    }
+    return rc;
+}
 
-    if (!s.object) {
-        return WS_JSON_NOT_OBJECT;
-    }
 
-    if (!s.found || s.too_long) {
-        return WS_JSON_UNTYPED;
-    }
-
-    *type_len = s.type_len;
-
-    return WS_JSON_TYPED;
+size_t
+ws_json_envelope_prefix(unsigned char *out, size_t cap,
+    const unsigned char *id, size_t id_len, const unsigned char *user,
+    size_t user_len)
+{
+    return ws_json_generate(out, cap, id, id_len, user, user_len, 0, 0, 0,
+                            NULL, 0);
 }
 
 
@@ -106,15 +155,34 @@ ws_json_envelope_head(unsigned char *out, size_t cap, const unsigned char *id,
     unsigned long long seq, unsigned long long ts_ms,
     const unsigned char *type, size_t type_len)
 {
-    size_t                i, len;
+    return ws_json_generate(out, cap, id, id_len, user, user_len, 1, seq,
+                            ts_ms, type, type_len);
+}
+
+
+/*
+ * The generator behind both: the object is closed by yajl, then its "}"
+ * becomes "," (prefix) or ',"event":' (head) for the caller to go on.
+ */
+
+static size_t
+ws_json_generate(unsigned char *out, size_t cap, const unsigned char *id,
+    size_t id_len, const unsigned char *user, size_t user_len, int head,
+    unsigned long long seq, unsigned long long ts_ms,
+    const unsigned char *type, size_t type_len)
+{
+    size_t                i, len, tail_len;
     char                  num[24];
     yajl_gen              g;
+    const char           *tail;
     const unsigned char  *buf;
     unsigned char        *safe;
     int                   ok, pass;
 
     safe = NULL;
     len = 0;
+    tail = head ? ",\"event\":" : ",";
+    tail_len = strlen(tail);
 
     for (pass = 0; pass < 2; pass++) {
 
@@ -144,9 +212,12 @@ ws_json_envelope_head(unsigned char *out, size_t cap, const unsigned char *id,
 
         ws_json_key_str("connection_id", id, id_len);
         ws_json_key_str("user", safe ? safe : user, user_len);
-        ws_json_key_num("seq", seq);
-        ws_json_key_num("ts_ms", ts_ms);
-        ws_json_key_str("type", type, type_len);
+
+        if (head) {
+            ws_json_key_num("seq", seq);
+            ws_json_key_num("ts_ms", ts_ms);
+            ws_json_key_str("type", type, type_len);
+        }
 
 #undef ws_json_key_str
 #undef ws_json_key_num
@@ -155,13 +226,11 @@ ws_json_envelope_head(unsigned char *out, size_t cap, const unsigned char *id,
              && yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok;
 
         if (ok) {
-            /* "{...}" becomes "{...,"event":" */
-            len = len - 1 + sizeof(",\"event\":") - 1;
+            len = len - 1 + tail_len;
 
             if (len <= cap) {
-                memcpy(out, buf, len - (sizeof(",\"event\":") - 1));
-                memcpy(out + len - (sizeof(",\"event\":") - 1),
-                       ",\"event\":", sizeof(",\"event\":") - 1);
+                memcpy(out, buf, len - tail_len);
+                memcpy(out + len - tail_len, tail, tail_len);
             }
 
             yajl_gen_free(g);
@@ -195,10 +264,18 @@ ws_json_envelope_head(unsigned char *out, size_t cap, const unsigned char *id,
 /* any value: the first one decides object or not; ends a key at depth 1 */
 
 static int
-ws_json_value(ws_json_scan_t *s)
+ws_json_value(ws_json_typer_t *t)
 {
-    s->started = 1;
-    s->key_match = 0;
+    if (!t->started) {
+        t->started = 1;
+
+        /* a top level that is not an object is all we need to know */
+        if (!t->object && t->found) {
+            return 0;
+        }
+    }
+
+    t->key_match = 0;
 
     return 1;
 }
@@ -231,35 +308,43 @@ ws_json_number(void *ctx, const char *v, size_t len)
 static int
 ws_json_string(void *ctx, const unsigned char *v, size_t len)
 {
-    ws_json_scan_t  *s = ctx;
+    ws_json_typer_t  *t = ctx;
 
-    if (s->depth == 1 && s->key_match && !s->found) {
-        s->found = 1;
+    if (t->depth == 1 && t->key_match && !t->typed) {
+        t->typed = 1;
 
-        if (len > s->type_cap) {
-            s->too_long = 1;
+        if (len > t->type_cap) {
+            t->too_long = 1;
 
         } else {
-            memcpy(s->type, v, len);
-            s->type_len = len;
+            memcpy(t->type, v, len);
+            t->type_len = len;
+
+            if (t->found && !t->found(t->data, v, len)) {
+                t->dropped = 1;
+                return 0;
+            }
         }
     }
 
-    return ws_json_value(s);
+    return ws_json_value(t);
 }
 
 
 static int
 ws_json_start_map(void *ctx)
 {
-    ws_json_scan_t  *s = ctx;
+    ws_json_typer_t  *t = ctx;
 
-    if (!s->started) {
-        s->object = 1;
+    if (!t->started) {
+        t->object = 1;
     }
 
-    ws_json_value(s);
-    s->depth++;
+    if (!ws_json_value(t)) {
+        return 0;
+    }
+
+    t->depth++;
 
     return 1;
 }
@@ -268,10 +353,13 @@ ws_json_start_map(void *ctx)
 static int
 ws_json_start_array(void *ctx)
 {
-    ws_json_scan_t  *s = ctx;
+    ws_json_typer_t  *t = ctx;
 
-    ws_json_value(s);
-    s->depth++;
+    if (!ws_json_value(t)) {
+        return 0;
+    }
+
+    t->depth++;
 
     return 1;
 }
@@ -280,10 +368,10 @@ ws_json_start_array(void *ctx)
 static int
 ws_json_map_key(void *ctx, const unsigned char *v, size_t len)
 {
-    ws_json_scan_t  *s = ctx;
+    ws_json_typer_t  *t = ctx;
 
-    s->key_match = (s->depth == 1 && len == s->key_len
-                    && memcmp(v, s->key, len) == 0);
+    t->key_match = (t->depth == 1 && len == t->key_len
+                    && memcmp(v, t->key, len) == 0);
 
     return 1;
 }
@@ -292,10 +380,10 @@ ws_json_map_key(void *ctx, const unsigned char *v, size_t len)
 static int
 ws_json_end(void *ctx)
 {
-    ws_json_scan_t  *s = ctx;
+    ws_json_typer_t  *t = ctx;
 
-    s->depth--;
-    s->key_match = 0;
+    t->depth--;
+    t->key_match = 0;
 
     return 1;
 }

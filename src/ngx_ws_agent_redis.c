@@ -32,11 +32,11 @@
 #define NGX_WS_AGENT_REDIS_EXIT_FLUSH   500
 
 
+/* an event, as the RESP command that publishes it */
 typedef struct {
     ngx_queue_t                   queue;
-    size_t                        channel_len;
-    size_t                        message_len;
-    u_char                        data[1];     /* channel, then message */
+    size_t                        len;
+    u_char                        data[1];
 } ngx_ws_agent_item_t;
 
 
@@ -158,20 +158,26 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
         len += parts[i].len;
     }
 
-    item = ngx_alloc(offsetof(ngx_ws_agent_item_t, data) + channel->len + len,
-                     log);
+    /* formatted once here, so hiredis only copies it out */
+    item = ngx_alloc(offsetof(ngx_ws_agent_item_t, data)
+                     + sizeof("*3\r\n$7\r\nPUBLISH\r\n") - 1
+                     + 2 * (1 + NGX_SIZE_T_LEN + 4)
+                     + channel->len + len, log);
     if (item == NULL) {
         return NGX_ERROR;
     }
 
-    item->channel_len = channel->len;
-    item->message_len = len;
-
-    p = ngx_cpymem(item->data, channel->data, channel->len);
+    p = ngx_sprintf(item->data, "*3\r\n$7\r\nPUBLISH\r\n$%uz\r\n%V\r\n"
+                    "$%uz\r\n", channel->len, channel, len);
 
     for (i = 0; i < n; i++) {
         p = ngx_cpymem(p, parts[i].data, parts[i].len);
     }
+
+    *p++ = '\r';
+    *p++ = '\n';
+
+    item->len = p - item->data;
 
     ngx_queue_insert_tail(&rs->waiting, &item->queue);
     rs->nwaiting++;
@@ -217,8 +223,6 @@ ngx_ws_agent_redis_drop_oldest(ngx_ws_agent_redis_t *rs)
 static void
 ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
 {
-    const char           *argv[3];
-    size_t                argvlen[3];
     ngx_queue_t          *q;
     ngx_ws_agent_item_t  *item;
 
@@ -229,15 +233,9 @@ ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
         q = ngx_queue_head(&rs->waiting);
         item = ngx_queue_data(q, ngx_ws_agent_item_t, queue);
 
-        argv[0] = "PUBLISH";
-        argvlen[0] = sizeof("PUBLISH") - 1;
-        argv[1] = (const char *) item->data;
-        argvlen[1] = item->channel_len;
-        argv[2] = (const char *) item->data + item->channel_len;
-        argvlen[2] = item->message_len;
-
-        if (redisAsyncCommandArgv(rs->ac, ngx_ws_agent_redis_on_publish,
-                                  item, 3, argv, argvlen)
+        if (redisAsyncFormattedCommand(rs->ac, ngx_ws_agent_redis_on_publish,
+                                       item, (const char *) item->data,
+                                       item->len)
             != REDIS_OK)
         {
             return;
