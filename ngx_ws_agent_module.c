@@ -51,6 +51,7 @@ static char *ngx_ws_agent_check_positive_msec(ngx_conf_t *cf, void *post,
 static ngx_int_t ngx_ws_agent_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_ws_agent_access_handler(ngx_http_request_t *r);
 static ngx_ws_agent_ctx_t *ngx_ws_agent_create_ctx(ngx_http_request_t *r);
+static void ngx_ws_agent_free_ctx(void *data);
 
 static ngx_int_t ngx_ws_agent_variable_str(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -837,15 +838,30 @@ ngx_ws_agent_get_ctx(ngx_http_request_t *r)
 }
 
 
+/*
+ * The context lives on the heap, not in the request pool: by the time of
+ * the upgrade the pool's first block is full, and a 600-byte context would
+ * cost every idle connection a whole new 4k block.
+ */
+
 static ngx_ws_agent_ctx_t *
 ngx_ws_agent_create_ctx(ngx_http_request_t *r)
 {
+    ngx_pool_cleanup_t  *cln;
     ngx_ws_agent_ctx_t  *ctx;
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_ws_agent_ctx_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = ngx_calloc(sizeof(ngx_ws_agent_ctx_t), r->connection->log);
     if (ctx == NULL) {
         return NULL;
     }
+
+    cln->handler = ngx_ws_agent_free_ctx;
+    cln->data = ctx;
 
     ctx->request = r;
     ctx->conf = ngx_http_get_module_loc_conf(r, ngx_ws_agent_module);
@@ -853,6 +869,23 @@ ngx_ws_agent_create_ctx(ngx_http_request_t *r)
     ngx_http_set_ctx(r, ctx, ngx_ws_agent_module);
 
     return ctx;
+}
+
+
+static void
+ngx_ws_agent_free_ctx(void *data)
+{
+    ngx_ws_agent_ctx_t  *ctx = data;
+
+    if (ctx->attached) {
+        ngx_ws_agent_gate_detach(ctx);
+    }
+
+    if (ctx->envelope.data) {
+        ngx_free(ctx->envelope.data);
+    }
+
+    ngx_free(ctx);
 }
 
 

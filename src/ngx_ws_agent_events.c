@@ -68,7 +68,8 @@ ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx)
         return;
     }
 
-    ctx->envelope.data = ngx_pnalloc(r->pool, len);
+    /* the heap: the request pool is full by now (see the context) */
+    ctx->envelope.data = ngx_alloc(len, r->connection->log);
     if (ctx->envelope.data == NULL) {
         ctx->unrouted = 1;
         return;

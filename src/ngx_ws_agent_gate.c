@@ -84,7 +84,6 @@ static void ngx_ws_agent_note_close(ngx_ws_agent_ctx_t *ctx,
     ws_frame_parser_t *p, ws_frame_chunk_t *ch);
 static void ngx_ws_agent_kick(ngx_connection_t *c);
 static void ngx_ws_agent_ready_timeout(ngx_event_t *ev);
-static void ngx_ws_agent_cleanup(void *data);
 
 
 ngx_int_t
@@ -94,17 +93,11 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
     ssize_t                kept;
     ngx_buf_t             *hin;
     ngx_connection_t      *c, *uc;
-    ngx_pool_cleanup_t    *cln;
     ngx_http_upstream_t   *u;
 
     u = r->upstream;
     c = r->connection;
     uc = u->peer.connection;
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
 
     ctx->client = c;
     ctx->upstream = uc;
@@ -129,9 +122,6 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
     ctx->ready_timer.data = ctx;
     ctx->ready_timer.log = c->log;
     ngx_add_timer(&ctx->ready_timer, ctx->conf->ready_timeout);
-
-    cln->handler = ngx_ws_agent_cleanup;
-    cln->data = ctx;
 
     c->recv = ngx_ws_agent_client_recv;
     c->send = ngx_ws_agent_client_send;
@@ -1250,11 +1240,9 @@ ngx_ws_agent_ready_timeout(ngx_event_t *ev)
 }
 
 
-static void
-ngx_ws_agent_cleanup(void *data)
+void
+ngx_ws_agent_gate_detach(ngx_ws_agent_ctx_t *ctx)
 {
-    ngx_ws_agent_ctx_t  *ctx = data;
-
     ngx_http_upstream_t  *u;
     u_char                event[sizeof("{\"code\":,\"by\":\"backend\"}")
                                 + NGX_INT_T_LEN];

@@ -18,4 +18,8 @@ ngx_int_t ngx_ws_agent_gate_attach(ngx_http_request_t *r,
     ngx_ws_agent_ctx_t *ctx);
 
 
+/* the request is over: the relay's functions back, timers off */
+void ngx_ws_agent_gate_detach(ngx_ws_agent_ctx_t *ctx);
+
+
 #endif /* _NGX_WS_AGENT_GATE_H_INCLUDED_ */
