@@ -1,0 +1,34 @@
+#!/bin/sh
+# Soak and faults through the gate (scripts/soak/soak.pl does the work):
+# hundreds of connections/s with random ack delays (0-500 ms), messages
+# before and after the ack, clean closes and drops, events to a real
+# redis-server; Redis killed and restarted, nginx -s reload, a worker
+# SIGKILLed and the backend SIGKILLed mid-gate, once each.  Checks at the
+# end: every message a client sent reached the backend in order, every
+# event of a connection reached the subscriber while Redis was up, no
+# [alert]/[crit]; prints worker RSS and fds at start and end.
+#
+#   scripts/soak.sh [seconds]          default 600 (or $SOAK_SECONDS)
+#   SOAK_SECONDS=60 scripts/soak.sh    the CI length
+#   SOAK_RATE=60 SOAK_CLIENTS=4        new connections/s per client process
+#   SOAK_MODULE=/path/to.so            a module already built (else build.sh)
+#   SOAK_DIR=/path                     where logs go (default a new /tmp dir)
+set -eu
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+SOAK_SECONDS=${1:-${SOAK_SECONDS:-600}}
+export SOAK_SECONDS
+
+if [ -z "${SOAK_MODULE:-}" ]; then
+    "$repo/scripts/build.sh"
+    SOAK_MODULE="$repo/build/ngx_ws_agent_module.so"
+fi
+
+# nginx loads it again on reload: a private copy cannot change under it
+dir=${SOAK_DIR:-$(mktemp -d /tmp/ws_agent_soak.XXXXXX)}
+mkdir -p "$dir"
+chmod 755 "$dir"
+cp "$SOAK_MODULE" "$dir/ngx_ws_agent_module.so"
+export SOAK_MODULE="$dir/ngx_ws_agent_module.so" SOAK_DIR="$dir"
+
+exec perl "$repo/scripts/soak/soak.pl"
