@@ -42,6 +42,7 @@ sub localize {
     is $n, 1, 'the example loads the module from modules/';
     $conf =~ s{/var/log/nginx/}{$dir/logs/}g;
     $conf =~ s{^pid /run/nginx\.pid;}{pid $dir/nginx.pid;}m;
+    $conf =~ s{/etc/nginx/jwt/issuer\.pub}{$dir/issuer.pub}g;
     $conf =~ s{^user \S+;}{}m unless $> == 0 && getpwnam('www-data');
     $conf =~ s{listen 80;}{listen 127.0.0.1:$port;};
     # nothing of the system's Redis or backend: closed loopback ports
@@ -63,6 +64,13 @@ sub nginx_t {
     like $out, qr/test is successful/, "$name: nginx -t says the test is successful";
     unlike $out, qr/\[(emerg|alert|crit|error)\]/, "$name: nothing worse than a warning";
 }
+
+
+# the JWT key path wants a real public key
+
+system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"
+       . " 2>/dev/null | openssl pkey -pubout -out $dir/issuer.pub"
+       . " 2>/dev/null") == 0 or die "openssl failed\n";
 
 
 # as shipped
@@ -94,11 +102,6 @@ for my $line (split /\n/, $conf) {
 }
 my $defaults = join("\n", @out) . "\n";
 
-# the JWT key line wants a real public key
-system("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256"
-       . " 2>/dev/null | openssl pkey -pubout -out $dir/issuer.pub"
-       . " 2>/dev/null") == 0 or die "openssl failed\n";
-$defaults =~ s{/etc/nginx/jwt/issuer\.pub}{$dir/issuer.pub}g;
 isnt $defaults, $conf, 'some commented defaults were switched on';
 like $defaults, qr/^\s*ws_agent_ready_timeout 10s;/m,
     'ws_agent_ready_timeout 10s switched on';
@@ -134,7 +137,7 @@ sub get {
 }
 
 SKIP: {
-    skip 'nginx did not start', 4 unless $up;
+    skip 'nginx did not start', 6 unless $up;
     my $json = get('/ws-agent/status');
     like $json, qr{^HTTP/1\.1 200 }, 'status: 200';
     like $json, qr{"connections_total":0}, 'status: JSON counters';
@@ -142,6 +145,10 @@ SKIP: {
     like $prom, qr{^HTTP/1\.1 200 }, 'metrics: 200';
     like $prom, qr{^ngx_ws_agent_connections_total 0$}m,
         'metrics: Prometheus text';
+    my $ws = get('/ws');
+    like $ws, qr{^HTTP/1\.1 401 }, '/ws without a token: 401';
+    like $ws, qr{^WWW-Authenticate: Bearer error="invalid_token"\r$}m,
+        '/ws without a token: WWW-Authenticate';
 }
 
 ok kill_pid($pid, signals => [qw(QUIT TERM KILL)], grace => 3),
