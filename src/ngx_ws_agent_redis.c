@@ -284,6 +284,7 @@ ngx_ws_agent_redis_on_publish(redisAsyncContext *ac, void *reply, void *data)
 
     } else {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_PUBLISHED, 1);
+        rs->stats->published++;
     }
 
     ngx_ws_agent_redis_send(rs);

@@ -123,6 +123,7 @@ ngx_ws_agent_stats_worker(void)
             w->queued = 0;
             w->in_flight = 0;
             w->reconnects = 0;
+            w->published = 0;
             w->last_error[0] = '\0';
             ngx_ws_agent_my_slot = w;
             return w;

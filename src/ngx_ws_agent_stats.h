@@ -66,6 +66,7 @@ typedef struct {
     ngx_atomic_t                 queued;
     ngx_atomic_t                 in_flight;
     ngx_atomic_t                 reconnects;
+    ngx_atomic_t                 published;
     u_char                       last_error[NGX_WS_AGENT_ERROR_LEN];
 } ngx_ws_agent_worker_stats_t;
 

@@ -404,6 +404,8 @@ ngx_ws_agent_status_json(ngx_http_request_t *r, ngx_buf_t *b)
         ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->in_flight);
         ngx_ws_agent_key("reconnects");
         ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->reconnects);
+        ngx_ws_agent_key("published");
+        ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->published);
         ngx_ws_agent_key("last_error");
         yajl_gen_string(g, w->last_error,
                         ngx_strnlen(w->last_error, NGX_WS_AGENT_ERROR_LEN));

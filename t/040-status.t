@@ -174,4 +174,40 @@ recv text {"type":"connection_ready"}
 recv text {"type":"agent_started"}
 sleep 500ms
 http_get /status => "events_seen_total":6,"events_queued_total":2,"events_published_total":2,"lifecycle_queued_total":0,"events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,"oversized":1,"not_json":2,"untyped":2,"other_type":2,"unrouted":3\}
-http_get /status => "redis_workers":\[\{"pid":\d+,"connected":true,"queued":0,"in_flight":0,"reconnects":0,"last_error":""\},\{"pid":\d+,"connected":true,
+http_get /status => "redis_workers":\[\{"pid":\d+,"connected":true,"queued":0,"in_flight":0,"reconnects":0,"published":\d+,"last_error":""\},\{"pid":\d+,"connected":true,
+
+
+
+=== TEST 8: two workers both publish (reuseport spreads 20 connections), every event arrives, the counters add up
+--- http_config
+    ws_agent_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 reuseport;
+        location /ws {
+            proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            ws_agent on;
+            ws_agent_user $http_x_user_id;
+            ws_agent_publish agent:all;
+        }
+    }
+--- config
+    location = /status { ws_agent_status; }
+--- ws_backend
+send text {"type":"connection_ready"}
+send text {"type":"agent_started"}
+record
+--- ws_client eval
+CORE::join("\n", 'port $TEST_NGINX_RAND_PORT_1',
+    (map { ("handshake /ws X-User-Id: u$_",
+            'recv text {"type":"connection_ready"}',
+            'recv text {"type":"agent_started"}') } 1 .. 20),
+    'sleep 500ms',
+    'port $TEST_NGINX_SERVER_PORT',
+    'http_get /status => "events_published_total":20,.*"redis_workers":\[\{"pid":\d+,"connected":true,[^}]*"published":[1-9]\d*,[^}]*\},\{"pid":\d+,"connected":true,[^}]*"published":[1-9]\d*,')
+--- redis_subscribe: agent:all
+--- redis_messages_like eval
+CORE::join "\n", map { 'agent:all "seq":1,.*"type":"agent_started"' } 1 .. 20
+--- wait: 3
