@@ -487,12 +487,17 @@ fz_strict_valid(const unsigned char *p, size_t len)
 {
     size_t  end;
 
+    /* JSON's white space is space, tab, LF, CR; yajl also takes \v, \f */
+    if (memchr(p, '\v', len) != NULL || memchr(p, '\f', len) != NULL) {
+        return 0;
+    }
+
     if (!fz_yajl_valid(p, len, &end)) {
         return 0;
     }
 
     for ( /* void */ ; end < len; end++) {
-        if (!strchr(" \t\n\v\f\r", p[end]) || p[end] == '\0') {
+        if (!strchr(" \t\n\r", p[end]) || p[end] == '\0') {
             return 0;
         }
     }

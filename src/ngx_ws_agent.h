@@ -61,9 +61,10 @@ typedef struct {
 
 
 #define NGX_WS_AGENT_MSG_NONE    0
-#define NGX_WS_AGENT_MSG_TYPING  1
-#define NGX_WS_AGENT_MSG_ACK     2
-#define NGX_WS_AGENT_MSG_EVENT   3
+#define NGX_WS_AGENT_MSG_NEW     1      /* no piece seen yet */
+#define NGX_WS_AGENT_MSG_TYPING  2
+#define NGX_WS_AGENT_MSG_ACK     3
+#define NGX_WS_AGENT_MSG_EVENT   4
 
 #define NGX_WS_AGENT_BY_NETWORK  0
 #define NGX_WS_AGENT_BY_CLIENT   1
@@ -140,7 +141,7 @@ struct ngx_ws_agent_ctx_s {
     unsigned                    c2b_eof:1;      /* then report EOF */
     unsigned                    b2c_eof:1;
     unsigned                    withholding:1;  /* a text message */
-    unsigned                    msg_state:2;
+    unsigned                    msg_state:3;
     unsigned                    msg_big:1;      /* over event_max_size */
     unsigned                    inspect:1;      /* events are looked at */
     unsigned                    publishing:1;

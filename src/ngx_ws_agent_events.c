@@ -116,6 +116,24 @@ ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
 }
 
 
+ngx_uint_t
+ngx_ws_agent_events_listed(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
+{
+    ngx_str_t   *ev;
+    ngx_uint_t   i;
+
+    ev = ctx->conf->events->elts;
+
+    for (i = 0; i < ctx->conf->events->nelts; i++) {
+        if (ev[i].len == len && ngx_memcmp(ev[i].data, type, len) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 void
 ngx_ws_agent_events_publish(ngx_ws_agent_ctx_t *ctx, ngx_str_t *type,
     u_char *event, size_t len)

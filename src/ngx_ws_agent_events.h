@@ -22,6 +22,10 @@ void ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx);
 ngx_str_t *ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, u_char *type,
     size_t len);
 
+/* 1 if the type is in ws_agent_events (nothing is counted) */
+ngx_uint_t ngx_ws_agent_events_listed(ngx_ws_agent_ctx_t *ctx, u_char *type,
+    size_t len);
+
 /* a whole, valid event message of a wanted type */
 void ngx_ws_agent_events_publish(ngx_ws_agent_ctx_t *ctx, ngx_str_t *type,
     u_char *event, size_t len);

@@ -70,6 +70,8 @@ static void ngx_ws_agent_msg_stop(ngx_ws_agent_ctx_t *ctx,
     ws_json_result_e rc);
 static int ngx_ws_agent_msg_typed(void *data, const unsigned char *type,
     size_t len);
+static ngx_int_t ngx_ws_agent_msg_glance(ngx_ws_agent_ctx_t *ctx,
+    ws_frame_chunk_t *ch);
 static void ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx);
 static void ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
     const char *reason, ngx_uint_t close);
@@ -831,23 +833,68 @@ static u_char  ngx_ws_agent_type[128];
 static ngx_int_t
 ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx)
 {
-    if (ctx->msg_state) {
+    if (ctx->msg_state > NGX_WS_AGENT_MSG_NEW) {
         ws_json_typer_free(&ctx->typer);
     }
 
-    if (ws_json_typer_init(&ctx->typer, ctx->conf->type_key.data,
-                           ctx->conf->type_key.len, ngx_ws_agent_type,
-                           sizeof(ngx_ws_agent_type), ngx_ws_agent_msg_typed,
-                           ctx)
-        != 0)
-    {
-        return NGX_ERROR;
-    }
-
-    ctx->msg_state = NGX_WS_AGENT_MSG_TYPING;
+    /* the typer starts with the first piece, unless a glance is enough */
+    ctx->msg_state = NGX_WS_AGENT_MSG_NEW;
     ctx->msg_event = NULL;
     ctx->msg_big = 0;
     ctx->msg_len = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Most messages open with their type: {"type":"chat",...  When the first
+ * piece says so and the type is one nobody wants, the message is let go
+ * without a parser at all; anything else goes to the typer.
+ */
+
+static ngx_int_t
+ngx_ws_agent_msg_glance(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
+{
+    u_char     *p, *last, *q;
+    ngx_str_t  *key;
+
+    key = &ctx->conf->type_key;
+    p = (u_char *) ch->data;
+    last = p + ch->len;
+
+    if ((size_t) (last - p) < key->len + 6
+        || p[0] != '{' || p[1] != '"'
+        || ngx_strncmp(p + 2, key->data, key->len) != 0
+        || p[2 + key->len] != '"' || p[3 + key->len] != ':'
+        || p[4 + key->len] != '"')
+    {
+        return NGX_DECLINED;
+    }
+
+    p += 5 + key->len;
+
+    for (q = p; q < last && *q != '"'; q++) {
+        if (*q == '\\' || *q < 0x20) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (q == last || (size_t) (q - p) > sizeof(ngx_ws_agent_type)) {
+        return NGX_DECLINED;
+    }
+
+    if ((ctx->gated
+         && (size_t) (q - p) == ctx->conf->ready_type.len
+         && ngx_strncmp(p, ctx->conf->ready_type.data, q - p) == 0)
+        || (ctx->inspect
+            && ngx_ws_agent_events_listed(ctx, p, q - p)))
+    {
+        /* wanted: the typer reads it properly, validation included */
+        return NGX_DECLINED;
+    }
+
+    (void) ngx_ws_agent_msg_typed(ctx, p, q - p);
 
     return NGX_OK;
 }
@@ -885,6 +932,29 @@ ngx_ws_agent_msg_piece(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
     u_char            *m;
     size_t             cap, limit;
     ws_json_result_e   rc;
+
+    if (ctx->msg_state == NGX_WS_AGENT_MSG_NEW) {
+
+        if (ch->len == 0) {
+            return NGX_OK;
+        }
+
+        if (ngx_ws_agent_msg_glance(ctx, ch) == NGX_OK) {
+            ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
+            return NGX_OK;
+        }
+
+        if (ws_json_typer_init(&ctx->typer, ctx->conf->type_key.data,
+                               ctx->conf->type_key.len, ngx_ws_agent_type,
+                               sizeof(ngx_ws_agent_type),
+                               ngx_ws_agent_msg_typed, ctx)
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        ctx->msg_state = NGX_WS_AGENT_MSG_TYPING;
+    }
 
     rc = ws_json_typer_feed(&ctx->typer, ch->data, ch->len);
 
@@ -947,6 +1017,17 @@ ngx_ws_agent_msg_end(ngx_ws_agent_ctx_t *ctx)
     ngx_uint_t         state;
     ws_json_result_e   rc;
 
+    if (ctx->msg_state == NGX_WS_AGENT_MSG_NEW) {
+        /* an empty text message is not JSON */
+        ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
+
+        if (ctx->inspect) {
+            ngx_ws_agent_events_rejected(ctx, WS_JSON_INVALID);
+        }
+
+        return 0;
+    }
+
     rc = ws_json_typer_finish(&ctx->typer, &len);
     state = ctx->msg_state;
 
@@ -979,7 +1060,10 @@ ngx_ws_agent_msg_end(ngx_ws_agent_ctx_t *ctx)
 static void
 ngx_ws_agent_msg_stop(ngx_ws_agent_ctx_t *ctx, ws_json_result_e rc)
 {
-    ws_json_typer_free(&ctx->typer);
+    if (ctx->msg_state > NGX_WS_AGENT_MSG_NEW) {
+        ws_json_typer_free(&ctx->typer);
+    }
+
     ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
 
     if (ctx->inspect && rc != WS_JSON_TYPED && rc != WS_JSON_DROPPED) {
@@ -1256,10 +1340,11 @@ ngx_ws_agent_gate_detach(ngx_ws_agent_ctx_t *ctx)
         ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
     }
 
-    if (ctx->msg_state) {
+    if (ctx->msg_state > NGX_WS_AGENT_MSG_NEW) {
         ws_json_typer_free(&ctx->typer);
-        ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
     }
+
+    ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
 
     if (ctx->msg) {
         ngx_free(ctx->msg);

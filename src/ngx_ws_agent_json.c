@@ -15,6 +15,8 @@
 
 
 static int ws_json_value(ws_json_typer_t *t);
+static int ws_json_done(ws_json_typer_t *t);
+static int ws_json_blank(const unsigned char *p, size_t len);
 static int ws_json_null(void *ctx);
 static int ws_json_boolean(void *ctx, int v);
 static int ws_json_number(void *ctx, const char *v, size_t len);
@@ -67,9 +69,29 @@ ws_json_typer_init(ws_json_typer_t *t, const unsigned char *key,
 ws_json_result_e
 ws_json_typer_feed(ws_json_typer_t *t, const unsigned char *data, size_t len)
 {
+    /* after the value only JSON's own white space may follow */
+    if (t->complete) {
+        return ws_json_blank(data, len) ? WS_JSON_MORE : WS_JSON_INVALID;
+    }
+
+    /* yajl takes \v and \f for white space; JSON does not */
+    if (memchr(data, '\v', len) != NULL || memchr(data, '\f', len) != NULL) {
+        return WS_JSON_INVALID;
+    }
+
     switch (yajl_parse(t->handle, data, len)) {
 
     case yajl_status_ok:
+        /*
+         * yajl says ok for a value followed by the start of another one
+         * cut at the end of the input ({...} "x): the rest is checked here
+         */
+        if (t->complete
+            && !ws_json_blank(data + t->complete_at, len - t->complete_at))
+        {
+            return WS_JSON_INVALID;
+        }
+
         return WS_JSON_MORE;
 
     case yajl_status_client_canceled:
@@ -261,6 +283,35 @@ ws_json_generate(unsigned char *out, size_t cap, const unsigned char *id,
 }
 
 
+/* the top-level value ends here: remember where, for what follows */
+
+static int
+ws_json_done(ws_json_typer_t *t)
+{
+    if (t->depth == 0) {
+        t->complete = 1;
+        t->complete_at = yajl_get_bytes_consumed(t->handle);
+    }
+
+    return 1;
+}
+
+
+static int
+ws_json_blank(const unsigned char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /* any value: the first one decides object or not; ends a key at depth 1 */
 
 static int
@@ -284,7 +335,7 @@ ws_json_value(ws_json_typer_t *t)
 static int
 ws_json_null(void *ctx)
 {
-    return ws_json_value(ctx);
+    return ws_json_value(ctx) && ws_json_done(ctx);
 }
 
 
@@ -292,7 +343,7 @@ static int
 ws_json_boolean(void *ctx, int v)
 {
     (void) v;
-    return ws_json_value(ctx);
+    return ws_json_value(ctx) && ws_json_done(ctx);
 }
 
 
@@ -301,7 +352,7 @@ ws_json_number(void *ctx, const char *v, size_t len)
 {
     (void) v;
     (void) len;
-    return ws_json_value(ctx);
+    return ws_json_value(ctx) && ws_json_done(ctx);
 }
 
 
@@ -327,7 +378,7 @@ ws_json_string(void *ctx, const unsigned char *v, size_t len)
         }
     }
 
-    return ws_json_value(t);
+    return ws_json_value(t) && ws_json_done(t);
 }
 
 
@@ -385,5 +436,5 @@ ws_json_end(void *ctx)
     t->depth--;
     t->key_match = 0;
 
-    return 1;
+    return ws_json_done(t);
 }

@@ -42,6 +42,7 @@ typedef struct {
     unsigned char        *type;
     size_t                type_cap;
     size_t                type_len;
+    size_t                complete_at;  /* where the value ended */
     ws_json_type_pt       found;
     void                 *data;
     unsigned              depth;
@@ -51,6 +52,7 @@ typedef struct {
     unsigned              typed:1;
     unsigned              too_long:1;
     unsigned              dropped:1;
+    unsigned              complete:1;   /* the top-level value ended */
 } ws_json_typer_t;
 
 

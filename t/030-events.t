@@ -285,3 +285,24 @@ recv close 1000
 --- redis_subscribe: agent:events:a"b\c
 --- redis_messages_like
 agent:events:a"b\c ^\{"connection_id":"ws_abc_\d+_[0-9a-f]{8}","user":"a\\"b\\\\c","seq":1,
+
+
+
+=== TEST 11: an event followed by the start of another value is not JSON: relayed, not published
+--- ws_backend
+send text {"type":"connection_ready"}
+send text {"type":"agent_started","x":1} "x
+send text {"type":"agent_thinking"} {
+send text {"type":"agent_completed"}
+record
+--- ws_client
+handshake /ws X-User-Id: 13
+recv text {"type":"connection_ready"}
+recv text {"type":"agent_started","x":1} "x
+recv text {"type":"agent_thinking"} {
+recv text {"type":"agent_completed"}
+send close 1000
+recv close 1000
+--- redis_subscribe: agent:events:13
+--- redis_messages_like
+agent:events:13 "seq":1,.*"type":"agent_completed","event":\{"type":"agent_completed"\}\}$
