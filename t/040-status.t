@@ -25,6 +25,11 @@ _EOC_
 add_block_preprocessor(sub {
     my $block = shift;
 
+    # under valgrind nginx is one process: no second worker, no reload
+    if ($ENV{TEST_NGINX_USE_VALGRIND} && defined $block->needs_workers) {
+        $block->set_value("SKIP", 1);
+    }
+
     $block->set_value("config", $config) unless defined $block->config;
     $block->set_value("no_error_log", "[alert]\n[crit]\n")
         unless defined $block->no_error_log;
@@ -36,7 +41,7 @@ __DATA__
 
 === TEST 1: JSON: three gated connections, two held frames each
 --- ws_backend
-wait 100ms
+wait 400ms
 send text {"type":"connection_ready"}
 record
 --- ws_client
@@ -113,6 +118,7 @@ Content-Type: text/plain; version=0.0.4
 
 
 === TEST 6: counters survive a reload
+--- needs_workers
 --- ws_backend
 send text {"type":"connection_ready"}
 record
@@ -136,6 +142,7 @@ http_get /status => "connections_total":2,"connections_active":0,
 
 
 === TEST 7: events and Redis: seen, published, dropped by reason, worker state (both connections get all seven messages; the second has no user)
+--- needs_workers
 --- http_config
     ws_agent_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
 --- config
@@ -179,6 +186,7 @@ http_get /status => "redis_workers":\[\{"pid":\d+,"connected":true,"queued":0,"i
 
 
 === TEST 8: two workers both publish (reuseport spreads 20 connections), every event arrives, the counters add up
+--- needs_workers
 --- http_config
     ws_agent_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
     server {
