@@ -138,6 +138,7 @@ struct ngx_ws_agent_ctx_s {
     unsigned                    client_failed:1;/* protocol error, gated */
     unsigned                    b2c_drop:1;     /* client already closed */
     unsigned                    backend_close:1;
+    unsigned                    backend_closed:1; /* its close is out */
     unsigned                    c2b_eof:1;      /* then report EOF */
     unsigned                    b2c_eof:1;
     unsigned                    withholding:1;  /* a text message */

@@ -498,7 +498,7 @@ static ssize_t
 ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
 {
     ssize_t               n;
-    ngx_uint_t            copy;
+    ngx_uint_t            copy, drop;
     ngx_http_request_t   *r;
     ngx_http_upstream_t  *u;
     ngx_ws_agent_ctx_t   *ctx;
@@ -573,10 +573,11 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
             continue;
         }
 
+        drop = ctx->b2c_drop;
         n = ngx_ws_agent_b2c_input(ctx, buf, n, copy);
 
-        if (n > 0 && ctx->b2c_drop) {
-            /* the client was closed by the module: only looked at */
+        if (n > 0 && drop) {
+            /* the client got its close frame already: only looked at */
             n = 0;
         }
 
@@ -619,7 +620,7 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
     ngx_uint_t          at_frame;
     ws_frame_chunk_t    ch;
     ws_frame_parser_t  *p;
-    const u_char       *pos, *last;
+    const u_char       *pos, *last, *mark;
 
     p = &ctx->b2c;
     pos = buf;
@@ -634,6 +635,7 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
     for ( ;; ) {
 
         at_frame = ws_frame_at_boundary(p);
+        mark = pos;
 
         switch (ws_frame_parse(p, &pos, last, &ch)) {
 
@@ -641,6 +643,16 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
             return copy ? 0 : (ssize_t) n;
 
         case WS_FRAME_HEADER:
+            if (ctx->backend_closed) {
+                /* RFC 6455 5.5.1: nothing may follow a close frame */
+                ngx_log_error(NGX_LOG_INFO, ctx->client->log, 0,
+                              "ws_agent %V: backend sent frames after its "
+                              "close frame; they are dropped", &ctx->id);
+                ctx->b2c_drop = 1;
+
+                return copy ? 0 : mark - buf;
+            }
+
             if (ngx_ws_agent_b2c_header(ctx, copy) != NGX_OK) {
                 return NGX_ERROR;
             }
@@ -785,6 +797,10 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
     ws_frame_parser_t  *p;
 
     p = &ctx->b2c;
+
+    if (p->opcode == WS_OP_CLOSE) {
+        ctx->backend_closed = 1;
+    }
 
     if (ws_frame_is_control(p) || !p->fin
         || ws_frame_message_opcode(p) != WS_OP_TEXT)
