@@ -12,7 +12,7 @@ cd "$repo"
 
 extras=
 [ -n "${TEST_NGINX_USE_VALGRIND:-}" ] && extras=valgrind
-scripts/bootstrap.sh $extras
+scripts/bootstrap.sh fuzz $extras
 scripts/build.sh
 
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}

@@ -1,0 +1,51 @@
+# The short versions of the hardening runs (RELIABILITY.md has the long
+# ones): a 30-second soak with every fault through the gate, and each fuzzer
+# for a few seconds over its corpus.  Plain Test::More: these drive whole
+# scripts, not nginx blocks.
+
+use strict;
+use warnings;
+
+use FindBin;
+use Test::More;
+
+my $repo = "$FindBin::Bin/..";
+my ($so) = grep { m{ngx_ws_agent_module\.so$} }
+           split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
+
+plan skip_all => 'TEST_NGINX_LOAD_MODULES does not name the built module'
+    unless $so;
+
+# the soak: messages in order, events delivered, no [alert]; it says PASS
+my $secs = $ENV{SOAK_SECONDS} || 30;
+my $out = `SOAK_MODULE=$so timeout 300 $repo/scripts/soak.sh $secs 2>&1`;
+my $rc = $? >> 8;
+
+is $rc, 0, "soak of $secs s exits 0" or diag $out;
+like $out, qr/^soak: PASS$/m, 'soak: PASS';
+like $out, qr/client messages: (\d+) sent; lost 0;/, 'no client message lost';
+like $out, qr/fault: redis-server SIGKILLed/, 'Redis was killed and came back';
+like $out, qr/fault: worker \d+ SIGKILLed/, 'a worker was killed';
+note join "\n", grep { /^(client messages|events|soak)/ } split /\n/, $out;
+
+# the fuzzers, bounded; they need clang's libFuzzer runtime
+SKIP: {
+    my $start = time;
+    my $probe = `make -s -C $repo/fuzz fuzz_frame fuzz_json 2>&1`;
+    skip "no libFuzzer here (scripts/bootstrap.sh fuzz): $probe", 4 if $?;
+
+    for my $t (['check', 'corpora replay'],
+               ['run FUZZ_SECONDS=10', 'frame parser, 10 s'],
+               ['run-json FUZZ_SECONDS=10', 'JSON typer and envelope, 10 s'])
+    {
+        my $o = `make -s -C $repo/fuzz $t->[0] 2>&1`;
+        is $? >> 8, 0, "fuzz: $t->[1]" or diag substr($o, -3000);
+    }
+
+    # only this run's findings: an old crash file may be a fixed bug's
+    my @crashes = grep { (stat $_)[9] >= $start }
+                  glob "$repo/fuzz/work/*crash-* $repo/fuzz/crash-*";
+    is "@crashes", '', 'fuzz: no crash file from this run';
+}
+
+done_testing;
