@@ -9,7 +9,7 @@
  *                  the ack they are handed back to nginx, in order, as if
  *                  just read, so nginx's own writer delivers them;
  *   upstream recv  backend -> client bytes: validated, text messages
- *                  examined for the ack;
+ *                  typed as they pass (the ack, the events to publish);
  *   client send    only to swallow output once the client has gone while
  *                  gated (its held frames still go to the backend).
  *
@@ -33,6 +33,10 @@
 
 #define ngx_ws_agent_at(p, side)                                             \
     (ws_frame_at_boundary(p) ? NGX_WS_AGENT_CLOSE_##side : 0)
+
+
+/* where the typer leaves a message's type for its callback */
+static u_char  ngx_ws_agent_type[128];
 
 
 /* room for released withheld bytes, a read and a close frame */
@@ -842,9 +846,6 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
  * further.  Only an event to publish is copied, up to
  * ws_agent_event_max_size, for its envelope.
  */
-
-static u_char  ngx_ws_agent_type[128];
-
 
 static ngx_int_t
 ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx)
