@@ -3,6 +3,7 @@
 
 use File::Temp qw(tempdir);
 use Test::Nginx::Socket 'no_plan';
+use WsAgent::Conf qw(with_changes);
 
 # a throw-away certificate for the TLS block
 my $certs = tempdir(CLEANUP => 1);
@@ -32,7 +33,8 @@ add_block_preprocessor(sub {
     my $block = shift;
 
     if (!defined $block->config) {
-        $block->set_value("config", $ws_location);
+        $block->set_value("config",
+                          with_changes($ws_location, $block->ws_agent));
     }
 
     if (!defined $block->no_error_log) {
@@ -130,15 +132,8 @@ sent close 1000
 
 
 === TEST 5: ws_agent_ready_forward off: the client never sees the ack, other text goes on
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_ready_forward off;
-    }
+--- ws_agent
+ws_agent_ready_forward off;
 --- ws_backend
 send text {"type":"agent_started"}
 wait 200ms
@@ -211,16 +206,9 @@ sent close 1000
 
 
 === TEST 8: ws_agent_ready_type and ws_agent_type_key name the ack
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_ready_type go;
-        ws_agent_type_key event;
-    }
+--- ws_agent
+ws_agent_ready_type go;
+ws_agent_type_key event;
 --- ws_backend
 wait 100ms
 send text {"type":"connection_ready"}
@@ -244,16 +232,8 @@ sent close 1000
 
 
 === TEST 9: no ack in time: 1013 to the client, upstream closed, logged with the connection id
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        ws_agent_ready_timeout 300ms;
-    }
+--- ws_agent
+ws_agent_ready_timeout 300ms;
 --- ws_backend
 wait 2s
 --- ws_client
@@ -434,17 +414,9 @@ Upgrade: websocket
 === TEST 17: the backend receives $ws_agent_connection_id; variables reach the access log
 --- http_config
     log_format ws 'WSLOG id=$ws_agent_connection_id user=$ws_agent_user ready_ms=$ws_agent_ready_ms held=$ws_agent_frames_held close=$ws_agent_close_code';
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        proxy_set_header X-User-Id $ws_agent_user;
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        access_log logs/error.log ws;
-    }
+--- ws_agent
+proxy_set_header X-User-Id $ws_agent_user;
+access_log logs/error.log ws;
 --- ws_backend
 wait 200ms
 send text {"type":"connection_ready"}
@@ -572,15 +544,8 @@ client protocol error: 64-bit length with the top bit set
 
 
 === TEST 25: a frame over ws_agent_max_frame_size: 1009
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_max_frame_size 1k;
-    }
+--- ws_agent
+ws_agent_max_frame_size 1k;
 --- ws_backend
 send text {"type":"connection_ready"}
 record
@@ -623,16 +588,9 @@ client protocol error: unmasked client frame, closing with 1002; 2 frames held g
 
 
 === TEST 26b: a frame over the size limit while gated, split across writes: 1009, the frames before it delivered
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_max_frame_size 1k;
-        ws_agent_ready_forward off;
-    }
+--- ws_agent
+ws_agent_max_frame_size 1k;
+ws_agent_ready_forward off;
 --- ws_backend
 wait 300ms
 send text {"type":"connection_ready"}
@@ -748,14 +706,8 @@ recv close 1000
 
 
 === TEST 32: ws_agent off: the relay is stock nginx's, even with an early message
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent off;
-    }
+--- ws_agent
+ws_agent off;
 --- ws_backend
 wait 300ms
 send text {"type":"connection_ready"}

@@ -2,6 +2,7 @@
 # the connection's own channel, in order, without ever holding the relay.
 
 use Test::Nginx::Socket 'no_plan';
+use WsAgent::Conf qw(with_changes);
 
 repeat_each(1);
 no_shuffle();
@@ -27,7 +28,8 @@ add_block_preprocessor(sub {
     my $block = shift;
 
     $block->set_value("http_config", $http) unless defined $block->http_config;
-    $block->set_value("config", $ws_location) unless defined $block->config;
+    $block->set_value("config", with_changes($ws_location, $block->ws_agent))
+        unless defined $block->config;
     $block->set_value("no_error_log", "[alert]\n[crit]\n")
         unless defined $block->no_error_log;
 });
@@ -110,17 +112,8 @@ agent:events:9 "seq":1,.*"event":\{"type":"tool_executing","tool":"calc"\}\}$
 
 
 === TEST 4: an event over ws_agent_event_max_size is relayed but not published
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        ws_agent_publish agent:events:$ws_agent_user;
-        ws_agent_event_max_size 40;
-    }
+--- ws_agent
+ws_agent_event_max_size 40;
 --- ws_backend
 send text {"type":"connection_ready"}
 send text {"type":"agent_thinking","text":"a long long long thought"}
@@ -184,17 +177,9 @@ recv close 1000
 
 
 === TEST 7: ws_agent_events chooses the types
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        ws_agent_publish chan:$ws_agent_user;
-        ws_agent_events chat_message;
-    }
+--- ws_agent
+ws_agent_publish chan:$ws_agent_user;
+ws_agent_events chat_message;
 --- ws_backend
 send text {"type":"connection_ready"}
 send text {"type":"agent_started"}
@@ -214,17 +199,8 @@ chan:3 "seq":1,.*"type":"chat_message","event":\{"type":"chat_message","m":1\}\}
 
 
 === TEST 8: lifecycle envelopes: ws_open, ws_ready, events, ws_close
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        ws_agent_publish agent:events:$ws_agent_user;
-        ws_agent_lifecycle on;
-    }
+--- ws_agent
+ws_agent_lifecycle on;
 --- ws_backend
 wait 100ms
 send text {"type":"connection_ready"}
@@ -246,18 +222,9 @@ agent:events:11 "seq":4,.*"type":"ws_close","event":\{"code":1000,"by":"client"\
 
 
 === TEST 9: lifecycle: ws_ready_timeout and the module's close
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        ws_agent_publish agent:events:$ws_agent_user;
-        ws_agent_lifecycle on;
-        ws_agent_ready_timeout 200ms;
-    }
+--- ws_agent
+ws_agent_lifecycle on;
+ws_agent_ready_timeout 200ms;
 --- ws_backend
 wait 1s
 --- ws_client
