@@ -806,6 +806,10 @@ ngx_ws_agent_init_process(ngx_cycle_t *cycle)
 
     wmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_ws_agent_module);
 
+    if (ngx_ws_agent_stats_init_process() != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_ws_agent_redis_init_process(cycle, wmcf);
 }
 
@@ -814,6 +818,7 @@ static void
 ngx_ws_agent_exit_process(ngx_cycle_t *cycle)
 {
     ngx_ws_agent_redis_exit_process(cycle);
+    ngx_ws_agent_stats_exit_process();
 }
 
 

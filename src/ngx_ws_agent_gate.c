@@ -119,8 +119,8 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
     ctx->start = ngx_current_msec;
 
     ngx_ws_agent_count(NGX_WS_AGENT_CONNECTIONS, 1);
-    ngx_ws_agent_count(NGX_WS_AGENT_ACTIVE, 1);
-    ngx_ws_agent_count(NGX_WS_AGENT_GATED, 1);
+    ngx_ws_agent_gauge(active, 1);
+    ngx_ws_agent_gauge(gated, 1);
 
     ngx_ws_agent_events_start(ctx);
 
@@ -1117,7 +1117,7 @@ ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
 
     ngx_ws_agent_count(NGX_WS_AGENT_ACKS, 1);
     ngx_ws_agent_stats_ready(ctx->ready_ms);
-    ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
+    ngx_ws_agent_gauge(gated, -1);
 
     *ngx_sprintf(event, "{\"ready_ms\":%M}", ctx->ready_ms) = '\0';
     ngx_ws_agent_events_lifecycle(ctx, "ws_ready", (char *) event);
@@ -1164,7 +1164,7 @@ ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
     ctx->close_by = NGX_WS_AGENT_BY_MODULE;
 
     if (ctx->gated) {
-        ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
+        ngx_ws_agent_gauge(gated, -1);
         ngx_ws_agent_count(NGX_WS_AGENT_FRAMES_DROPPED, ctx->frames_held);
     }
 
@@ -1354,7 +1354,7 @@ ngx_ws_agent_gate_detach(ngx_ws_agent_ctx_t *ctx)
     }
 
     if (ctx->gated && !ctx->failed) {
-        ngx_ws_agent_count(NGX_WS_AGENT_GATED, -1);
+        ngx_ws_agent_gauge(gated, -1);
     }
 
     if (ctx->msg_state > NGX_WS_AGENT_MSG_NEW) {
@@ -1368,7 +1368,7 @@ ngx_ws_agent_gate_detach(ngx_ws_agent_ctx_t *ctx)
         ctx->msg = NULL;
     }
 
-    ngx_ws_agent_count(NGX_WS_AGENT_ACTIVE, -1);
+    ngx_ws_agent_gauge(active, -1);
 
     *ngx_sprintf(event, "{\"code\":%ui,\"by\":\"%s\"}", ctx->close_code,
                  by[ctx->close_by]) = '\0';

@@ -112,11 +112,8 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
 
     rs->conf = wmcf;
     rs->log = cycle->log;
-    rs->stats = ngx_ws_agent_stats_worker();
-
-    if (rs->stats == NULL) {
-        return NGX_ERROR;
-    }
+    rs->stats = ngx_ws_agent_slot;
+    rs->stats->redis = 1;
     rs->active = 1;
     rs->backoff = NGX_WS_AGENT_REDIS_BACKOFF_MIN;
 
@@ -631,8 +628,6 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
         ngx_free(ngx_queue_data(q, ngx_ws_agent_item_t, queue));
         lost++;
     }
-
-    ngx_ws_agent_stats_worker_exit();
 
     if (lost) {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_LOST_AT_EXIT, lost);

@@ -12,10 +12,11 @@ static ngx_int_t ngx_ws_agent_stats_init_zone(ngx_shm_zone_t *zone,
     void *data);
 
 
-static ngx_ws_agent_stats_t   ngx_ws_agent_local_stats;
-static ngx_ws_agent_worker_stats_t  *ngx_ws_agent_my_slot;
+static ngx_ws_agent_stats_t         ngx_ws_agent_local_stats;
+static ngx_ws_agent_worker_stats_t  ngx_ws_agent_local_slot;
 
-ngx_ws_agent_stats_t  *ngx_ws_agent_stats = &ngx_ws_agent_local_stats;
+ngx_ws_agent_stats_t         *ngx_ws_agent_stats = &ngx_ws_agent_local_stats;
+ngx_ws_agent_worker_stats_t  *ngx_ws_agent_slot = &ngx_ws_agent_local_slot;
 
 static ngx_msec_t  ngx_ws_agent_ready_bounds[] = { NGX_WS_AGENT_READY_BUCKETS };
 
@@ -95,61 +96,103 @@ ngx_ws_agent_stats_ready(ngx_msec_t ms)
 /*
  * Slots are claimed by pid, so the workers of a reload and the old ones
  * finishing their connections never share one; a slot whose worker died
- * without exiting (SIGKILL) is taken over.
+ * without exiting (SIGKILL) is taken over, and until then the status
+ * location leaves it out.
  */
 
-ngx_ws_agent_worker_stats_t *
-ngx_ws_agent_stats_worker(void)
+ngx_int_t
+ngx_ws_agent_stats_init_process(void)
 {
     ngx_uint_t                    i;
     ngx_atomic_uint_t             pid;
     ngx_ws_agent_worker_stats_t  *w;
 
-    if (ngx_ws_agent_my_slot) {
-        return ngx_ws_agent_my_slot;
-    }
-
     for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
         w = &ngx_ws_agent_stats->workers[i];
         pid = w->pid;
 
-        if (pid != 0 && (kill((pid_t) pid, 0) == 0 || ngx_errno != NGX_ESRCH))
-        {
+        if (ngx_ws_agent_stats_alive(w)) {
             continue;
         }
 
         if (ngx_atomic_cmp_set(&w->pid, pid, (ngx_atomic_uint_t) ngx_pid)) {
+            w->active = 0;
+            w->gated = 0;
+            w->redis = 0;
             w->connected = 0;
             w->queued = 0;
             w->in_flight = 0;
             w->reconnects = 0;
             w->published = 0;
             w->last_error[0] = '\0';
-            ngx_ws_agent_my_slot = w;
-            return w;
+            ngx_ws_agent_slot = w;
+            return NGX_OK;
         }
     }
 
-    /* more workers than slots: this one counts, unseen */
-    ngx_ws_agent_my_slot = ngx_pcalloc(ngx_cycle->pool,
-                                       sizeof(ngx_ws_agent_worker_stats_t));
+    /* more workers than slots: this one counts in the totals, unseen */
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "ws_agent: more than %d workers alive, worker %P is left "
+                  "out of the status gauges", NGX_WS_AGENT_MAX_WORKERS,
+                  ngx_pid);
 
-    return ngx_ws_agent_my_slot;
+    return NGX_OK;
 }
 
 
 void
-ngx_ws_agent_stats_worker_exit(void)
+ngx_ws_agent_stats_exit_process(void)
 {
-    ngx_ws_agent_worker_stats_t  *w = ngx_ws_agent_my_slot;
+    ngx_ws_agent_worker_stats_t  *w = ngx_ws_agent_slot;
 
-    if (w == NULL) {
+    if (w == &ngx_ws_agent_local_slot) {
         return;
     }
+
+    /* connections a fast shutdown abandons count nowhere from here on */
+    ngx_ws_agent_slot = &ngx_ws_agent_local_slot;
 
     w->connected = 0;
     w->queued = 0;
     w->in_flight = 0;
     (void) ngx_atomic_cmp_set(&w->pid, (ngx_atomic_uint_t) ngx_pid, 0);
-    ngx_ws_agent_my_slot = NULL;
+}
+
+
+ngx_uint_t
+ngx_ws_agent_stats_alive(ngx_ws_agent_worker_stats_t *w)
+{
+    ngx_atomic_uint_t  pid = w->pid;
+
+    if (pid == 0) {
+        return 0;
+    }
+
+    /* EPERM: somebody else's process has the pid, but it is not gone */
+    return kill((pid_t) pid, 0) == 0 || ngx_errno != NGX_ESRCH;
+}
+
+
+ngx_atomic_uint_t
+ngx_ws_agent_stats_value(ngx_uint_t counter)
+{
+    ngx_uint_t                    i;
+    ngx_atomic_uint_t             n;
+    ngx_ws_agent_worker_stats_t  *w;
+
+    if (counter != NGX_WS_AGENT_ACTIVE && counter != NGX_WS_AGENT_GATED) {
+        return ngx_ws_agent_stats->counters[counter];
+    }
+
+    n = 0;
+
+    for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
+        w = &ngx_ws_agent_stats->workers[i];
+
+        if (ngx_ws_agent_stats_alive(w)) {
+            n += (counter == NGX_WS_AGENT_ACTIVE) ? w->active : w->gated;
+        }
+    }
+
+    return n;
 }

@@ -16,8 +16,8 @@
 
 typedef enum {
     NGX_WS_AGENT_CONNECTIONS = 0,
-    NGX_WS_AGENT_ACTIVE,
-    NGX_WS_AGENT_GATED,
+    NGX_WS_AGENT_ACTIVE,        /* gauges: summed from the live workers' */
+    NGX_WS_AGENT_GATED,         /* slots, see ngx_ws_agent_stats_value() */
     NGX_WS_AGENT_ACKS,
     NGX_WS_AGENT_READY_TIMEOUTS,
     NGX_WS_AGENT_BACKEND_FAILED_BEFORE_READY,
@@ -55,13 +55,19 @@ typedef enum {
     1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000
 #define NGX_WS_AGENT_NBUCKETS       14
 
-#define NGX_WS_AGENT_MAX_WORKERS    64
+#define NGX_WS_AGENT_MAX_WORKERS    256
 #define NGX_WS_AGENT_ERROR_LEN      120
 
 
-/* what one worker's Redis connection looks like now */
+/*
+ * One worker's own numbers: its open and gated connections (so a worker
+ * killed with SIGKILL takes its share with it) and its Redis connection.
+ */
 typedef struct {
     ngx_atomic_t                 pid;        /* 0: a free slot */
+    ngx_atomic_t                 active;
+    ngx_atomic_t                 gated;
+    ngx_atomic_t                 redis;      /* 1: publishes to Redis */
     ngx_atomic_t                 connected;
     ngx_atomic_t                 queued;
     ngx_atomic_t                 in_flight;
@@ -79,10 +85,15 @@ typedef struct {
 } ngx_ws_agent_stats_t;
 
 
-extern ngx_ws_agent_stats_t  *ngx_ws_agent_stats;
+extern ngx_ws_agent_stats_t         *ngx_ws_agent_stats;
+extern ngx_ws_agent_worker_stats_t  *ngx_ws_agent_slot;
 
 #define ngx_ws_agent_count(c, n)                                             \
     (void) ngx_atomic_fetch_add(&ngx_ws_agent_stats->counters[c], n)
+
+/* only this worker writes its slot; the status location reads it */
+#define ngx_ws_agent_gauge(field, n)                                         \
+    (void) ngx_atomic_fetch_add(&ngx_ws_agent_slot->field, n)
 
 
 /* postconfiguration: the zone (reused across reloads) */
@@ -90,9 +101,15 @@ ngx_int_t ngx_ws_agent_stats_init_conf(ngx_conf_t *cf);
 
 void ngx_ws_agent_stats_ready(ngx_msec_t ms);
 
-/* this worker's Redis slot, claimed at worker start, freed at exit */
-ngx_ws_agent_worker_stats_t *ngx_ws_agent_stats_worker(void);
-void ngx_ws_agent_stats_worker_exit(void);
+/* this worker's slot, claimed at worker start, freed at exit */
+ngx_int_t ngx_ws_agent_stats_init_process(void);
+void ngx_ws_agent_stats_exit_process(void);
+
+/* a slot whose worker is alive: not free, and its pid not gone */
+ngx_uint_t ngx_ws_agent_stats_alive(ngx_ws_agent_worker_stats_t *w);
+
+/* a counter's value, or a gauge summed over the live workers */
+ngx_atomic_uint_t ngx_ws_agent_stats_value(ngx_uint_t counter);
 
 
 #endif /* _NGX_WS_AGENT_STATS_H_INCLUDED_ */

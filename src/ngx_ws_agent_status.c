@@ -209,7 +209,7 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
                              m->name, m->help, m->name, m->type);
         }
 
-        n = st->counters[m->counter];
+        n = ngx_ws_agent_stats_value(m->counter);
 
         if (m->label) {
             p = ngx_slprintf(p, end, "ngx_ws_agent_%s{%s=\"%s\"} %uA\n",
@@ -256,7 +256,7 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
     for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
         w = &st->workers[i];
 
-        if (w->pid) {
+        if (w->redis && ngx_ws_agent_stats_alive(w)) {
             p = ngx_slprintf(p, end, "ngx_ws_agent_redis_connected"
                              "{pid=\"%uA\"} %uA\n", w->pid, w->connected);
         }
@@ -270,7 +270,7 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
     for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
         w = &st->workers[i];
 
-        if (w->pid) {
+        if (w->redis && ngx_ws_agent_stats_alive(w)) {
             p = ngx_slprintf(p, end, "ngx_ws_agent_redis_queue_depth"
                              "{pid=\"%uA\"} %uA\n", w->pid,
                              w->queued + w->in_flight);
@@ -340,7 +340,7 @@ ngx_ws_agent_status_json(ngx_http_request_t *r, ngx_buf_t *b)
             ngx_ws_agent_key(m->value);
         }
 
-        ngx_ws_agent_num("%uA", st->counters[m->counter]);
+        ngx_ws_agent_num("%uA", ngx_ws_agent_stats_value(m->counter));
     }
 
     if (open) {
@@ -389,7 +389,7 @@ ngx_ws_agent_status_json(ngx_http_request_t *r, ngx_buf_t *b)
     for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
         w = &st->workers[i];
 
-        if (w->pid == 0) {
+        if (!w->redis || !ngx_ws_agent_stats_alive(w)) {
             continue;
         }
 

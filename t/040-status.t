@@ -219,3 +219,30 @@ CORE::join("\n", 'port $TEST_NGINX_RAND_PORT_1',
 --- redis_messages_like eval
 CORE::join "\n", map { 'agent:all "seq":1,.*"type":"agent_started"' } 1 .. 20
 --- wait: 3
+
+
+
+=== TEST 9: workers SIGKILLed with a gated connection: the respawned workers' status leaves the dead ones' gauges and Redis slots out
+--- needs_workers
+--- http_config
+    ws_agent_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- redis_config
+--- ws_backend
+wait 1500ms
+send text {"type":"connection_ready"}
+record
+--- ws_client
+handshake /ws
+send text a
+sleep 200ms
+http_get /status => "connections_active":1,"connections_gated":1,
+nginx_kill_workers
+recv eof
+sleep 500ms
+http_get /status => "connections_active":0,"connections_gated":0,
+http_get /status => "redis_workers":\[\{"pid":\d+,[^\]]*?\},\{"pid":\d+,[^\]]*?\}\]\}
+--- no_error_log
+[crit]
+[emerg]
+--- error_log
+exited on signal 9

@@ -73,7 +73,7 @@ sub parse_step {
         $s{op} = 'drop';
     } elsif ($line =~ /^http_get\s+(\S+)(?:\s+=>\s+(.*))?$/) {
         @s{qw(op path want)} = ('http_get', $1, $2);
-    } elsif ($line =~ /^(redis_stop|redis_start|nginx_reload)$/) {
+    } elsif ($line =~ /^(redis_stop|redis_start|nginx_reload|nginx_kill_workers)$/) {
         $s{op} = $1;
     } elsif ($line =~ /^redis_cmd\s+(.*?)(?:\s+=>\s+(.*))?$/) {
         @s{qw(op args want)} = ('redis_cmd', [_words($1)], $2);
@@ -134,7 +134,7 @@ sub step {
     }
     if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
-    if ($op =~ /^(redis_(stop|start|cmd)|nginx_reload|http_get)$/) {
+    if ($op =~ /^(redis_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get)$/) {
         my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
         return $hook->($s);
     }

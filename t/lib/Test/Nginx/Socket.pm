@@ -272,12 +272,31 @@ sub expected_lines {
 
 # --- the WebSocket client -------------------------------------------------
 
+sub worker_pids {
+    my ($master) = @_;
+    my @w;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $line = <$fh> // next;
+        # pid (comm) state ppid ...: comm may hold spaces
+        push @w, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $master;
+    }
+    return @w;
+}
+
 sub ws_hooks {
     my ($t) = @_;
     my $sub = $t->{subscriber};
     return {
         redis_stop  => sub { $sub->drain(0.3) if $sub; $Redis->stop; 1 },
         nginx_reload => sub { kill 'HUP', $Nginx->{pid}; 1 },
+        # SIGKILL every worker of this block's master (it spawns new ones)
+        nginx_kill_workers => sub {
+            my @w = worker_pids($Nginx->{pid});
+            return (0, 'nginx_kill_workers: no worker found') unless @w;
+            kill 'KILL', @w;
+            1;
+        },
         # a plain GET in the middle of the steps; the body must match
         http_get => sub {
             my ($s) = @_;
