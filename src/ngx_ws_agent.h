@@ -135,6 +135,8 @@ struct ngx_ws_agent_ctx_s {
     unsigned                    failed:1;       /* the module ended it */
     unsigned                    client_gone:1;  /* TCP gone while gated */
     unsigned                    client_close:1; /* client sent close */
+    unsigned                    client_closed:1;/* all of its close */
+    unsigned                    c2b_drop:1;     /* client data after it */
     unsigned                    client_failed:1;/* protocol error, gated */
     unsigned                    b2c_drop:1;     /* client already closed */
     unsigned                    backend_close:1;

@@ -44,6 +44,9 @@ static u_char  ngx_ws_agent_type[128];
 #define NGX_WS_AGENT_WITHHELD_MAX  (NGX_WS_AGENT_ACK_MAX + 256)
 #define NGX_WS_AGENT_CLOSE_MAX     (WS_FRAME_MAX_HEADER + 125)
 
+/* reads of client bytes to drop (after its close) before others' turn */
+#define NGX_WS_AGENT_DROP_READS    16
+
 
 static ssize_t ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf,
     size_t size);
@@ -188,6 +191,7 @@ static ssize_t
 ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf, size_t size)
 {
     ssize_t               n;
+    ngx_uint_t            i;
     ngx_buf_t            *hold;
     ngx_http_request_t   *r;
     ngx_ws_agent_ctx_t   *ctx;
@@ -246,13 +250,25 @@ ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf, size_t size)
         return ngx_ws_agent_absorb(ctx, c);
     }
 
-    n = ctx->client_recv(c, buf, size);
+    /* bytes after the client's close frame are read and dropped */
+    for (i = 0; i < NGX_WS_AGENT_DROP_READS; i++) {
+        n = ctx->client_recv(c, buf, size);
 
-    if (n > 0) {
-        return ngx_ws_agent_c2b_input(ctx, buf, n);
+        if (n <= 0) {
+            return n;
+        }
+
+        n = ngx_ws_agent_c2b_input(ctx, buf, n);
+
+        if (n != 0) {
+            return n;
+        }
     }
 
-    return n;
+    /* a client still sending: the other connections' turn first */
+    ngx_post_event(c->read, &ngx_posted_events);
+
+    return NGX_AGAIN;
 }
 
 
@@ -367,7 +383,11 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
     ngx_uint_t          at_frame;
     ws_frame_chunk_t    ch;
     ws_frame_parser_t  *p;
-    const u_char       *pos, *last;
+    const u_char       *pos, *last, *mark;
+
+    if (ctx->c2b_drop) {
+        return 0;
+    }
 
     p = &ctx->c2b;
     pos = buf;
@@ -376,6 +396,7 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
     for ( ;; ) {
 
         at_frame = ws_frame_at_boundary(p);
+        mark = pos;
 
         switch (ws_frame_parse(p, &pos, last, &ch)) {
 
@@ -383,6 +404,16 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
             return n;
 
         case WS_FRAME_HEADER:
+            if (ctx->client_closed) {
+                /* RFC 6455 5.5.1: nothing may follow a close frame */
+                ngx_log_error(NGX_LOG_INFO, ctx->client->log, 0,
+                              "ws_agent %V: client sent frames after its "
+                              "close frame; they are dropped", &ctx->id);
+                ctx->c2b_drop = 1;
+
+                return mark - buf;
+            }
+
             if (p->opcode == WS_OP_CLOSE) {
                 ctx->client_close = 1;
             }
@@ -397,6 +428,10 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
             break;
 
         case WS_FRAME_END:
+            if (p->opcode == WS_OP_CLOSE) {
+                ctx->client_closed = 1;
+            }
+
             if (ctx->gated && ctx->hold) {
                 /* buf is always appended at hold->last */
                 ctx->frames_held++;

@@ -334,14 +334,13 @@ CORE::join("\n", 'sent text {"type":"connection_ready"}',
 
 
 
-=== TEST 14: a client that sends after its own close: its close reaches the backend and is answered, nothing breaks
-# RFC 6455 5.5.1: no data after a close.  The module forwards what follows
-# (it does not look at the client's stream after a close); the test backend
-# stops reading at the close, so whether it arrives is not visible here.
+=== TEST 14: a client that sends after its own close: its close reaches the backend and is answered, what follows it is dropped and logged
+# RFC 6455 5.5.1: no data after a close.  The backend reads on past the
+# close until EOF, so anything forwarded after it would be in the transcript.
 --- ws_backend
 wait 300ms
 send text {"type":"connection_ready"}
-record
+record_past_close
 --- ws_client
 handshake /ws X-User-Id: h14
 send text before
@@ -357,6 +356,35 @@ sent text {"type":"connection_ready"}
 recv text before
 recv close 1000
 sent close 1000
+recv eof
+--- error_log
+client sent frames after its close frame; they are dropped
+
+
+
+=== TEST 15: the same with the gate open: data after the client's close is dropped
+--- ws_backend
+send text {"type":"connection_ready"}
+record_past_close
+--- ws_client
+handshake /ws X-User-Id: h15
+recv text {"type":"connection_ready"}
+send text before
+send close 1001 bye
+send text after close
+send many 20 text m
+recv close 1001
+drop
+sleep 200ms
+NEXT
+--- ws_backend_transcript
+sent text {"type":"connection_ready"}
+recv text before
+recv close 1001 bye
+sent close 1001
+recv eof
+--- error_log
+client sent frames after its close frame; they are dropped
 
 
 

@@ -34,7 +34,8 @@ sub parse_steps {
                                                  $s{send} = WsAgent::Send::parse($1) }
         elsif ($line =~ /^(wait|sleep)\s+(.+)$/) { @s{qw(op dur)} = ($1, $2);
                                                  parse_duration($2) }
-        elsif ($line =~ /^(echo|record|drop)$/) { $s{op} = $1 }
+        elsif ($line =~ /^(echo|record|record_past_close|drop)$/) {
+            $s{op} = $1 }
         elsif ($line =~ /^close(?:\s+(\d+)\s*(.*))?$/) {
             @s{qw(op code reason)} = ('close', $1, $2) }
         elsif ($line =~ /^status\s+(\d{3})$/) {
@@ -213,6 +214,8 @@ sub run {
             $self->pump($self->{end}, echo => 1);
         } elsif ($op eq 'record') {
             $self->pump($self->{end});
+        } elsif ($op eq 'record_past_close') {
+            $self->pump($self->{end}, past_close => 1);
         } elsif ($op eq 'close') {
             my $p = close_payload($step->{code}, $step->{reason});
             $s->write_all(encode_frame('close', $p));
@@ -281,8 +284,10 @@ sub pump {
                 my $p = close_payload($code);
                 $s->write_all(encode_frame('close', $p));
                 $self->rec('sent ' . describe_payload('close', $p));
+                $self->{sent_close} = 1;
             }
-            $self->{closed} = 1;
+            # past_close: whatever the peer sends after its close, until EOF
+            $self->{closed} = 1 unless $opt{past_close};
         } elsif ($opt{echo} && $m->{type} =~ /^(text|binary)$/) {
             $s->write_all(encode_frame($m->{type}, $m->{payload}));
             $self->rec('sent ' . describe_payload($m->{type}, $m->{payload}));
