@@ -7,9 +7,14 @@
  *
  *   ws_json_type: writes at most cap bytes (exact-size heap buffer under
  *   ASan, plus a canary), *type_len is untouched unless TYPED, INVALID
- *   exactly when a strict yajl parse fails, NOT_OBJECT exactly when the
- *   text does not start with '{', and the type is the first string-valued
- *   top-level member named key (cross-checked with yajl_tree).
+ *   exactly when a strict yajl parse fails or the text is not UTF-8 as RFC
+ *   3629 has it (yajl lets overlong forms and surrogates through) or nests
+ *   deeper than WS_JSON_MAX_DEPTH, NOT_OBJECT exactly when the text does
+ *   not start with '{', and the type is the first string-valued top-level
+ *   member named key (cross-checked with yajl_tree; not where a \u escape
+ *   of a surrogate is in the text: the module takes such a key or type for
+ *   none).  The incremental typer, fed the same text in pieces cut where
+ *   the input says, gives the same answer and type.
  *
  *   ws_json_envelope_head: never 0 for a type ws_json_type returned; the
  *   length does not depend on cap; nothing is written when it does not fit,
@@ -41,6 +46,15 @@ static void fz_envelope(const unsigned char *ev, size_t ev_len,
     size_t type_len, unsigned long long seq, unsigned long long ts);
 static int fz_yajl_valid(const unsigned char *p, size_t len, size_t *end);
 static int fz_strict_valid(const unsigned char *p, size_t len);
+static int fz_utf8(const unsigned char *p, size_t len);
+static int fz_found(void *data, const unsigned char *type, size_t len);
+
+static int  fz_found_calls;
+static size_t fz_depth(const unsigned char *p, size_t len);
+static int fz_surrogate_escape(const unsigned char *p, size_t len);
+static void fz_pieces(const unsigned char *ev, size_t ev_len,
+    const unsigned char *key, size_t key_len, size_t cap,
+    ws_json_result_e res, const unsigned char *type, size_t type_len);
 static yajl_val fz_tree(const unsigned char *p, size_t len);
 static int fz_tree_safe(const unsigned char *p, size_t len);
 static int fz_str_eq(yajl_val v, const unsigned char *p, size_t len);
@@ -168,6 +182,8 @@ fz_type(const unsigned char *ev, size_t ev_len, const unsigned char *key,
         }
     }
 
+    fz_pieces(ev, ev_len, key, key_len, cap, *res, type, *type_len);
+
     valid = fz_strict_valid(ev, ev_len);
 
 #if (FZ_KNOWN_TRAILING_STRING)
@@ -203,7 +219,7 @@ fz_type(const unsigned char *ev, size_t ev_len, const unsigned char *key,
     }
 
     if (*res == WS_JSON_NOT_OBJECT || !fz_tree_safe(ev, ev_len)
-        || memchr(key, '\0', key_len))
+        || fz_surrogate_escape(ev, ev_len) || memchr(key, '\0', key_len))
     {
         return;
     }
@@ -492,7 +508,9 @@ fz_strict_valid(const unsigned char *p, size_t len)
         return 0;
     }
 
-    if (!fz_yajl_valid(p, len, &end)) {
+    if (!fz_utf8(p, len) || fz_depth(p, len) > WS_JSON_MAX_DEPTH
+        || !fz_yajl_valid(p, len, &end))
+    {
         return 0;
     }
 
@@ -549,6 +567,196 @@ fz_tree_safe(const unsigned char *p, size_t len)
     }
 
     return 1;
+}
+
+
+/* the typer fed in pieces: the same answer as in one piece */
+
+static void
+fz_pieces(const unsigned char *ev, size_t ev_len, const unsigned char *key,
+    size_t key_len, size_t cap, ws_json_result_e res,
+    const unsigned char *type, size_t type_len)
+{
+    size_t            pos, n, len;
+    unsigned          seed;
+    unsigned char     got[256];
+    ws_json_typer_t   t;
+    ws_json_result_e  rc;
+
+    seed = 2166136261u;
+
+    for (pos = 0; pos < ev_len; pos++) {
+        seed = (seed ^ ev[pos]) * 16777619u;
+    }
+
+    ws_json_typer_init(&t, key, key_len, got, cap, NULL, NULL);
+
+    rc = WS_JSON_MORE;
+    pos = 0;
+
+    while (pos < ev_len && rc == WS_JSON_MORE) {
+        seed = seed * 1103515245u + 12345u;
+        n = 1 + (seed >> 16) % 7;
+        n = n > ev_len - pos ? ev_len - pos : n;
+
+        rc = ws_json_typer_feed(&t, ev + pos, n);
+        pos += n;
+    }
+
+    len = cap;
+
+    if (rc == WS_JSON_MORE) {
+        rc = ws_json_typer_finish(&t, &len);
+    }
+
+    if (rc != res
+        || (rc == WS_JSON_TYPED
+            && (len != type_len || memcmp(got, type, len) != 0)))
+    {
+        fz_fail("typer in pieces: another answer than in one piece");
+    }
+
+    /* with a callback (as the module uses it), it may stop early */
+    fz_found_calls = 0;
+    ws_json_typer_init(&t, key, key_len, got, cap, fz_found, &fz_found_calls);
+
+    rc = ws_json_typer_feed(&t, ev, ev_len);
+
+    if (rc == WS_JSON_MORE) {
+        len = cap;
+        rc = ws_json_typer_finish(&t, &len);
+    }
+
+    if (!(rc == res
+          || (res == WS_JSON_INVALID && rc == WS_JSON_NOT_OBJECT))
+        || fz_found_calls > 1
+        || (res == WS_JSON_TYPED && fz_found_calls != 1)
+        || (res == WS_JSON_UNTYPED && fz_found_calls != 0))
+    {
+        /* (invalid text may have shown a type before its error) */
+        fz_fail("typer with a callback: another answer, or not called "
+                "exactly once for a type");
+    }
+}
+
+
+static int
+fz_found(void *data, const unsigned char *type, size_t len)
+{
+    (void) type;
+    (void) len;
+
+    (*(int *) data)++;
+
+    return 1;
+}
+
+
+/* RFC 3629 */
+
+static int
+fz_utf8(const unsigned char *p, size_t len)
+{
+    size_t         i, k, need;
+    unsigned char  lo, hi;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x80) {
+            continue;
+        }
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (p[i] >= 0xc2 && p[i] <= 0xdf) {
+            need = 1;
+
+        } else if (p[i] >= 0xe0 && p[i] <= 0xef) {
+            need = 2;
+            lo = p[i] == 0xe0 ? 0xa0 : 0x80;
+            hi = p[i] == 0xed ? 0x9f : 0xbf;
+
+        } else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
+            need = 3;
+            lo = p[i] == 0xf0 ? 0x90 : 0x80;
+            hi = p[i] == 0xf4 ? 0x8f : 0xbf;
+
+        } else {
+            return 0;
+        }
+
+        for (k = 1; k <= need; k++) {
+            if (i + k >= len || p[i + k] < lo || p[i + k] > hi) {
+                return 0;
+            }
+
+            lo = 0x80;
+            hi = 0xbf;
+        }
+
+        i += need;
+    }
+
+    return 1;
+}
+
+
+/* the deepest nesting outside strings */
+
+static size_t
+fz_depth(const unsigned char *p, size_t len)
+{
+    int     in_str, esc;
+    size_t  i, d, max;
+
+    in_str = 0;
+    esc = 0;
+    d = 0;
+    max = 0;
+
+    for (i = 0; i < len; i++) {
+        if (in_str) {
+            if (esc) {
+                esc = 0;
+
+            } else if (p[i] == '\\') {
+                esc = 1;
+
+            } else if (p[i] == '"') {
+                in_str = 0;
+            }
+
+        } else if (p[i] == '"') {
+            in_str = 1;
+
+        } else if (p[i] == '{' || p[i] == '[') {
+            if (++d > max) {
+                max = d;
+            }
+
+        } else if ((p[i] == '}' || p[i] == ']') && d > 0) {
+            d--;
+        }
+    }
+
+    return max;
+}
+
+
+static int
+fz_surrogate_escape(const unsigned char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i + 3 < len; i++) {
+        if (p[i] == '\\' && p[i + 1] == 'u' && (p[i + 2] | 0x20) == 'd'
+            && strchr("89abcdefABCDEF", p[i + 3]) && p[i + 3])
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

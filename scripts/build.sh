@@ -1,7 +1,9 @@
 #!/bin/sh
 # Builds build/ngx_ws_agent_module.so out of tree against Debian's nginx-dev
 # (/usr/share/nginx/src), with Debian's own configure flags so the module is
-# binary-compatible with /usr/sbin/nginx.  Warnings are errors.
+# binary-compatible with /usr/sbin/nginx, and the compiler flags Debian
+# builds its own nginx modules with (dpkg-buildflags: -O2, hardening).
+# Warnings are errors.
 #
 #   scripts/build.sh            build (configure only when needed)
 #   WS_AGENT_CFLAGS=... scripts/build.sh   extra flags (e.g. -fsanitize=address)
@@ -19,7 +21,11 @@ fi
 # NGX_CONF_FLAGS=( ... ) is bash syntax; take the words between the parens
 flags=$(sed -n 's/^NGX_CONF_FLAGS=( *\(.*\) *)$/\1/p' "$src/conf_flags")
 
-cflags="-Werror ${WS_AGENT_CFLAGS:-}"
+# -ffile-prefix-map names this checkout: the stamp below sees a move
+debian=$(cd "$repo" && dpkg-buildflags --get CFLAGS 2>/dev/null \
+         && dpkg-buildflags --get CPPFLAGS 2>/dev/null | tr '\n' ' ') \
+    || debian="-g -O2"
+cflags="$(echo $debian) -Werror ${WS_AGENT_CFLAGS:-}"
 stamp="$build/.configured"
 want="$flags|$cflags"
 

@@ -173,4 +173,24 @@ ngx_int_t ngx_ws_agent_remove_header(ngx_http_request_t *r,
     ngx_table_elt_t *victim);
 
 
+
+/*
+ * n in decimal at p, returns the end: for the per-event formatting, where
+ * ngx_sprintf()'s format parsing costs more than the rest of the envelope
+ */
+static ngx_inline u_char *
+ngx_ws_agent_decimal(u_char *p, uint64_t n)
+{
+    u_char   tmp[NGX_INT64_LEN];
+    u_char  *q = tmp + NGX_INT64_LEN;
+
+    do {
+        *--q = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, q, tmp + NGX_INT64_LEN - q);
+}
+
+
 #endif /* _NGX_WS_AGENT_H_INCLUDED_ */

@@ -189,12 +189,19 @@ ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
     size_t type_len, u_char *event, size_t event_len)
 {
     u_char       *p, *head;
-    size_t        esc;
+    size_t        i, esc;
     ngx_str_t     parts[4];
     ngx_time_t   *tp;
     u_char        buf[NGX_WS_AGENT_HEAD_LEN + 256];
 
-    esc = ngx_escape_json(NULL, type, type_len);
+    /* configured names and the module's own rarely need escaping */
+    for (i = 0; i < type_len; i++) {
+        if (type[i] < 0x20 || type[i] == '"' || type[i] == '\\') {
+            break;
+        }
+    }
+
+    esc = (i == type_len) ? 0 : ngx_escape_json(NULL, type, type_len);
 
     if (type_len + esc > 256) {
         return;
@@ -203,10 +210,19 @@ ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
     tp = ngx_timeofday();
     head = buf;
 
-    p = ngx_sprintf(head, "\"seq\":%ui,\"ts_ms\":%uL,\"type\":\"",
-                    ctx->seq + 1,
-                    (uint64_t) tp->sec * 1000 + tp->msec);
-    p = (u_char *) ngx_escape_json(p, type, type_len);
+    p = ngx_cpymem(head, "\"seq\":", sizeof("\"seq\":") - 1);
+    p = ngx_ws_agent_decimal(p, ctx->seq + 1);
+    p = ngx_cpymem(p, ",\"ts_ms\":", sizeof(",\"ts_ms\":") - 1);
+    p = ngx_ws_agent_decimal(p, (uint64_t) tp->sec * 1000 + tp->msec);
+    p = ngx_cpymem(p, ",\"type\":\"", sizeof(",\"type\":\"") - 1);
+
+    if (esc == 0) {
+        p = ngx_cpymem(p, type, type_len);
+
+    } else {
+        p = (u_char *) ngx_escape_json(p, type, type_len);
+    }
+
     p = ngx_cpymem(p, "\",\"event\":", sizeof("\",\"event\":") - 1);
 
     parts[0] = ctx->envelope;

@@ -885,10 +885,6 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
 static ngx_int_t
 ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx)
 {
-    if (ctx->msg_state > NGX_WS_AGENT_MSG_NEW) {
-        ws_json_typer_free(&ctx->typer);
-    }
-
     /* the typer starts with the first piece, unless a glance is enough */
     ctx->msg_state = NGX_WS_AGENT_MSG_NEW;
     ctx->msg_event = NULL;
@@ -996,14 +992,10 @@ ngx_ws_agent_msg_piece(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
             return NGX_OK;
         }
 
-        if (ws_json_typer_init(&ctx->typer, ctx->conf->type_key.data,
-                               ctx->conf->type_key.len, ngx_ws_agent_type,
-                               sizeof(ngx_ws_agent_type),
-                               ngx_ws_agent_msg_typed, ctx)
-            != 0)
-        {
-            return NGX_ERROR;
-        }
+        ws_json_typer_init(&ctx->typer, ctx->conf->type_key.data,
+                           ctx->conf->type_key.len, ngx_ws_agent_type,
+                           sizeof(ngx_ws_agent_type), ngx_ws_agent_msg_typed,
+                           ctx);
 
         ctx->msg_state = NGX_WS_AGENT_MSG_TYPING;
     }
@@ -1112,10 +1104,6 @@ ngx_ws_agent_msg_end(ngx_ws_agent_ctx_t *ctx)
 static void
 ngx_ws_agent_msg_stop(ngx_ws_agent_ctx_t *ctx, ws_json_result_e rc)
 {
-    if (ctx->msg_state > NGX_WS_AGENT_MSG_NEW) {
-        ws_json_typer_free(&ctx->typer);
-    }
-
     ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
 
     if (ctx->inspect && rc != WS_JSON_TYPED && rc != WS_JSON_DROPPED) {
@@ -1390,10 +1378,6 @@ ngx_ws_agent_gate_detach(ngx_ws_agent_ctx_t *ctx)
 
     if (ctx->gated && !ctx->failed) {
         ngx_ws_agent_gauge(gated, -1);
-    }
-
-    if (ctx->msg_state > NGX_WS_AGENT_MSG_NEW) {
-        ws_json_typer_free(&ctx->typer);
     }
 
     ctx->msg_state = NGX_WS_AGENT_MSG_NONE;

@@ -1,7 +1,8 @@
 /*
- * JSON with yajl (see ngx_ws_agent_json.h).  The typer looks only at the
- * top level of the message and can stop as soon as the type says the rest
- * does not matter; when it goes on, the whole text is validated.
+ * JSON (see ngx_ws_agent_json.h).  The typer looks only at the top level of
+ * the message and can stop as soon as the type says the rest does not
+ * matter; when it goes on, the whole text is validated, byte by byte, in
+ * one pass.  The envelope is generated with yajl.
  */
 
 #include <stdio.h>
@@ -9,44 +10,90 @@
 #include <string.h>
 
 #include <yajl/yajl_gen.h>
-#include <yajl/yajl_parse.h>
 
 #include "ngx_ws_agent_json.h"
 
 
-static int ws_json_value(ws_json_typer_t *t);
-static int ws_json_done(ws_json_typer_t *t);
-static int ws_json_blank(const unsigned char *p, size_t len);
-static int ws_json_null(void *ctx);
-static int ws_json_boolean(void *ctx, int v);
-static int ws_json_number(void *ctx, const char *v, size_t len);
-static int ws_json_string(void *ctx, const unsigned char *v, size_t len);
-static int ws_json_start_map(void *ctx);
-static int ws_json_map_key(void *ctx, const unsigned char *v, size_t len);
-static int ws_json_end(void *ctx);
-static int ws_json_start_array(void *ctx);
+static ws_json_result_e ws_json_begin(ws_json_typer_t *t, unsigned char c);
+static ws_json_result_e ws_json_end_value(ws_json_typer_t *t);
+static ws_json_result_e ws_json_end_string(ws_json_typer_t *t);
+static unsigned ws_json_utf8_range(unsigned char c, unsigned char *lo,
+    unsigned char *hi);
+static ws_json_result_e ws_json_utf8_lead(ws_json_typer_t *t,
+    unsigned char c);
+static int ws_json_utf8(const unsigned char *p, size_t len);
+static int ws_json_ascii(unsigned char **safe, const unsigned char *user,
+    size_t user_len);
+static void ws_json_emit(ws_json_typer_t *t, const unsigned char *p,
+    size_t n);
+static void ws_json_emit_byte(ws_json_typer_t *t, unsigned char c);
+static void ws_json_emit_codepoint(ws_json_typer_t *t);
+static int ws_json_push(ws_json_typer_t *t, int object);
 static size_t ws_json_generate(unsigned char *out, size_t cap,
     const unsigned char *id, size_t id_len, const unsigned char *user,
     size_t user_len, int head, unsigned long long seq,
     unsigned long long ts_ms, const unsigned char *type, size_t type_len);
 
 
-static const yajl_callbacks  ws_json_callbacks = {
-    ws_json_null,
-    ws_json_boolean,
-    NULL,
-    NULL,
-    ws_json_number,
-    ws_json_string,
-    ws_json_start_map,
-    ws_json_map_key,
-    ws_json_end,
-    ws_json_start_array,
-    ws_json_end
+/* where the scanner is */
+enum {
+    WS_J_VALUE = 0,     /* a value must come */
+    WS_J_OBJECT,        /* after '{': a key or '}' */
+    WS_J_KEY,           /* after ',' in an object: a key */
+    WS_J_COLON,
+    WS_J_ARRAY,         /* after '[': a value or ']' */
+    WS_J_AFTER,         /* after a value inside a container: ',' or close */
+    WS_J_END,           /* after the top-level value: white space only */
+    WS_J_STRING,
+    WS_J_ESCAPE,        /* after '\' */
+    WS_J_HEX,           /* in \uXXXX */
+    WS_J_UTF8,          /* in a multi-byte character */
+    WS_J_MINUS,         /* number: after '-' */
+    WS_J_ZERO,          /* a leading 0 */
+    WS_J_INT,
+    WS_J_DOT,
+    WS_J_FRAC,
+    WS_J_EXP_MARK,      /* after 'e' */
+    WS_J_EXP_SIGN,
+    WS_J_EXP,
+    WS_J_LITERAL,
+    WS_J_INVALID,
+    WS_J_DROPPED,
+    WS_J_NOT_OBJECT
 };
 
 
-int
+static const char  *ws_json_literals[3] = { "true", "false", "null" };
+
+
+/* 1: a byte that stands for itself inside a string (ASCII, not " \ or a
+   control character); 2: JSON white space; 4: a digit */
+static const unsigned char  ws_json_class[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 0, 0, 2, 0, 0,           /* 0x00 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,           /* 0x10 */
+    3, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,           /* 0x20 */
+    5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 1, 1, 1, 1, 1, 1,           /* 0x30 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,           /* 0x40 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,           /* 0x50 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,           /* 0x60 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1            /* 0x70 */
+};
+
+#define WS_J_PLAIN   1
+#define WS_J_SPACE   2
+#define WS_J_DIGIT   4
+
+
+#define ws_json_space(c)  (ws_json_class[c] & WS_J_SPACE)
+#define ws_json_digit(c)  (ws_json_class[c] & WS_J_DIGIT)
+
+#define ws_json_fail(t)   ((t)->state = WS_J_INVALID, WS_JSON_INVALID)
+
+#define ws_json_in_object(t)                                                  \
+    (((t)->stack[((t)->depth - 1) >> 6] >> (((t)->depth - 1) & 63)) & 1)
+
+
+void
 ws_json_typer_init(ws_json_typer_t *t, const unsigned char *key,
     size_t key_len, unsigned char *type, size_t type_cap,
     ws_json_type_pt found, void *data)
@@ -59,57 +106,332 @@ ws_json_typer_init(ws_json_typer_t *t, const unsigned char *key,
     t->type_cap = type_cap;
     t->found = found;
     t->data = data;
-
-    t->handle = yajl_alloc(&ws_json_callbacks, NULL, t);
-
-    return t->handle ? 0 : -1;
+    t->state = WS_J_VALUE;
 }
 
 
 ws_json_result_e
-ws_json_typer_feed(ws_json_typer_t *t, const unsigned char *data, size_t len)
+ws_json_typer_feed(ws_json_typer_t *t, const unsigned char *p, size_t len)
 {
-    /* after the value only JSON's own white space may follow */
-    if (t->complete) {
-        return ws_json_blank(data, len) ? WS_JSON_MORE : WS_JSON_INVALID;
-    }
+    unsigned char         c;
+    ws_json_result_e      rc;
+    const unsigned char  *q, *last;
 
-    /* yajl takes \v and \f for white space; JSON does not */
-    if (memchr(data, '\v', len) != NULL || memchr(data, '\f', len) != NULL) {
-        return WS_JSON_INVALID;
-    }
+    last = p + len;
 
-    switch (yajl_parse(t->handle, data, len)) {
+    while (p < last) {
+        c = *p;
 
-    case yajl_status_ok:
-        /*
-         * yajl says ok for a value followed by the start of another one
-         * cut at the end of the input ({...} "x): the rest is checked here
-         */
-        if (t->complete
-            && !ws_json_blank(data + t->complete_at, len - t->complete_at))
-        {
+        if (t->state <= WS_J_END) {
+            /* between tokens: white space goes by */
+            while (ws_json_space(c)) {
+                if (++p == last) {
+                    return WS_JSON_MORE;
+                }
+
+                c = *p;
+            }
+        }
+
+        switch (t->state) {
+
+        case WS_J_STRING:
+            /* a run of bytes that stand for themselves */
+            q = p;
+
+            while (q < last && (ws_json_class[*q] & WS_J_PLAIN)) {
+                q++;
+            }
+
+            if (t->decode && q > p) {
+                ws_json_emit(t, p, q - p);
+            }
+
+            if (q == last) {
+                return WS_JSON_MORE;
+            }
+
+            p = q;
+            c = *p;
+
+            if (c == '"') {
+                rc = ws_json_end_string(t);
+
+            } else if (c == '\\') {
+                t->state = WS_J_ESCAPE;
+                rc = WS_JSON_MORE;
+
+            } else if (c < 0x20) {
+                rc = ws_json_fail(t);
+
+            } else {
+                rc = ws_json_utf8_lead(t, c);
+            }
+
+            break;
+
+        case WS_J_UTF8:
+            if (c < t->utf8_lo || c > t->utf8_hi) {
+                return ws_json_fail(t);
+            }
+
+            ws_json_emit(t, p, 1);
+            t->utf8_lo = 0x80;
+            t->utf8_hi = 0xbf;
+
+            if (--t->utf8_need == 0) {
+                t->state = WS_J_STRING;
+            }
+
+            rc = WS_JSON_MORE;
+            break;
+
+        case WS_J_ESCAPE:
+            t->state = WS_J_STRING;
+            rc = WS_JSON_MORE;
+
+            switch (c) {
+            case '"':  ws_json_emit_byte(t, '"'); break;
+            case '\\': ws_json_emit_byte(t, '\\'); break;
+            case '/':  ws_json_emit_byte(t, '/'); break;
+            case 'b':  ws_json_emit_byte(t, '\b'); break;
+            case 'f':  ws_json_emit_byte(t, '\f'); break;
+            case 'n':  ws_json_emit_byte(t, '\n'); break;
+            case 'r':  ws_json_emit_byte(t, '\r'); break;
+            case 't':  ws_json_emit_byte(t, '\t'); break;
+            case 'u':
+                t->state = WS_J_HEX;
+                t->count = 0;
+                t->codepoint = 0;
+                break;
+            default:
+                rc = ws_json_fail(t);
+            }
+
+            break;
+
+        case WS_J_HEX:
+            if (ws_json_digit(c)) {
+                t->codepoint = t->codepoint * 16 + (c - '0');
+
+            } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+                t->codepoint = t->codepoint * 16 + ((c | 0x20) - 'a' + 10);
+
+            } else {
+                return ws_json_fail(t);
+            }
+
+            if (++t->count == 4) {
+                ws_json_emit_codepoint(t);
+                t->state = WS_J_STRING;
+            }
+
+            rc = WS_JSON_MORE;
+            break;
+
+        case WS_J_VALUE:
+        case WS_J_ARRAY:
+            if (ws_json_space(c)) {
+                rc = WS_JSON_MORE;
+
+            } else if (c == ']' && t->state == WS_J_ARRAY) {
+                t->depth--;
+                rc = ws_json_end_value(t);
+
+            } else {
+                rc = ws_json_begin(t, c);
+            }
+
+            break;
+
+        case WS_J_OBJECT:
+        case WS_J_KEY:
+            if (ws_json_space(c)) {
+                rc = WS_JSON_MORE;
+
+            } else if (c == '"') {
+                t->state = WS_J_STRING;
+                t->in_key = 1;
+                t->key_cmp = (t->depth == 1);
+                t->decode = t->key_cmp;
+                t->key_pos = 0;
+                rc = WS_JSON_MORE;
+
+            } else if (c == '}' && t->state == WS_J_OBJECT) {
+                t->depth--;
+                rc = ws_json_end_value(t);
+
+            } else {
+                rc = ws_json_fail(t);
+            }
+
+            break;
+
+        case WS_J_COLON:
+            if (ws_json_space(c)) {
+                rc = WS_JSON_MORE;
+
+            } else if (c == ':') {
+                t->state = WS_J_VALUE;
+                rc = WS_JSON_MORE;
+
+            } else {
+                rc = ws_json_fail(t);
+            }
+
+            break;
+
+        case WS_J_AFTER:
+            if (ws_json_space(c)) {
+                rc = WS_JSON_MORE;
+
+            } else if (c == ',') {
+                t->state = ws_json_in_object(t) ? WS_J_KEY : WS_J_VALUE;
+                rc = WS_JSON_MORE;
+
+            } else if (c == (ws_json_in_object(t) ? '}' : ']')) {
+                t->depth--;
+                rc = ws_json_end_value(t);
+
+            } else {
+                rc = ws_json_fail(t);
+            }
+
+            break;
+
+        case WS_J_END:
+            rc = ws_json_space(c) ? WS_JSON_MORE : ws_json_fail(t);
+            break;
+
+        case WS_J_MINUS:
+            if (c == '0') {
+                t->state = WS_J_ZERO;
+
+            } else if (ws_json_digit(c)) {
+                t->state = WS_J_INT;
+
+            } else {
+                return ws_json_fail(t);
+            }
+
+            rc = WS_JSON_MORE;
+            break;
+
+        case WS_J_DOT:
+        case WS_J_EXP_SIGN:
+            if (!ws_json_digit(c)) {
+                return ws_json_fail(t);
+            }
+
+            t->state = (t->state == WS_J_DOT) ? WS_J_FRAC : WS_J_EXP;
+            rc = WS_JSON_MORE;
+            break;
+
+        case WS_J_EXP_MARK:
+            if (ws_json_digit(c)) {
+                t->state = WS_J_EXP;
+
+            } else if (c == '+' || c == '-') {
+                t->state = WS_J_EXP_SIGN;
+
+            } else {
+                return ws_json_fail(t);
+            }
+
+            rc = WS_JSON_MORE;
+            break;
+
+        case WS_J_ZERO:
+        case WS_J_INT:
+        case WS_J_FRAC:
+        case WS_J_EXP:
+            if (ws_json_digit(c) && t->state != WS_J_ZERO) {
+                while (++p < last && ws_json_digit(*p)) {
+                    /* void */
+                }
+
+                continue;
+
+            } else if (c == '.'
+                       && (t->state == WS_J_ZERO || t->state == WS_J_INT))
+            {
+                t->state = WS_J_DOT;
+                rc = WS_JSON_MORE;
+
+            } else if ((c == 'e' || c == 'E') && t->state != WS_J_EXP) {
+                t->state = WS_J_EXP_MARK;
+                rc = WS_JSON_MORE;
+
+            } else {
+                /* the number ended just before c: c is looked at again */
+                rc = ws_json_end_value(t);
+
+                if (rc != WS_JSON_MORE) {
+                    return rc;
+                }
+
+                continue;
+            }
+
+            break;
+
+        case WS_J_LITERAL:
+            if (c != (unsigned char) ws_json_literals[t->literal][t->count]) {
+                return ws_json_fail(t);
+            }
+
+            if (ws_json_literals[t->literal][++t->count] == '\0') {
+                rc = ws_json_end_value(t);
+
+            } else {
+                rc = WS_JSON_MORE;
+            }
+
+            break;
+
+        case WS_J_DROPPED:
+            return WS_JSON_DROPPED;
+
+        case WS_J_NOT_OBJECT:
+            return WS_JSON_NOT_OBJECT;
+
+        default: /* WS_J_INVALID */
             return WS_JSON_INVALID;
         }
 
-        return WS_JSON_MORE;
+        if (rc != WS_JSON_MORE) {
+            return rc;
+        }
 
-    case yajl_status_client_canceled:
-        /* a callback stopped: the caller's lack of interest, or not an
-           object at the top */
-        return t->dropped ? WS_JSON_DROPPED : WS_JSON_NOT_OBJECT;
-
-    default:
-        return WS_JSON_INVALID;
+        p++;
     }
+
+    return WS_JSON_MORE;
 }
 
 
 ws_json_result_e
 ws_json_typer_finish(ws_json_typer_t *t, size_t *type_len)
 {
-    if (yajl_complete_parse(t->handle) != yajl_status_ok || !t->started) {
-        return WS_JSON_INVALID;
+    switch (t->state) {
+
+    case WS_J_END:
+        break;
+
+    case WS_J_ZERO:
+    case WS_J_INT:
+    case WS_J_FRAC:
+    case WS_J_EXP:
+        /* a top-level number ends with the text */
+        if (t->depth == 0) {
+            break;
+        }
+
+        /* fall through */
+
+    default:
+        return (t->state == WS_J_NOT_OBJECT) ? WS_JSON_NOT_OBJECT
+                                             : WS_JSON_INVALID;
     }
 
     if (!t->object) {
@@ -126,16 +448,6 @@ ws_json_typer_finish(ws_json_typer_t *t, size_t *type_len)
 }
 
 
-void
-ws_json_typer_free(ws_json_typer_t *t)
-{
-    if (t->handle) {
-        yajl_free(t->handle);
-        t->handle = NULL;
-    }
-}
-
-
 ws_json_result_e
 ws_json_type(const unsigned char *data, size_t len, const unsigned char *key,
     size_t key_len, unsigned char *type, size_t *type_len)
@@ -143,11 +455,7 @@ ws_json_type(const unsigned char *data, size_t len, const unsigned char *key,
     ws_json_typer_t   t;
     ws_json_result_e  rc;
 
-    if (ws_json_typer_init(&t, key, key_len, type, *type_len, NULL, NULL)
-        != 0)
-    {
-        return WS_JSON_INVALID;
-    }
+    ws_json_typer_init(&t, key, key_len, type, *type_len, NULL, NULL);
 
     rc = ws_json_typer_feed(&t, data, len);
 
@@ -155,9 +463,315 @@ ws_json_type(const unsigned char *data, size_t len, const unsigned char *key,
         rc = ws_json_typer_finish(&t, type_len);
     }
 
-    ws_json_typer_free(&t);
-
     return rc;
+}
+
+
+/* c starts a value (white space is behind) */
+
+static ws_json_result_e
+ws_json_begin(ws_json_typer_t *t, unsigned char c)
+{
+    if (!t->started) {
+        t->started = 1;
+        t->object = (c == '{');
+
+        /*
+         * a top level that is not an object is all a caller needs: an
+         * array is known at once, a scalar once it is valid to its end
+         */
+        if (c == '[' && t->found) {
+            t->state = WS_J_NOT_OBJECT;
+            return WS_JSON_NOT_OBJECT;
+        }
+    }
+
+    switch (c) {
+
+    case '{':
+    case '[':
+        if (!ws_json_push(t, c == '{')) {
+            return ws_json_fail(t);
+        }
+
+        t->state = (c == '{') ? WS_J_OBJECT : WS_J_ARRAY;
+        return WS_JSON_MORE;
+
+    case '"':
+        t->state = WS_J_STRING;
+        t->in_key = 0;
+
+        /* the first string value of a top-level member named key */
+        t->capture = (t->depth == 1 && t->key_match && !t->typed);
+        t->decode = t->capture;
+        return WS_JSON_MORE;
+
+    case '-':
+        t->state = WS_J_MINUS;
+        return WS_JSON_MORE;
+
+    case '0':
+        t->state = WS_J_ZERO;
+        return WS_JSON_MORE;
+
+    case 't':
+    case 'f':
+    case 'n':
+        t->state = WS_J_LITERAL;
+        t->literal = (c == 't') ? 0 : (c == 'f') ? 1 : 2;
+        t->count = 1;
+        return WS_JSON_MORE;
+
+    default:
+        if (c >= '1' && c <= '9') {
+            t->state = WS_J_INT;
+            return WS_JSON_MORE;
+        }
+
+        return ws_json_fail(t);
+    }
+}
+
+
+static int
+ws_json_push(ws_json_typer_t *t, int object)
+{
+    unsigned  d = t->depth;
+
+    if (d == WS_JSON_MAX_DEPTH) {
+        return 0;
+    }
+
+    if (object) {
+        t->stack[d >> 6] |= 1ULL << (d & 63);
+
+    } else {
+        t->stack[d >> 6] &= ~(1ULL << (d & 63));
+    }
+
+    t->depth = d + 1;
+
+    return 1;
+}
+
+
+/* a value (scalar or container) just ended */
+
+static ws_json_result_e
+ws_json_end_value(ws_json_typer_t *t)
+{
+    if (t->depth) {
+        t->state = WS_J_AFTER;
+        return WS_JSON_MORE;
+    }
+
+    if (!t->object && t->found) {
+        t->state = WS_J_NOT_OBJECT;
+        return WS_JSON_NOT_OBJECT;
+    }
+
+    t->state = WS_J_END;
+
+    return WS_JSON_MORE;
+}
+
+
+static ws_json_result_e
+ws_json_end_string(ws_json_typer_t *t)
+{
+    if (t->in_key) {
+        t->key_match = t->key_cmp && t->key_pos == t->key_len;
+        t->in_key = 0;
+        t->state = WS_J_COLON;
+        return WS_JSON_MORE;
+    }
+
+    if (t->capture) {
+        t->capture = 0;
+        t->typed = 1;
+
+        if (!t->too_long && t->found
+            && !t->found(t->data, t->type, t->type_len))
+        {
+            t->state = WS_J_DROPPED;
+            return WS_JSON_DROPPED;
+        }
+    }
+
+    return ws_json_end_value(t);
+}
+
+
+/* RFC 3629: the lead byte says how many follow and the next one's range */
+
+static unsigned
+ws_json_utf8_range(unsigned char c, unsigned char *lo, unsigned char *hi)
+{
+    *lo = 0x80;
+    *hi = 0xbf;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        return 1;
+    }
+
+    if (c >= 0xe0 && c <= 0xef) {
+        if (c == 0xe0) {
+            *lo = 0xa0;                 /* no overlong forms */
+
+        } else if (c == 0xed) {
+            *hi = 0x9f;                 /* no surrogates */
+        }
+
+        return 2;
+    }
+
+    if (c >= 0xf0 && c <= 0xf4) {
+        if (c == 0xf0) {
+            *lo = 0x90;
+
+        } else if (c == 0xf4) {
+            *hi = 0x8f;                 /* up to U+10FFFF */
+        }
+
+        return 3;
+    }
+
+    return 0;
+}
+
+
+static ws_json_result_e
+ws_json_utf8_lead(ws_json_typer_t *t, unsigned char c)
+{
+    unsigned char  lo, hi;
+
+    t->utf8_need = ws_json_utf8_range(c, &lo, &hi);
+
+    if (t->utf8_need == 0) {
+        return ws_json_fail(t);
+    }
+
+    t->utf8_lo = lo;
+    t->utf8_hi = hi;
+
+    ws_json_emit(t, &c, 1);
+    t->state = WS_J_UTF8;
+
+    return WS_JSON_MORE;
+}
+
+
+static int
+ws_json_utf8(const unsigned char *p, size_t len)
+{
+    size_t         i, k, need;
+    unsigned char  lo, hi;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x80) {
+            continue;
+        }
+
+        need = ws_json_utf8_range(p[i], &lo, &hi);
+
+        if (need == 0 || need >= len - i) {
+            return 0;
+        }
+
+        for (k = 1; k <= need; k++) {
+            if (p[i + k] < lo || p[i + k] > hi) {
+                return 0;
+            }
+
+            lo = 0x80;
+            hi = 0xbf;
+        }
+
+        i += need;
+    }
+
+    return 1;
+}
+
+
+/* decoded bytes of a string: compared with key, or kept as the type */
+
+static void
+ws_json_emit(ws_json_typer_t *t, const unsigned char *p, size_t n)
+{
+    if (t->in_key) {
+        if (t->key_cmp) {
+            if (n <= t->key_len - t->key_pos
+                && memcmp(t->key + t->key_pos, p, n) == 0)
+            {
+                t->key_pos += n;
+
+            } else {
+                t->key_cmp = 0;
+                t->decode = 0;
+            }
+        }
+
+        return;
+    }
+
+    if (t->capture && !t->too_long) {
+        if (n <= t->type_cap - t->type_len) {
+            memcpy(t->type + t->type_len, p, n);
+            t->type_len += n;
+
+        } else {
+            t->too_long = 1;
+        }
+    }
+}
+
+
+static void
+ws_json_emit_byte(ws_json_typer_t *t, unsigned char c)
+{
+    ws_json_emit(t, &c, 1);
+}
+
+
+/*
+ * A \uXXXX escape, in UTF-8.  A surrogate (half of a pair, or alone) is
+ * not decoded: such a key matches no key, such a type is no type.
+ */
+
+static void
+ws_json_emit_codepoint(ws_json_typer_t *t)
+{
+    unsigned  cp = t->codepoint;
+
+    if (!(t->in_key ? t->key_cmp : t->capture)) {
+        return;
+    }
+
+    if (cp >= 0xd800 && cp <= 0xdfff) {
+        if (t->in_key) {
+            t->key_cmp = 0;
+            t->decode = 0;
+
+        } else {
+            t->too_long = 1;
+        }
+
+        return;
+    }
+
+    if (cp < 0x80) {
+        ws_json_emit_byte(t, (unsigned char) cp);
+
+    } else if (cp < 0x800) {
+        ws_json_emit_byte(t, (unsigned char) (0xc0 | (cp >> 6)));
+        ws_json_emit_byte(t, (unsigned char) (0x80 | (cp & 0x3f)));
+
+    } else {
+        ws_json_emit_byte(t, (unsigned char) (0xe0 | (cp >> 12)));
+        ws_json_emit_byte(t, (unsigned char) (0x80 | ((cp >> 6) & 0x3f)));
+        ws_json_emit_byte(t, (unsigned char) (0x80 | (cp & 0x3f)));
+    }
 }
 
 
@@ -193,7 +807,7 @@ ws_json_generate(unsigned char *out, size_t cap, const unsigned char *id,
     unsigned long long seq, unsigned long long ts_ms,
     const unsigned char *type, size_t type_len)
 {
-    size_t                i, len, tail_len;
+    size_t                len, tail_len;
     char                  num[24];
     yajl_gen              g;
     const char           *tail;
@@ -204,9 +818,18 @@ ws_json_generate(unsigned char *out, size_t cap, const unsigned char *id,
     safe = NULL;
     len = 0;
     tail = head ? ",\"event\":" : ",";
+
+    /* yajl's own check lets overlong forms and surrogates through */
+    pass = ws_json_utf8(user, user_len) ? 0 : 1;
     tail_len = strlen(tail);
 
-    for (pass = 0; pass < 2; pass++) {
+    for ( /* void */ ; pass < 2; pass++) {
+
+        if (pass == 1 && safe == NULL) {
+            if (ws_json_ascii(&safe, user, user_len) != 0) {
+                break;
+            }
+        }
 
         g = yajl_gen_alloc(NULL);
         if (g == NULL) {
@@ -262,18 +885,8 @@ ws_json_generate(unsigned char *out, size_t cap, const unsigned char *id,
         yajl_gen_free(g);
         len = 0;
 
-        if (pass == 1 || user_len == 0) {
+        if (user_len == 0) {
             break;
-        }
-
-        /* not UTF-8 (the id and type are): keep the ASCII of user */
-        safe = malloc(user_len);
-        if (safe == NULL) {
-            break;
-        }
-
-        for (i = 0; i < user_len; i++) {
-            safe[i] = user[i] < 0x80 ? user[i] : '?';
         }
     }
 
@@ -283,158 +896,22 @@ ws_json_generate(unsigned char *out, size_t cap, const unsigned char *id,
 }
 
 
-/* the top-level value ends here: remember where, for what follows */
+/* not UTF-8 (the id and type are): the ASCII of user, '?' for the rest */
 
 static int
-ws_json_done(ws_json_typer_t *t)
-{
-    if (t->depth == 0) {
-        t->complete = 1;
-        t->complete_at = yajl_get_bytes_consumed(t->handle);
-    }
-
-    return 1;
-}
-
-
-static int
-ws_json_blank(const unsigned char *p, size_t len)
+ws_json_ascii(unsigned char **safe, const unsigned char *user,
+    size_t user_len)
 {
     size_t  i;
 
-    for (i = 0; i < len; i++) {
-        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') {
-            return 0;
-        }
+    *safe = malloc(user_len ? user_len : 1);
+    if (*safe == NULL) {
+        return -1;
     }
 
-    return 1;
-}
-
-
-/* any value: the first one decides object or not; ends a key at depth 1 */
-
-static int
-ws_json_value(ws_json_typer_t *t)
-{
-    if (!t->started) {
-        t->started = 1;
-
-        /* a top level that is not an object is all we need to know */
-        if (!t->object && t->found) {
-            return 0;
-        }
+    for (i = 0; i < user_len; i++) {
+        (*safe)[i] = user[i] < 0x80 ? user[i] : '?';
     }
 
-    t->key_match = 0;
-
-    return 1;
-}
-
-
-static int
-ws_json_null(void *ctx)
-{
-    return ws_json_value(ctx) && ws_json_done(ctx);
-}
-
-
-static int
-ws_json_boolean(void *ctx, int v)
-{
-    (void) v;
-    return ws_json_value(ctx) && ws_json_done(ctx);
-}
-
-
-static int
-ws_json_number(void *ctx, const char *v, size_t len)
-{
-    (void) v;
-    (void) len;
-    return ws_json_value(ctx) && ws_json_done(ctx);
-}
-
-
-static int
-ws_json_string(void *ctx, const unsigned char *v, size_t len)
-{
-    ws_json_typer_t  *t = ctx;
-
-    if (t->depth == 1 && t->key_match && !t->typed) {
-        t->typed = 1;
-
-        if (len > t->type_cap) {
-            t->too_long = 1;
-
-        } else {
-            memcpy(t->type, v, len);
-            t->type_len = len;
-
-            if (t->found && !t->found(t->data, v, len)) {
-                t->dropped = 1;
-                return 0;
-            }
-        }
-    }
-
-    return ws_json_value(t) && ws_json_done(t);
-}
-
-
-static int
-ws_json_start_map(void *ctx)
-{
-    ws_json_typer_t  *t = ctx;
-
-    if (!t->started) {
-        t->object = 1;
-    }
-
-    if (!ws_json_value(t)) {
-        return 0;
-    }
-
-    t->depth++;
-
-    return 1;
-}
-
-
-static int
-ws_json_start_array(void *ctx)
-{
-    ws_json_typer_t  *t = ctx;
-
-    if (!ws_json_value(t)) {
-        return 0;
-    }
-
-    t->depth++;
-
-    return 1;
-}
-
-
-static int
-ws_json_map_key(void *ctx, const unsigned char *v, size_t len)
-{
-    ws_json_typer_t  *t = ctx;
-
-    t->key_match = (t->depth == 1 && len == t->key_len
-                    && memcmp(v, t->key, len) == 0);
-
-    return 1;
-}
-
-
-static int
-ws_json_end(void *ctx)
-{
-    ws_json_typer_t  *t = ctx;
-
-    t->depth--;
-    t->key_match = 0;
-
-    return ws_json_done(t);
+    return 0;
 }

@@ -1,7 +1,7 @@
 /*
  * JSON as the module sees it: the type of a message (the readiness ack, the
- * agent events) and the published envelope.  Pure C over yajl, no nginx
- * types, so the fuzzers link it alone.
+ * agent events) and the published envelope.  Pure C, no nginx types, so the
+ * fuzzers link it alone; the envelope is generated with yajl.
  */
 
 #ifndef _NGX_WS_AGENT_JSON_H_INCLUDED_
@@ -33,31 +33,45 @@ typedef int (*ws_json_type_pt)(void *data, const unsigned char *type,
 /*
  * An incremental typer for one message: feed it the text in pieces as they
  * arrive (fragments, TCP reads), nothing needs to be copied to learn the
- * type.  The members are private.
+ * type.  A scanner of its own (RFC 8259, UTF-8 as RFC 3629 has it: no
+ * overlong forms, no surrogates), one pass, no allocation; nesting deeper
+ * than WS_JSON_MAX_DEPTH is taken for not JSON.  The members are private.
  */
+
+#define WS_JSON_MAX_DEPTH  128
+
 typedef struct {
-    void                 *handle;       /* yajl_handle */
     const unsigned char  *key;
     size_t                key_len;
     unsigned char        *type;
     size_t                type_cap;
     size_t                type_len;
-    size_t                complete_at;  /* where the value ended */
     ws_json_type_pt       found;
     void                 *data;
-    unsigned              depth;
+    unsigned long long    stack[WS_JSON_MAX_DEPTH / 64]; /* 1: an object */
+    size_t                key_pos;      /* key bytes matched so far */
+    unsigned              depth;        /* containers open */
+    unsigned              codepoint;    /* of a \u escape */
+    unsigned char         state;
+    unsigned char         decode;       /* this string's bytes matter */
+    unsigned char         in_key;
+    unsigned char         count;        /* \u digits, literal bytes */
+    unsigned char         literal;      /* true, false, null */
+    unsigned char         utf8_need;    /* continuation bytes to come */
+    unsigned char         utf8_lo;      /* the next one's range */
+    unsigned char         utf8_hi;
+    unsigned              key_cmp:1;    /* a top-level key still matching */
+    unsigned              key_match:1;  /* the last top-level key was key */
+    unsigned              capture:1;    /* this string is the type */
     unsigned              started:1;
     unsigned              object:1;
-    unsigned              key_match:1;
     unsigned              typed:1;
     unsigned              too_long:1;
-    unsigned              dropped:1;
-    unsigned              complete:1;   /* the top-level value ended */
 } ws_json_typer_t;
 
 
-/* returns 0 on success, -1 when out of memory; found may be NULL */
-int ws_json_typer_init(ws_json_typer_t *t, const unsigned char *key,
+/* found may be NULL; the typer holds no resources: nothing to free */
+void ws_json_typer_init(ws_json_typer_t *t, const unsigned char *key,
     size_t key_len, unsigned char *type, size_t type_cap,
     ws_json_type_pt found, void *data);
 
@@ -70,8 +84,6 @@ ws_json_result_e ws_json_typer_feed(ws_json_typer_t *t,
 
 /* the end of the message: TYPED (type, *type_len), UNTYPED, ... */
 ws_json_result_e ws_json_typer_finish(ws_json_typer_t *t, size_t *type_len);
-
-void ws_json_typer_free(ws_json_typer_t *t);
 
 
 /*

@@ -164,8 +164,17 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(item->data, "*3\r\n$7\r\nPUBLISH\r\n$%uz\r\n%V\r\n"
-                    "$%uz\r\n", channel->len, channel, len);
+    /* *3 $7 PUBLISH $<n> channel $<n> message, in RESP */
+    p = ngx_cpymem(item->data, "*3\r\n$7\r\nPUBLISH\r\n$",
+                   sizeof("*3\r\n$7\r\nPUBLISH\r\n$") - 1);
+    p = ngx_ws_agent_decimal(p, channel->len);
+    *p++ = '\r';
+    *p++ = '\n';
+    p = ngx_cpymem(p, channel->data, channel->len);
+    p = ngx_cpymem(p, "\r\n$", sizeof("\r\n$") - 1);
+    p = ngx_ws_agent_decimal(p, len);
+    *p++ = '\r';
+    *p++ = '\n';
 
     for (i = 0; i < n; i++) {
         p = ngx_cpymem(p, parts[i].data, parts[i].len);
