@@ -186,20 +186,6 @@ fz_type(const unsigned char *ev, size_t ev_len, const unsigned char *key,
 
     valid = fz_strict_valid(ev, ev_len);
 
-#if (FZ_KNOWN_TRAILING_STRING)
-    /*
-     * Known bug, until src/ngx_ws_agent_json.c checks what follows the
-     * top-level value: inputs where only that differs are not looked at.
-     */
-    if (!valid && *res != WS_JSON_INVALID) {
-        size_t  end;
-
-        if (fz_yajl_valid(ev, ev_len, &end)) {
-            *res = WS_JSON_INVALID;
-            return;
-        }
-    }
-#endif
 
     if (valid != (*res != WS_JSON_INVALID)) {
         fz_fail("ws_json_type: not INVALID for text that is not JSON");
