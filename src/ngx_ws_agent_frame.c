@@ -89,6 +89,28 @@ ws_frame_parse(ws_frame_parser_t *p, const unsigned char **pos,
 
     hstart = (p->hlen == 0) ? *pos : NULL;
 
+    if (p->hlen == 0 && last - *pos >= 2) {
+        /* the common case: a header that starts here, taken at once */
+        p->hdr[0] = (*pos)[0];
+        p->hdr[1] = (*pos)[1];
+        p->hlen = 2;
+        *pos += 2;
+
+        if (ws_frame_check_first(p) != 0) {
+            return ws_frame_fail(p, pos, hstart, p->error, p->reason);
+        }
+
+        n = p->hneed - 2;
+
+        if ((size_t) (last - *pos) >= n) {
+            memcpy(p->hdr + 2, *pos, n);
+            *pos += n;
+            p->hlen = p->hneed;
+
+            return ws_frame_header_done(p, pos, hstart);
+        }
+    }
+
     while (*pos < last && p->hlen < p->hneed) {
 
         p->hdr[p->hlen++] = *(*pos)++;

@@ -66,6 +66,10 @@ typedef struct {
 } ngx_ws_agent_redis_t;
 
 
+static void *ngx_ws_agent_redis_create_integer(const redisReadTask *task,
+    long long value);
+static void ngx_ws_agent_redis_free_object(void *reply);
+static void ngx_ws_agent_redis_replies(redisAsyncContext *ac);
 static void ngx_ws_agent_redis_connect(ngx_ws_agent_redis_t *rs);
 static void ngx_ws_agent_redis_retry(ngx_event_t *ev);
 static void ngx_ws_agent_redis_schedule(ngx_ws_agent_redis_t *rs);
@@ -297,6 +301,57 @@ ngx_ws_agent_redis_on_publish(redisAsyncContext *ac, void *reply, void *data)
 }
 
 
+/*
+ * Every PUBLISH is answered with an integer at the top level: the reader
+ * hands out one static object for those instead of a heap object per
+ * event (replies are taken one at a time: the callback has it, then it is
+ * "freed").  Everything else goes to hiredis's own functions.
+ */
+
+static redisReplyObjectFunctions  *ngx_ws_agent_redis_hiredis_fn;
+static redisReplyObjectFunctions   ngx_ws_agent_redis_fn;
+static redisReply                  ngx_ws_agent_redis_integer;
+
+
+static void *
+ngx_ws_agent_redis_create_integer(const redisReadTask *task, long long value)
+{
+    if (task->parent != NULL) {
+        return ngx_ws_agent_redis_hiredis_fn->createInteger(task, value);
+    }
+
+    ngx_memzero(&ngx_ws_agent_redis_integer, sizeof(redisReply));
+    ngx_ws_agent_redis_integer.type = REDIS_REPLY_INTEGER;
+    ngx_ws_agent_redis_integer.integer = value;
+
+    return &ngx_ws_agent_redis_integer;
+}
+
+
+static void
+ngx_ws_agent_redis_free_object(void *reply)
+{
+    if (reply != &ngx_ws_agent_redis_integer) {
+        ngx_ws_agent_redis_hiredis_fn->freeObject(reply);
+    }
+}
+
+
+static void
+ngx_ws_agent_redis_replies(redisAsyncContext *ac)
+{
+    if (ngx_ws_agent_redis_hiredis_fn == NULL) {
+        ngx_ws_agent_redis_hiredis_fn = ac->c.reader->fn;
+        ngx_ws_agent_redis_fn = *ac->c.reader->fn;
+        ngx_ws_agent_redis_fn.createInteger =
+                                         ngx_ws_agent_redis_create_integer;
+        ngx_ws_agent_redis_fn.freeObject = ngx_ws_agent_redis_free_object;
+    }
+
+    ac->c.reader->fn = &ngx_ws_agent_redis_fn;
+}
+
+
 /* connection life */
 
 static void
@@ -333,6 +388,8 @@ ngx_ws_agent_redis_connect(ngx_ws_agent_redis_t *rs)
         ngx_ws_agent_redis_schedule(rs);
         return;
     }
+
+    ngx_ws_agent_redis_replies(ac);
 
     c->data = ac;
     c->read->handler = ngx_ws_agent_redis_read_handler;
