@@ -921,14 +921,10 @@ ngx_ws_agent_msg_glance(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
     }
 
     p += 5 + key->len;
+    q = p + ws_json_plain(p, last);
 
-    for (q = p; q < last && *q != '"'; q++) {
-        if (*q == '\\' || *q < 0x20) {
-            return NGX_DECLINED;
-        }
-    }
-
-    if (q == last || (size_t) (q - p) > sizeof(ngx_ws_agent_type)) {
+    if (q == last || *q != '"' || (size_t) (q - p) > sizeof(ngx_ws_agent_type))
+    {
         return NGX_DECLINED;
     }
 

@@ -93,6 +93,19 @@ static const unsigned char  ws_json_class[256] = {
     (((t)->stack[((t)->depth - 1) >> 6] >> (((t)->depth - 1) & 63)) & 1)
 
 
+size_t
+ws_json_plain(const unsigned char *p, const unsigned char *last)
+{
+    const unsigned char  *q;
+
+    for (q = p; q < last && (ws_json_class[*q] & WS_J_PLAIN); q++) {
+        /* void */
+    }
+
+    return q - p;
+}
+
+
 void
 ws_json_typer_init(ws_json_typer_t *t, const unsigned char *key,
     size_t key_len, unsigned char *type, size_t type_cap,
@@ -137,11 +150,7 @@ ws_json_typer_feed(ws_json_typer_t *t, const unsigned char *p, size_t len)
 
         case WS_J_STRING:
             /* a run of bytes that stand for themselves */
-            q = p;
-
-            while (q < last && (ws_json_class[*q] & WS_J_PLAIN)) {
-                q++;
-            }
+            q = p + ws_json_plain(p, last);
 
             if (t->decode && q > p) {
                 ws_json_emit(t, p, q - p);

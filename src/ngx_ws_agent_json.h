@@ -70,6 +70,13 @@ typedef struct {
 } ws_json_typer_t;
 
 
+/*
+ * How many bytes from p on stand for themselves inside a JSON string
+ * (printable ASCII but '"' and '\\'): a run to copy or skip without a look.
+ */
+size_t ws_json_plain(const unsigned char *p, const unsigned char *last);
+
+
 /* found may be NULL; the typer holds no resources: nothing to free */
 void ws_json_typer_init(ws_json_typer_t *t, const unsigned char *key,
     size_t key_len, unsigned char *type, size_t type_cap,
