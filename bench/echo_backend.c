@@ -6,7 +6,16 @@
  * {"type":"agent_thinking","ts_us":<wall clock>,...}, then the echo; the
  * Redis subscriber measures publish latency from ts_us.
  *
- *   echo_backend --port P [--events N]
+ * With --stream-rate R every upgraded connection also receives R agent
+ * events per second, paced, whatever the client sends: the loop wakes every
+ * millisecond (epoll_wait's timeout), and each connection gets the events
+ * due by then in one write (due = R x time since its upgrade; a connection
+ * more than 100 ms behind, because its writes block, drops that debt and
+ * counts it as "late").  ts_us is stamped when the batch is written.  The
+ * echo goes on as usual on these connections.  On SIGUSR1 (or at exit) the
+ * backend prints its stream totals.
+ *
+ *   echo_backend --port P [--events N] [--stream-rate R]
  */
 
 #include <getopt.h>
@@ -26,6 +35,9 @@
 #define EB_READ_CHUNK   (64 * 1024)
 #define EB_GUID         "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define EB_READY        "{\"type\":\"connection_ready\"}"
+#define EB_TICK_NS      1000000ULL
+#define EB_MAX_BEHIND   100000000ULL     /* ns of stream debt kept */
+#define EB_OUT_HIGH     (1024 * 1024)    /* out bytes: stream waits */
 
 
 typedef struct {
@@ -34,6 +46,10 @@ typedef struct {
     int          closing;       /* close echoed: close once out is sent */
     int          want_out;      /* EPOLLOUT armed */
     unsigned     events_sent;
+    int          streaming;     /* in eb_stream[] at stream_idx */
+    int          stream_idx;
+    uint64_t     stream_start;  /* monotonic ns of the upgrade */
+    uint64_t     stream_due;    /* events due at stream_start .. now */
     wsb_buf_t    in;
     wsb_buf_t    out;
 } eb_conn_t;
@@ -42,6 +58,13 @@ typedef struct {
 static int         eb_epfd;
 static int         eb_events;
 static eb_conn_t  *eb_conns[EB_MAX_FD];
+
+static double      eb_stream_rate;          /* events/s per connection */
+static eb_conn_t  *eb_stream[EB_MAX_FD];    /* the streaming connections */
+static int         eb_nstream;
+static uint64_t    eb_stream_events;        /* written, all connections */
+static uint64_t    eb_stream_late;          /* debt dropped, events */
+static volatile sig_atomic_t  eb_report;
 
 
 static void eb_accept(int lfd);
@@ -52,12 +75,19 @@ static void eb_append_frame(eb_conn_t *c, int opcode,
     const unsigned char *payload, size_t len);
 static void eb_flush(eb_conn_t *c);
 static void eb_close(eb_conn_t *c);
+static void eb_stream_add(eb_conn_t *c);
+static void eb_stream_del(eb_conn_t *c);
+static void eb_stream_tick(uint64_t now);
+static void eb_append_event(eb_conn_t *c, int64_t ts_us);
+static void eb_on_signal(int signo);
+static void eb_print_stream(void);
 
 
 int
 main(int argc, char **argv)
 {
-    int                 lfd, port, n, i, one, opt, fd;
+    int                 lfd, port, n, i, one, opt, fd, timeout;
+    uint64_t            now, next_tick;
     struct sockaddr_in  sin;
     struct epoll_event  ev, evs[512];
     eb_conn_t          *c;
@@ -65,12 +95,13 @@ main(int argc, char **argv)
     static struct option  longopts[] = {
         { "port",   required_argument, NULL, 'p' },
         { "events", required_argument, NULL, 'e' },
+        { "stream-rate", required_argument, NULL, 'r' },
         { NULL, 0, NULL, 0 }
     };
 
     port = 0;
 
-    while ((opt = getopt_long(argc, argv, "p:e:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "p:e:r:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'p':
             port = atoi(optarg);
@@ -78,8 +109,12 @@ main(int argc, char **argv)
         case 'e':
             eb_events = atoi(optarg);
             break;
+        case 'r':
+            eb_stream_rate = atof(optarg);
+            break;
         default:
-            fprintf(stderr, "usage: echo_backend --port P [--events N]\n");
+            fprintf(stderr, "usage: echo_backend --port P [--events N] "
+                    "[--stream-rate R]\n");
             return 2;
         }
     }
@@ -89,7 +124,15 @@ main(int argc, char **argv)
         return 2;
     }
 
+    if (eb_stream_rate < 0) {
+        fprintf(stderr, "echo_backend: --stream-rate must be >= 0\n");
+        return 2;
+    }
+
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGUSR1, eb_on_signal);
+    signal(SIGTERM, eb_on_signal);
+    signal(SIGINT, eb_on_signal);
     wsb_raise_nofile();
 
     lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -126,17 +169,37 @@ main(int argc, char **argv)
         wsb_die("epoll_ctl");
     }
 
-    printf("echo_backend: listening on 127.0.0.1:%d, %d events per message\n",
-           port, eb_events);
+    printf("echo_backend: listening on 127.0.0.1:%d, %d events per message, "
+           "stream %.1f events/s per connection\n",
+           port, eb_events, eb_stream_rate);
     fflush(stdout);
 
+    next_tick = wsb_now_ns() + EB_TICK_NS;
+
     for ( ;; ) {
-        n = epoll_wait(eb_epfd, evs, 512, -1);
+        timeout = -1;
+
+        if (eb_nstream > 0) {
+            now = wsb_now_ns();
+            /* round up: never wake before the tick */
+            timeout = now >= next_tick
+                      ? 0 : (int) ((next_tick - now + 999999) / 1000000);
+        }
+
+        n = epoll_wait(eb_epfd, evs, 512, timeout);
         if (n == -1) {
-            if (errno == EINTR) {
-                continue;
+            if (errno != EINTR) {
+                wsb_die("epoll_wait");
             }
-            wsb_die("epoll_wait");
+            n = 0;
+        }
+
+        if (eb_report) {
+            eb_print_stream();
+            if (eb_report == SIGTERM || eb_report == SIGINT) {
+                return 0;
+            }
+            eb_report = 0;
         }
 
         for (i = 0; i < n; i++) {
@@ -159,9 +222,131 @@ main(int argc, char **argv)
                 eb_flush(c);
             }
         }
+
+        if (eb_nstream > 0) {
+            now = wsb_now_ns();
+            if (now >= next_tick) {
+                eb_stream_tick(now);
+                next_tick = now - (now - next_tick) % EB_TICK_NS
+                            + EB_TICK_NS;
+            }
+        }
     }
 
     return 0;
+}
+
+
+static void
+eb_on_signal(int signo)
+{
+    eb_report = signo;
+}
+
+
+static void
+eb_print_stream(void)
+{
+    printf("stream: rate_per_conn=%.1f conns=%d events=%llu late=%llu\n",
+           eb_stream_rate, eb_nstream,
+           (unsigned long long) eb_stream_events,
+           (unsigned long long) eb_stream_late);
+    fflush(stdout);
+}
+
+
+static void
+eb_stream_add(eb_conn_t *c)
+{
+    c->streaming = 1;
+    c->stream_idx = eb_nstream;
+    c->stream_start = wsb_now_ns();
+    c->stream_due = 0;
+    eb_stream[eb_nstream++] = c;
+}
+
+
+static void
+eb_stream_del(eb_conn_t *c)
+{
+    eb_conn_t  *last;
+
+    if (!c->streaming) {
+        return;
+    }
+
+    last = eb_stream[--eb_nstream];
+    eb_stream[c->stream_idx] = last;
+    last->stream_idx = c->stream_idx;
+    c->streaming = 0;
+}
+
+
+/* writes every streaming connection's events due by now, one batch each */
+static void
+eb_stream_tick(uint64_t now)
+{
+    int        i, fd;
+    int64_t    ts;
+    uint64_t   due, n, behind;
+    eb_conn_t  *c;
+
+    ts = wsb_wall_us();
+
+    for (i = 0; i < eb_nstream; /* void */ ) {
+        c = eb_stream[i];
+
+        due = (uint64_t) ((double) (now - c->stream_start) * eb_stream_rate
+                          / 1e9);
+        n = due - c->stream_due;
+
+        if (n == 0) {
+            i++;
+            continue;
+        }
+
+        behind = (uint64_t) ((double) n * 1e9 / eb_stream_rate);
+
+        if (c->out.len - c->out.pos > EB_OUT_HIGH || behind > EB_MAX_BEHIND) {
+            /* the peer does not keep up: give up the debt, count it */
+            if (behind > EB_MAX_BEHIND) {
+                eb_stream_late += n;
+                c->stream_due = due;
+            }
+            i++;
+            continue;
+        }
+
+        c->stream_due = due;
+        eb_stream_events += n;
+
+        while (n--) {
+            eb_append_event(c, ts);
+        }
+
+        fd = c->fd;
+        eb_flush(c);
+
+        if (eb_conns[fd] == c) {
+            i++;
+        }
+        /* else closed: eb_stream[i] is another connection now */
+    }
+}
+
+
+static void
+eb_append_event(eb_conn_t *c, int64_t ts_us)
+{
+    int   n;
+    char  ev[160];
+
+    n = snprintf(ev, sizeof(ev),
+                 "{\"type\":\"agent_thinking\",\"ts_us\":%lld,"
+                 "\"step\":%u,\"text\":\"considering the next "
+                 "tool call\"}",
+                 (long long) ts_us, c->events_sent++);
+    eb_append_frame(c, WSB_TEXT, (unsigned char *) ev, n);
 }
 
 
@@ -315,6 +500,10 @@ eb_handshake(eb_conn_t *c)
     c->in.pos += hlen;
     c->upgraded = 1;
 
+    if (eb_stream_rate > 0) {
+        eb_stream_add(c);
+    }
+
     return 0;
 }
 
@@ -323,12 +512,11 @@ eb_handshake(eb_conn_t *c)
 static void
 eb_frames(eb_conn_t *c)
 {
-    int                   opcode, i, n;
+    int                   opcode, i;
     size_t                hlen;
     uint64_t              len;
     unsigned char        *p, *payload;
     const unsigned char  *mask;
-    char                  ev[160];
 
     for ( ;; ) {
         p = c->in.data + c->in.pos;
@@ -357,12 +545,7 @@ eb_frames(eb_conn_t *c)
         case WSB_BINARY:
         case 0:
             for (i = 0; i < eb_events; i++) {
-                n = snprintf(ev, sizeof(ev),
-                             "{\"type\":\"agent_thinking\",\"ts_us\":%lld,"
-                             "\"step\":%u,\"text\":\"considering the next "
-                             "tool call\"}",
-                             (long long) wsb_wall_us(), c->events_sent++);
-                eb_append_frame(c, WSB_TEXT, (unsigned char *) ev, n);
+                eb_append_event(c, wsb_wall_us());
             }
 
             eb_append_frame(c, opcode, payload, len);
@@ -371,6 +554,7 @@ eb_frames(eb_conn_t *c)
         case WSB_CLOSE:
             eb_append_frame(c, WSB_CLOSE, payload, len);
             c->closing = 1;
+            eb_stream_del(c);
             return;
 
         case WSB_PING:
@@ -447,6 +631,7 @@ eb_flush(eb_conn_t *c)
 static void
 eb_close(eb_conn_t *c)
 {
+    eb_stream_del(c);
     eb_conns[c->fd] = NULL;
     close(c->fd);
     wsb_buf_free(&c->in);

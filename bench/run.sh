@@ -5,12 +5,19 @@
 # ws_agent directives), A B A B..., one worker, and prints medians, spread
 # (min..max over rounds) and the ratio B/A for each workload.
 #
-#   bench/run.sh                       3 rounds, about 5 minutes
+#   bench/run.sh                       3 rounds, about 6 minutes
 #   ROUNDS=5 DURATION=8 bench/run.sh   more rounds, longer runs
+#   WORKLOADS=paced bench/run.sh       only the paced-publish workload
+#   NO_BUILD=1 MODULE=/tmp/m.so bench/run.sh   no bootstrap/build; that .so
 #
 # Knobs (environment): ROUNDS (3), DURATION (5 s measured per run), WARMUP
 # (1 s), IDLE_CONNS (5000), EVENTS (events per message in the publish
-# workload, 8), EV_CONNS (20).  Results: bench/out/<time>/ (results.tsv,
+# workload, 8), EV_CONNS (20), PACE_RATE (events/s of the paced stream, all
+# connections together, 50000), PACE_CONNS (10 sink connections),
+# WORKLOADS (any of "idle small large hs events paced", all by default),
+# NO_BUILD (1: skip scripts/bootstrap.sh, the packages and
+# scripts/build.sh; the bench programs are still made), MODULE (the .so,
+# build/ngx_ws_agent_module.so).  Results: bench/out/<time>/ (results.tsv,
 # summary.txt, nginx logs).  Everything is bounded: each load run lasts
 # WARMUP + DURATION (+ at most 4 s to drain and close).
 set -euo pipefail
@@ -21,27 +28,40 @@ WARMUP=${WARMUP:-1}
 IDLE_CONNS=${IDLE_CONNS:-5000}
 EVENTS=${EVENTS:-8}
 EV_CONNS=${EV_CONNS:-20}
+PACE_RATE=${PACE_RATE:-50000}
+PACE_CONNS=${PACE_CONNS:-10}
+WORKLOADS=${WORKLOADS:-idle small large hs events paced}
 NGINX=${NGINX:-/usr/sbin/nginx}
+warmup_us=$(awk -v s="$WARMUP" 'BEGIN { printf "%d", s * 1e6 }')
+duration_us=$(awk -v s="$DURATION" 'BEGIN { printf "%d", s * 1e6 }')
 
 bench=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$bench/.." && pwd)
-module="$repo/build/ngx_ws_agent_module.so"
+module=${MODULE:-"$repo/build/ngx_ws_agent_module.so"}
 out="$bench/out/$(date +%Y%m%d-%H%M%S)"
 results="$out/results.tsv"
 hz=$(getconf CLK_TCK)
 
+wants() {       # is workload $1 in WORKLOADS?
+    case " $WORKLOADS " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+
 # --- build ------------------------------------------------------------------
 
-"$repo/scripts/bootstrap.sh"
-if [ -f "$bench/PACKAGES" ]; then
-    extra=$(grep -v '^#' "$bench/PACKAGES" | tr '\n' ' ')
-    for p in $extra; do
-        dpkg-query -W -f '${Status}' "$p" 2>/dev/null \
-            | grep -q "install ok installed" \
-            || { apt-get update -qq; apt-get install -y -qq "$p" >/dev/null; }
-    done
+if [ -z "${NO_BUILD:-}" ]; then
+    "$repo/scripts/bootstrap.sh"
+    if [ -f "$bench/PACKAGES" ]; then
+        extra=$(grep -v '^#' "$bench/PACKAGES" | tr '\n' ' ')
+        for p in $extra; do
+            dpkg-query -W -f '${Status}' "$p" 2>/dev/null \
+                | grep -q "install ok installed" \
+                || { apt-get update -qq; apt-get install -y -qq "$p" >/dev/null; }
+        done
+    fi
+    "$repo/scripts/build.sh"
 fi
-"$repo/scripts/build.sh"
+[ -f "$module" ] || { echo "run.sh: no module $module" >&2; exit 1; }
 make -s -C "$bench"
 if [ -n "${PERF:-}" ] && ! command -v perf > /dev/null; then
     echo "run.sh: PERF=1 needs perf: apt-get install linux-perf" >&2
@@ -103,6 +123,7 @@ wait_port() {
 
 bport=$(free_port)
 eport=$(free_port)
+sport=$(free_port)
 rport=$(free_port)
 nport=$(free_port)
 
@@ -111,11 +132,21 @@ pids+=($!)
 "$bench/echo_backend" --port "$eport" --events "$EVENTS" \
     > "$out/backend-events.log" 2>&1 &
 pids+=($!)
+# the paced stream: every connection to it gets PACE_RATE / PACE_CONNS
+# events/s, whatever it sends; the sink opens PACE_CONNS of them
+stream_rate=$(awk -v r="$PACE_RATE" -v c="$PACE_CONNS" \
+              'BEGIN { printf "%.3f", r / c }')
+"$bench/echo_backend" --port "$sport" --stream-rate "$stream_rate" \
+    > "$out/backend-stream.log" 2>&1 &
+stream_pid=$!
+pids+=($!)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no --logfile "$out/redis.log" &
+redis_pid=$!
 pids+=($!)
 wait_port "$bport"
 wait_port "$eport"
+wait_port "$sport"
 wait_port "$rport"
 
 # --- nginx ------------------------------------------------------------------
@@ -150,6 +181,7 @@ http {
 
     upstream echo { server 127.0.0.1:$bport; }
     upstream echo_events { server 127.0.0.1:$eport; }
+    upstream echo_stream { server 127.0.0.1:$sport; }
 
     proxy_http_version 1.1;
     proxy_set_header Upgrade \$http_upgrade;
@@ -175,6 +207,21 @@ http {
 
         location /ev {
             proxy_pass http://echo_events;
+            $(m "ws_agent on;")
+            $(m "ws_agent_user \$http_x_user_id;")
+            $(m "ws_agent_publish agent:events:\$ws_agent_user;")
+        }
+
+        # the paced stream (PACE_RATE events/s in all), without and with
+        # publishing
+        location /st-nopub {
+            proxy_pass http://echo_stream;
+            $(m "ws_agent on;")
+            $(m "ws_agent_user \$http_x_user_id;")
+        }
+
+        location /st {
+            proxy_pass http://echo_stream;
             $(m "ws_agent on;")
             $(m "ws_agent_user \$http_x_user_id;")
             $(m "ws_agent_publish agent:events:\$ws_agent_user;")
@@ -346,33 +393,209 @@ events_run() {
     record "$r" "$kind" pub_overflow "$((d1 - d0))"
 }
 
+# Fork-free snapshots for the paced window: on a saturated 2-core machine
+# every fork (date, awk, curl) can take 100 ms, so these use only bash
+# builtins and set globals (no $(...) subshell): EPOCHREALTIME, /proc read
+# with `read`, and the module's counters over bash's /dev/tcp.
+
+now_us() { NOW_US=${EPOCHREALTIME/./}; }
+
+sleep_until_us() {      # sleep until the EPOCHREALTIME microsecond $1
+    local d
+    now_us
+    d=$(($1 - NOW_US))
+    ((d > 0)) || return 0
+    printf -v d '%d.%06d' $((d / 1000000)) $((d % 1000000))
+    sleep "$d"
+}
+
+snap_ticks() {          # utime + stime of pid $1 -> TICKS
+    local a
+    read -ra a < "/proc/$1/stat"
+    TICKS=$((a[13] + a[14]))
+}
+
+snap_machine() {        # busy (all but idle, iowait) and all jiffies -> M_BUSY M_ALL
+    local a i t=0
+    read -ra a < /proc/stat
+    for ((i = 1; i < ${#a[@]}; i++)); do t=$((t + a[i])); done
+    M_ALL=$t
+    M_BUSY=$((t - a[4] - a[5]))
+}
+
+# the module's counters (published seen queued overflow) -> COUNTERS, with
+# the time of the request's middle -> COUNTERS_US
+snap_counters() {
+    local fd line t0 p=0 s=0 q=0 o=0
+    now_us; t0=$NOW_US
+    if exec {fd}<>"/dev/tcp/127.0.0.1/$nport"; then
+        printf 'GET /ws-agent/metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&"$fd"
+        while IFS= read -r -u "$fd" line; do
+            line=${line%$'\r'}
+            case $line in
+            "ngx_ws_agent_events_published_total "*) p=${line##* } ;;
+            "ngx_ws_agent_events_seen_total "*) s=${line##* } ;;
+            "ngx_ws_agent_events_queued_total "*) q=${line##* } ;;
+            'ngx_ws_agent_events_dropped_total{reason="queue_overflow"} '*)
+                o=${line##* } ;;
+            esac
+        done
+        exec {fd}>&-
+    fi
+    now_us
+    COUNTERS="$p $s $q $o"
+    COUNTERS_US=$(((t0 + NOW_US) / 2))
+    COUNTERS_MS=$(((NOW_US - t0) / 1000))
+}
+
+# paced publish: the small echo relay (64 B, 50 conns x 8, on /ws) while a
+# sink on $path receives the paced stream (PACE_RATE events/s in all)
+# through the same worker; with publish=1 redsub counts what reaches Redis.
+# Records the relay's rate and p99, the sink's rate and stream latency, the
+# worker's CPU (% of one core) and the machine's busy share over the
+# measured window; with publish: the subscriber's rate and latency and the
+# status counters' deltas over the window.
+paced_run() {   # round kind name path publish
+    local r=$1 kind=$2 name=$3 path=$4 pub=$5 sub= sp= lp sinkp line sink
+    local t0 t1 c0 c1 mb0 mb1 ma0 ma1 rc0=0 rc1=0 k0= k1= q0= q1= qm0= qm1=
+    local launched secs qsecs low
+    if [ "$pub" = 1 ]; then
+        "$bench/redsub" --port "$rport" --warmup "$WARMUP" \
+            --duration "$DURATION" > "$out/redsub-paced.out" &
+        sp=$!
+        for _ in $(seq 1 40); do
+            grep -q subscribed "$out/redsub-paced.out" && break
+            sleep 0.05
+        done
+    fi
+    perf_start "$r" "$kind" "$name"
+    now_us; launched=$NOW_US
+    "$bench/wsload" --mode sink --port "$nport" --path "$path" \
+        --conns "$PACE_CONNS" --warmup "$WARMUP" --duration "$DURATION" \
+        > "$out/sink.out" &
+    sinkp=$!
+    "$bench/wsload" --mode echo --port "$nport" --path /ws --conns 50 \
+        --size 64 --window 8 --warmup "$WARMUP" --duration "$DURATION" \
+        > "$out/relay.out" &
+    lp=$!
+
+    # the script's window lies inside the loads' measured window (launch +
+    # WARMUP .. + DURATION): 0.05 s after its start, 0.2 s before its end
+    sleep_until_us $((launched + warmup_us + 50000))
+    now_us; t0=$NOW_US
+    snap_ticks "$worker_pid"; c0=$TICKS
+    snap_machine; mb0=$M_BUSY; ma0=$M_ALL
+    if [ "$pub" = 1 ]; then
+        snap_ticks "$redis_pid"; rc0=$TICKS
+        snap_counters; k0=$COUNTERS; q0=$COUNTERS_US; qm0=$COUNTERS_MS
+    fi
+    sleep_until_us $((launched + warmup_us + duration_us - 200000))
+    now_us; t1=$NOW_US
+    snap_ticks "$worker_pid"; c1=$TICKS
+    snap_machine; mb1=$M_BUSY; ma1=$M_ALL
+    if [ "$pub" = 1 ]; then
+        snap_ticks "$redis_pid"; rc1=$TICKS
+        snap_counters; k1=$COUNTERS; q1=$COUNTERS_US; qm1=$COUNTERS_MS
+    fi
+
+    wait "$lp" || true
+    wait "$sinkp" || true
+    perf_stop "$kind" "$name"
+    kill -USR1 "$stream_pid"    # its running totals, "late" among them
+    sleep 0.05
+    line=$(tail -1 "$out/relay.out")
+    sink=$(tail -1 "$out/sink.out")
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+    echo "  $kind $name relay: $line" >> "$out/log.txt"
+    echo "  $kind $name sink: $sink" >> "$out/log.txt"
+    echo "  $kind $name backend $(tail -1 "$out/backend-stream.log")" >> "$out/log.txt"
+    echo "  $kind $name window: secs=$secs (from launch +$(((t0 - launched) / 1000)) ms) worker_ticks=$((c1 - c0)) machine_busy=$((mb1 - mb0))/$((ma1 - ma0))" \
+        >> "$out/log.txt"
+    record "$r" "$kind" "${name}_rate" "$(field "$line" rate)"
+    record "$r" "$kind" "${name}_p99" "$(field "$line" p99_us)"
+    record "$r" "$kind" "${name}_sink" "$(field "$sink" rate)"
+    record "$r" "$kind" "${name}_sink_p99" "$(field "$sink" p99_us)"
+    record "$r" "$kind" "${name}_cpu_pct" \
+        "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v s="$secs" \
+           'BEGIN { printf "%.1f", d * 100 / hz / s }')"
+    record "$r" "$kind" "${name}_busy_pct" \
+        "$(awk -v b=$((mb1 - mb0)) -v a=$((ma1 - ma0)) \
+           'BEGIN { printf "%.1f", a ? b * 100 / a : 0 }')"
+    [ "$(field "$line" errors)" = 0 ] || \
+        echo "  warning: $kind $name relay: errors=$(field "$line" errors)" >&2
+    [ "$(field "$sink" errors)" = 0 ] || \
+        echo "  warning: $kind $name sink: errors=$(field "$sink" errors)" >&2
+    low=$(awk -v s="$(field "$sink" rate)" -v p="$PACE_RATE" \
+          'BEGIN { print (s < 0.95 * p) ? 1 : 0 }')
+    if [ "$low" = 1 ]; then
+        echo "  warning: $kind $name: the sink received $(field "$sink" rate) events/s, < 95 % of PACE_RATE=$PACE_RATE" \
+            | tee -a "$out/log.txt" >&2
+    fi
+
+    [ "$pub" = 1 ] || return 0
+    wait "$sp" || true
+    sub=$(tail -1 "$out/redsub-paced.out")
+    qsecs=$(awk -v a="$q0" -v b="$q1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+    set -- $k0 $k1      # published seen queued overflow, at start and end
+    echo "  $kind $name redsub: $sub" >> "$out/log.txt"
+    echo "  $kind $name counters: published=$(($5 - $1)) seen=$(($6 - $2)) queued=$(($7 - $3)) overflow=$(($8 - $4)) in $qsecs s (start: $k0, read in $qm0 ms; end: $k1, read in $qm1 ms)" \
+        >> "$out/log.txt"
+    record "$r" "$kind" "${name}_pub_rate" "$(field "$sub" rate)"
+    record "$r" "$kind" "${name}_pub_ctr" \
+        "$(awk -v d=$(($5 - $1)) -v s="$qsecs" 'BEGIN { printf "%.0f", (s > 0 ? d / s : 0) }')"
+    record "$r" "$kind" "${name}_pub_p50" "$(field "$sub" p50_us)"
+    record "$r" "$kind" "${name}_pub_p99" "$(field "$sub" p99_us)"
+    record "$r" "$kind" "${name}_overflow" "$(($8 - $4))"
+    record "$r" "$kind" "${name}_redis_cpu_pct" \
+        "$(awk -v d=$((rc1 - rc0)) -v hz="$hz" -v s="$secs" \
+           'BEGIN { printf "%.1f", d * 100 / hz / s }')"
+}
+
 # --- the load generator's own ceiling: straight to the echo backend ---------
 
 echo "run.sh: results in $out"
 {
     echo "machine: nproc=$(nproc) cpu=\"$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)\" kernel=$(uname -r)"
     echo "nginx: $("$NGINX" -v 2>&1)"
-    echo "rounds=$ROUNDS duration=$DURATION warmup=$WARMUP idle_conns=$IDLE_CONNS events=$EVENTS ev_conns=$EV_CONNS"
+    echo "rounds=$ROUNDS duration=$DURATION warmup=$WARMUP idle_conns=$IDLE_CONNS events=$EVENTS ev_conns=$EV_CONNS pace_rate=$PACE_RATE pace_conns=$PACE_CONNS"
+    echo "workloads: $WORKLOADS"
+    echo "module: $module ($(stat -c '%y' "$module" | cut -d. -f1))"
 } | tee "$out/machine.txt"
+record 0 direct pace_rate "$PACE_RATE"
 
 echo "direct (load generator + backend, no nginx):" | tee -a "$out/log.txt"
 for spec in "small 50 64 8" "large 10 65536 2"; do
     set -- $spec
+    wants "$1" || continue
     line=$("$bench/wsload" --mode echo --port "$bport" --conns "$2" \
            --size "$3" --window "$4" --warmup "$WARMUP" --duration "$DURATION")
     echo "  direct $1: $line" >> "$out/log.txt"
     record 0 direct "$1_rate" "$(field "$line" rate)"
     record 0 direct "$1_p99" "$(field "$line" p99_us)"
 done
-line=$("$bench/wsload" --mode handshake --port "$bport" --conns 20 \
-       --warmup "$WARMUP" --duration "$DURATION")
-echo "  direct handshake: $line" >> "$out/log.txt"
-record 0 direct hs_rate "$(field "$line" rate)"
-line=$("$bench/wsload" --mode echo --port "$eport" --conns "$EV_CONNS" \
-       --size 64 --window 4 --warmup "$WARMUP" --duration "$DURATION")
-echo "  direct ev: $line" >> "$out/log.txt"
-record 0 direct ev_rate "$(field "$line" rate)"
-record 0 direct ev_events "$(field "$line" events_rate)"
+if wants hs; then
+    line=$("$bench/wsload" --mode handshake --port "$bport" --conns 20 \
+           --warmup "$WARMUP" --duration "$DURATION")
+    echo "  direct handshake: $line" >> "$out/log.txt"
+    record 0 direct hs_rate "$(field "$line" rate)"
+fi
+if wants events; then
+    line=$("$bench/wsload" --mode echo --port "$eport" --conns "$EV_CONNS" \
+           --size 64 --window 4 --warmup "$WARMUP" --duration "$DURATION")
+    echo "  direct ev: $line" >> "$out/log.txt"
+    record 0 direct ev_rate "$(field "$line" rate)"
+    record 0 direct ev_events "$(field "$line" events_rate)"
+fi
+if wants paced; then
+    line=$("$bench/wsload" --mode sink --port "$sport" --conns "$PACE_CONNS" \
+           --warmup "$WARMUP" --duration "$DURATION")
+    echo "  direct sink: $line" >> "$out/log.txt"
+    record 0 direct sink_rate "$(field "$line" rate)"
+    record 0 direct sink_p99 "$(field "$line" p99_us)"
+    awk -v s="$(field "$line" rate)" -v p="$PACE_RATE" \
+        'BEGIN { exit !(s < 0.95 * p) }' \
+        && echo "  warning: direct sink: $(field "$line" rate) events/s, < 95 % of PACE_RATE=$PACE_RATE" >&2
+fi
 
 # --- A B A B ----------------------------------------------------------------
 
@@ -383,17 +606,31 @@ for r in $(seq 1 "$ROUNDS"); do
     for kind in stock module; do
         echo "round $r/$ROUNDS: $kind" | tee -a "$out/log.txt"
         start_nginx "$kind"
-        idle_run "$r" "$kind" /ws idle_kib
-        # diagnostic: the same without ws_agent_publish (events not read)
-        if [ "$kind" = module ]; then
-            stop_nginx
-            start_nginx "$kind"
-            idle_run "$r" "$kind" /ev-nopub idle_nopub_kib
+        if wants idle; then
+            idle_run "$r" "$kind" /ws idle_kib
+            # diagnostic: the same without ws_agent_publish (events not read)
+            if [ "$kind" = module ]; then
+                stop_nginx
+                start_nginx "$kind"
+                idle_run "$r" "$kind" /ev-nopub idle_nopub_kib
+            fi
         fi
-        echo_run "$r" "$kind" small "$nport" /ws 50 64 8
-        echo_run "$r" "$kind" large "$nport" /ws 10 65536 2
-        handshake_run "$r" "$kind"
-        events_run "$r" "$kind"
+        wants small && echo_run "$r" "$kind" small "$nport" /ws 50 64 8
+        wants large && echo_run "$r" "$kind" large "$nport" /ws 10 65536 2
+        wants hs && handshake_run "$r" "$kind"
+        wants events && events_run "$r" "$kind"
+        if wants paced; then
+            # B: publish off then on in odd rounds, on then off in even
+            # ones, so that a drift of the machine's load does not always
+            # favour the same side
+            if [ "$kind" = module ] && [ $((r % 2)) = 0 ]; then
+                paced_run "$r" "$kind" pacedpub /st 1
+                paced_run "$r" "$kind" paced /st-nopub 0
+            else
+                paced_run "$r" "$kind" paced /st-nopub 0
+                [ "$kind" = module ] && paced_run "$r" "$kind" pacedpub /st 1
+            fi
+        fi
         stop_nginx
     done
 done

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Prints the results table of one bench/run.sh run: per workload the median
 # and spread (min..max over rounds) of stock nginx and nginx + module, the
-# ratio of the medians, the target and whether it is met.
+# ratio of the medians, the target and whether it is met.  Rows of a
+# workload that did not run (WORKLOADS=...) are left out.
 #
 #   bench/summary.sh bench/out/<time>/results.tsv [machine.txt]
 set -eu
@@ -50,26 +51,56 @@ function abs_row(name, unit, k, m, target,    b, ok) {
     printf "| %-34s | %-9s | %9s | %-15s | %9s | %-15s | %6s | %-7s | %-6s |\n", \
         name, unit, "", "", fmt(b), SPREAD, "", target, ok
 }
+# one value per row, A or B column; target ">=95%": at least 95 % of the
+# pace (PACE_RATE); target ">=50k*": the pace is at least 50 000 and the
+# value at least 99 % of it (a window holds +-1 ms of the stream at its
+# edges, and the paced backend never exceeds its rate)
+function pace_row(name, unit, k, m, target,    b, ok, t) {
+    stat(k, m); b = MED
+    ok = ""
+    if (b != "" && target == ">=95%") ok = (b >= 0.95 * PACE) ? "met" : "MISSED"
+    if (b != "" && target ~ /^>=[0-9]+k\*$/) {
+        t = substr(target, 3) * 1000
+        ok = (PACE >= t && b >= 0.99 * PACE) ? "met" : "MISSED"
+    }
+    if (k == "stock")
+        printf "| %-34s | %-9s | %9s | %-15s | %9s | %-15s | %6s | %-7s | %-6s |\n", \
+            name, unit, fmt(b), SPREAD, "", "", "", target, ok
+    else
+        printf "| %-34s | %-9s | %9s | %-15s | %9s | %-15s | %6s | %-7s | %-6s |\n", \
+            name, unit, "", "", fmt(b), SPREAD, "", target, ok
+}
+function has(k, m) { return (k SUBSEP m) in v }
 { v[$2, $3] = ((($2, $3) in v) ? v[$2, $3] " " : "") $4; rounds[$1] = 1 }
 END {
     printf "| %-34s | %-9s | %9s | %-15s | %9s | %-15s | %6s | %-7s | %-6s |\n", \
         "workload (A = stock, B = module)", "unit", "A median", "A min..max", \
         "B median", "B min..max", "B/A", "target", ""
     print "|------------------------------------|-----------|-----------|-----------------|-----------|-----------------|--------|---------|--------|"
+    stat("direct", "pace_rate"); PACE = MED + 0
+    if (has("stock", "small_rate") || has("module", "small_rate")) {
     row("small 64 B, 50 conns x 8", "msg/s", "stock", "small_rate", "module", "small_rate", ">=0.95")
     row("small: round trip p50", "us", "stock", "small_p50", "module", "small_p50", "")
     row("small: round trip p99", "us", "stock", "small_p99", "module", "small_p99", "<=1.10")
     row("small: round trip p999", "us", "stock", "small_p999", "module", "small_p999", "")
     row("small: worker CPU per message", "us", "stock", "small_cpu", "module", "small_cpu", "")
+    }
+    if (has("stock", "large_rate") || has("module", "large_rate")) {
     row("large 64 KiB, 10 conns x 2", "msg/s", "stock", "large_rate", "module", "large_rate", ">=0.98")
     row("large: round trip p50", "us", "stock", "large_p50", "module", "large_p50", "")
     row("large: round trip p99", "us", "stock", "large_p99", "module", "large_p99", "<=1.10")
     row("large: worker CPU per message", "us", "stock", "large_cpu", "module", "large_cpu", "")
+    }
+    if (has("stock", "hs_rate") || has("module", "hs_rate")) {
     row("handshakes, 20 in parallel", "hs/s", "stock", "hs_rate", "module", "hs_rate", ">=0.90")
     row("handshake cycle p99", "us", "stock", "hs_p99", "module", "hs_p99", "")
     row("handshake: worker CPU per cycle", "us", "stock", "hs_cpu", "module", "hs_cpu", "")
+    }
+    if (has("stock", "idle_kib") || has("module", "idle_kib")) {
     row("idle upgraded connection (RSS)", "KiB/conn", "stock", "idle_kib", "module", "idle_kib", "+1")
     row("idle, module without publish", "KiB/conn", "stock", "idle_kib", "module", "idle_nopub_kib", "+1")
+    }
+    if (has("stock", "ev_rate") || has("module", "ev_rate")) {
     row("events relay, no publish (A/B)", "msg/s", "stock", "ev_rate", "module", "ev_rate", "")
     row("events relay: publish off/on (B)", "msg/s", "module", "ev_rate", "module", "evpub_rate", ">=0.9")
     row("events relayed: publish off/on (B)", "event/s", "module", "ev_events", "module", "evpub_events", "")
@@ -78,13 +109,56 @@ END {
     abs_row("publish latency p50", "us", "module", "pub_p50", "")
     abs_row("publish latency p99", "us", "module", "pub_p99", "")
     abs_row("dropped: Redis queue overflow", "events", "module", "pub_overflow", "")
+    }
+    if (has("stock", "paced_rate") || has("module", "paced_rate")) {
+    row("paced: relay, stream no pub (A/B)", "msg/s", "stock", "paced_rate", "module", "paced_rate", "")
+    row("paced: relay, publish off/on (B)", "msg/s", "module", "paced_rate", "module", "pacedpub_rate", ">=0.9")
+    row("paced: relay p99 (A/B no pub)", "us", "stock", "paced_p99", "module", "paced_p99", "")
+    row("paced: relay p99 off/on (B)", "us", "module", "paced_p99", "module", "pacedpub_p99", "")
+    row("paced: worker CPU (A/B no pub)", "% core", "stock", "paced_cpu_pct", "module", "paced_cpu_pct", "")
+    row("paced: worker CPU off/on (B)", "% core", "module", "paced_cpu_pct", "module", "pacedpub_cpu_pct", "")
+    row("paced: machine busy (A/B no pub)", "% 2 cores", "stock", "paced_busy_pct", "module", "paced_busy_pct", "")
+    row("paced: machine busy off/on (B)", "% 2 cores", "module", "paced_busy_pct", "module", "pacedpub_busy_pct", "")
+    pace_row("paced: stream received, A", "event/s", "stock", "paced_sink", ">=95%")
+    pace_row("paced: stream received, B no pub", "event/s", "module", "paced_sink", ">=95%")
+    pace_row("paced: stream received, B publish", "event/s", "module", "pacedpub_sink", ">=95%")
+    row("paced: stream latency p99 (A/B)", "us", "stock", "paced_sink_p99", "module", "paced_sink_p99", "")
+    row("paced: stream lat. p99 off/on (B)", "us", "module", "paced_sink_p99", "module", "pacedpub_sink_p99", "")
+    pace_row("paced: published (subscriber)", "event/s", "module", "pacedpub_pub_rate", ">=50k*")
+    pace_row("paced: published (status counter)", "event/s", "module", "pacedpub_pub_ctr", ">=50k*")
+    abs_row("paced: publish latency p50", "us", "module", "pacedpub_pub_p50", "")
+    abs_row("paced: publish latency p99", "us", "module", "pacedpub_pub_p99", "")
+    abs_row("paced: dropped, queue overflow", "events", "module", "pacedpub_overflow", "")
+    abs_row("paced: redis-server CPU", "% core", "module", "pacedpub_redis_cpu_pct", "")
+    }
     print ""
     print "load generator ceiling, straight to the echo backend (no nginx):"
-    stat("direct", "small_rate"); printf "  small %s msg/s (p99 ", fmt(MED)
-    stat("direct", "small_p99"); printf "%s us); ", fmt(MED)
-    stat("direct", "large_rate"); printf "large %s msg/s (p99 ", fmt(MED)
-    stat("direct", "large_p99"); printf "%s us); ", fmt(MED)
-    stat("direct", "hs_rate"); printf "handshakes %s/s; ", fmt(MED)
-    stat("direct", "ev_rate"); printf "events workload %s msg/s, ", fmt(MED)
-    stat("direct", "ev_events"); printf "%s event/s\n", fmt(MED)
+    line = ""
+    if (has("direct", "small_rate")) {
+        stat("direct", "small_rate"); line = line "; small " fmt(MED) " msg/s (p99 "
+        stat("direct", "small_p99"); line = line fmt(MED) " us)"
+    }
+    if (has("direct", "large_rate")) {
+        stat("direct", "large_rate"); line = line "; large " fmt(MED) " msg/s (p99 "
+        stat("direct", "large_p99"); line = line fmt(MED) " us)"
+    }
+    if (has("direct", "hs_rate")) {
+        stat("direct", "hs_rate"); line = line "; handshakes " fmt(MED) "/s"
+    }
+    if (has("direct", "ev_rate")) {
+        stat("direct", "ev_rate"); line = line "; events workload " fmt(MED) " msg/s, "
+        stat("direct", "ev_events"); line = line fmt(MED) " event/s"
+    }
+    if (line != "") print "  " substr(line, 3)
+    if (has("direct", "sink_rate")) {
+        stat("direct", "sink_rate"); printf "  paced stream (PACE_RATE %s event/s): sink received %s event/s", fmt(PACE), fmt(MED)
+        stat("direct", "sink_p99"); printf " (latency p99 %s us)\n", fmt(MED)
+        print ""
+        print "paced: the small echo relay (64 B, 50 conns x 8, /ws) while a sink receives"
+        print "PACE_RATE events/s through the same worker: A = stock, B no pub = ws_agent"
+        print "without ws_agent_publish, B publish = with it (redsub subscribed).  CPU and"
+        print "busy shares are over the measured window; \"% 2 cores\": 100 = both busy."
+        print ">=50k* met: PACE_RATE >= 50000 and >= 99 % of it published (a window holds"
+        print "  +-1 ms of the stream at its edges); >=95%: received >= 0.95 PACE_RATE."
+    }
 }' "$1"

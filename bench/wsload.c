@@ -1,6 +1,6 @@
 /*
  * wsload: an epoll WebSocket load generator (RFC 6455 client, every frame
- * masked with a fresh key).  Three modes:
+ * masked with a fresh key).  Four modes:
  *
  *   echo       C connections, each keeping W messages of S bytes in flight
  *              (closed loop); messages/s and round-trip p50/p99/p999 from
@@ -13,9 +13,18 @@
  *   idle       open C connections (at most --pending handshakes at a time),
  *              print "idle_ready" when all got the ready frame, hold them
  *              for --hold seconds (or until SIGTERM/SIGINT), then close.
+ *   sink       C connections that, after the ready frame, send nothing and
+ *              count the data frames they receive (a --stream-rate backend):
+ *              frames/s, and the relay latency p50/p99/p999 of the events
+ *              among them (receive time - their "ts_us" wall-clock stamp).
  *
  * One result line of key=value pairs on stdout.  Every run is bounded:
  * warmup + duration (+ 2 s drain + 2 s close) or ramp + hold.
+ *
+ * SIGUSR1 prints a line "mark n=K replies=R events=E frames=F" with the
+ * totals so far (whole run, not only the measured window): a script takes
+ * two marks around an interval (bench/callgrind.sh: around the profiler's
+ * zero and dump) and counts the messages in between.
  */
 
 #include <getopt.h>
@@ -33,6 +42,7 @@
 #define WL_ECHO          0
 #define WL_HANDSHAKE     1
 #define WL_IDLE          2
+#define WL_SINK          3
 
 #define WL_CONNECTING    0
 #define WL_UPGRADING     1
@@ -49,6 +59,7 @@
 #define WL_K_OTHER       4
 
 #define WL_PEEK          20
+#define WL_SINK_PEEK     64     /* sink: "ts_us" is in an event's first 64 */
 #define WL_READ_CHUNK    (64 * 1024)
 #define WL_RESERVOIR     (8 * 1024 * 1024)
 #define WL_GRACE_NS      2000000000ULL
@@ -85,7 +96,10 @@ struct wl_worker_s {
     int            next_idle;       /* idle mode: next to open */
 
     uint64_t       msgs;            /* in the measured window */
-    uint64_t       msgs_all;
+    uint64_t       msgs_all;        /* single writer; marks read them */
+    uint64_t       events_all;
+    uint64_t       frames_all;
+    int64_t        wall_us;         /* sink: wall clock at the last read */
     uint64_t       events;
     uint64_t       errors;
     uint64_t       nsamples;        /* seen; kept: min(n, reservoir) */
@@ -114,6 +128,9 @@ static size_t              wl_request_len;
 static uint64_t            wl_measure_start;
 static uint64_t            wl_measure_end;
 static volatile int        wl_stop;
+static volatile sig_atomic_t  wl_mark_req;
+static int                 wl_marks;
+static wl_worker_t        *wl_workers;
 static int                 wl_ready;        /* atomic */
 
 
@@ -124,6 +141,9 @@ static void wl_read(wl_conn_t *c);
 static void wl_frame_start(wl_conn_t *c, int opcode, const unsigned char *p,
     uint64_t len);
 static void wl_frame_done(wl_conn_t *c);
+static void wl_sink_latency(wl_conn_t *c, const unsigned char *p,
+    size_t len);
+static void wl_sink_frame(wl_conn_t *c);
 static void wl_send_message(wl_conn_t *c);
 static void wl_send_close(wl_conn_t *c);
 static void wl_flush(wl_conn_t *c);
@@ -131,6 +151,11 @@ static void wl_finish(wl_conn_t *c, int completed);
 static void wl_sample(wl_worker_t *w, uint64_t ns);
 static void wl_usage(void);
 static void wl_on_signal(int signo);
+static void wl_on_mark(int signo);
+static void wl_check_mark(void);
+
+/* a counter that one worker writes and the main thread reads for marks */
+#define wl_inc(x)  __atomic_store_n(&(x), (x) + 1, __ATOMIC_RELAXED)
 
 
 int
@@ -175,6 +200,8 @@ main(int argc, char **argv)
                 wl_mode = WL_HANDSHAKE;
             } else if (strcmp(optarg, "idle") == 0) {
                 wl_mode = WL_IDLE;
+            } else if (strcmp(optarg, "sink") == 0) {
+                wl_mode = WL_SINK;
             } else {
                 wl_usage();
             }
@@ -212,6 +239,7 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     signal(SIGTERM, wl_on_signal);
     signal(SIGINT, wl_on_signal);
+    signal(SIGUSR1, wl_on_mark);
     wsb_raise_nofile();
 
     /* a JSON object of exactly wl_size bytes: {"type":"chat","pad":"xx"} */
@@ -240,6 +268,7 @@ main(int argc, char **argv)
     if (workers == NULL) {
         wsb_die("calloc");
     }
+    wl_workers = workers;
 
     t0 = wsb_now_ns();
     wl_measure_start = t0 + (uint64_t) (wl_warmup * 1e9);
@@ -280,6 +309,7 @@ main(int argc, char **argv)
                 all_ready = 1;
                 break;
             }
+            wl_check_mark();
             usleep(10000);
         }
 
@@ -290,11 +320,13 @@ main(int argc, char **argv)
 
         t0 = wsb_now_ns() + (uint64_t) (wl_hold * 1e9);
         while (!wl_stop && wsb_now_ns() < t0) {
+            wl_check_mark();
             usleep(10000);
         }
 
     } else {
         while (!wl_stop && wsb_now_ns() < wl_measure_end) {
+            wl_check_mark();
             usleep(1000);
         }
     }
@@ -333,12 +365,15 @@ main(int argc, char **argv)
 
     secs = wl_duration;
 
+    wl_check_mark();
+
     printf("mode=%s conns=%d threads=%d size=%d window=%d secs=%.2f "
            "msgs=%llu rate=%.0f p50_us=%.1f p99_us=%.1f p999_us=%.1f "
            "samples=%llu kept=%zu events=%llu events_rate=%.0f "
            "msgs_all=%llu errors=%llu\n",
            wl_mode == WL_ECHO ? "echo"
-           : wl_mode == WL_HANDSHAKE ? "handshake" : "idle",
+           : wl_mode == WL_HANDSHAKE ? "handshake"
+           : wl_mode == WL_SINK ? "sink" : "idle",
            wl_conns, wl_threads, wl_size, wl_window, secs,
            (unsigned long long) msgs, msgs / secs,
            wsb_quantile(all, n, 0.50) / 1e3,
@@ -356,7 +391,7 @@ static void
 wl_usage(void)
 {
     fprintf(stderr,
-        "usage: wsload --port P [--mode echo|handshake|idle] [--host IP]\n"
+        "usage: wsload --port P [--mode echo|handshake|idle|sink] [--host IP]\n"
         "              [--path /ws] [--conns C] [--threads T] [--size S]\n"
         "              [--window W] [--warmup SEC] [--duration SEC]\n"
         "              [--hold SEC] [--pending N] [--binary]\n");
@@ -369,6 +404,43 @@ wl_on_signal(int signo)
 {
     (void) signo;
     wl_stop = 1;
+}
+
+
+static void
+wl_on_mark(int signo)
+{
+    (void) signo;
+    wl_mark_req = 1;
+}
+
+
+/* main thread: prints the running totals when SIGUSR1 asked for them */
+static void
+wl_check_mark(void)
+{
+    int       i;
+    uint64_t  replies, events, frames;
+
+    if (!wl_mark_req) {
+        return;
+    }
+
+    wl_mark_req = 0;
+    replies = events = frames = 0;
+
+    for (i = 0; i < wl_threads; i++) {
+        replies += __atomic_load_n(&wl_workers[i].msgs_all, __ATOMIC_RELAXED);
+        events += __atomic_load_n(&wl_workers[i].events_all,
+                                  __ATOMIC_RELAXED);
+        frames += __atomic_load_n(&wl_workers[i].frames_all,
+                                  __ATOMIC_RELAXED);
+    }
+
+    printf("mark n=%d replies=%llu events=%llu frames=%llu\n", ++wl_marks,
+           (unsigned long long) replies, (unsigned long long) events,
+           (unsigned long long) frames);
+    fflush(stdout);
 }
 
 
@@ -604,6 +676,10 @@ wl_read(wl_conn_t *c)
 
     c->in.len += n;
 
+    if (wl_mode == WL_SINK) {
+        c->w->wall_us = wsb_wall_us();
+    }
+
     if (c->state == WL_UPGRADING) {
         h = (char *) c->in.data + c->in.pos;
         end = memmem(h, c->in.len - c->in.pos, "\r\n\r\n", 4);
@@ -640,7 +716,8 @@ wl_read(wl_conn_t *c)
             break;
         }
 
-        need = hlen + (len < WL_PEEK ? len : WL_PEEK);
+        need = wl_mode == WL_SINK ? WL_SINK_PEEK : WL_PEEK;
+        need = hlen + (len < need ? len : need);
         if (avail < need) {
             break;
         }
@@ -684,12 +761,74 @@ wl_frame_start(wl_conn_t *c, int opcode, const unsigned char *p,
     {
         c->kind = WL_K_EVENT;
 
+        if (wl_mode == WL_SINK && c->state == WL_RUN) {
+            wl_sink_latency(c, p, len < WL_SINK_PEEK ? len : WL_SINK_PEEK);
+        }
+
     } else if (opcode == WSB_TEXT || opcode == WSB_BINARY) {
         c->kind = WL_K_REPLY;
 
     } else {
         c->kind = WL_K_OTHER;
     }
+}
+
+
+/* sink: a data frame received after the ready frame */
+static void
+wl_sink_frame(wl_conn_t *c)
+{
+    wl_worker_t  *w = c->w;
+
+    if (c->state != WL_RUN) {
+        return;
+    }
+
+    wl_inc(w->frames_all);
+    wl_inc(w->msgs_all);
+
+    if (w->now >= wl_measure_start && w->now <= wl_measure_end) {
+        w->msgs++;
+        if (c->kind == WL_K_EVENT) {
+            w->events++;
+        }
+    }
+}
+
+
+/* sink: the relay latency of an event from its "ts_us" stamp */
+static void
+wl_sink_latency(wl_conn_t *c, const unsigned char *p, size_t len)
+{
+    int64_t               ts, lat;
+    const unsigned char  *q, *end;
+    wl_worker_t          *w = c->w;
+
+    if (w->now < wl_measure_start || w->now > wl_measure_end) {
+        return;
+    }
+
+    q = memmem(p, len, "\"ts_us\":", 8);
+    if (q == NULL) {
+        return;
+    }
+
+    end = p + len;
+    ts = 0;
+    for (q += 8; q < end && *q >= '0' && *q <= '9'; q++) {
+        ts = ts * 10 + (*q - '0');
+    }
+
+    if (q == end) {
+        return;             /* the number may go on past the peek */
+    }
+
+    lat = w->wall_us - ts;
+    if (lat < 0) {
+        lat = 0;
+    }
+
+    wl_sample(w, (uint64_t) lat * 1000);
 }
 
 
@@ -709,7 +848,7 @@ wl_frame_done(wl_conn_t *c)
 
         w->pending--;
 
-        if (wl_mode == WL_IDLE) {
+        if (wl_mode == WL_IDLE || wl_mode == WL_SINK) {
             c->state = WL_RUN;
             __atomic_add_fetch(&wl_ready, 1, __ATOMIC_RELAXED);
 
@@ -731,6 +870,11 @@ wl_frame_done(wl_conn_t *c)
             break;
         }
 
+        if (wl_mode == WL_SINK) {
+            wl_sink_frame(c);
+            break;
+        }
+
         if (c->state != WL_RUN || c->inflight == 0) {
             break;
         }
@@ -738,7 +882,7 @@ wl_frame_done(wl_conn_t *c)
         sent = c->sent[c->head];
         c->head = (c->head + 1) % wl_window;
         c->inflight--;
-        w->msgs_all++;
+        wl_inc(w->msgs_all);
 
         if (sent >= wl_measure_start && w->now <= wl_measure_end) {
             w->msgs++;
@@ -751,6 +895,15 @@ wl_frame_done(wl_conn_t *c)
         break;
 
     case WL_K_EVENT:
+        if (c->state == WL_RUN) {
+            wl_inc(w->events_all);
+        }
+
+        if (wl_mode == WL_SINK) {
+            wl_sink_frame(c);
+            break;
+        }
+
         if (w->now >= wl_measure_start && w->now <= wl_measure_end) {
             w->events++;
         }
@@ -892,7 +1045,7 @@ wl_finish(wl_conn_t *c, int completed)
     }
 
     if (completed) {
-        w->msgs_all++;
+        wl_inc(w->msgs_all);
         if (c->started >= wl_measure_start && w->now <= wl_measure_end) {
             w->msgs++;
             wl_sample(w, w->now - c->started);
