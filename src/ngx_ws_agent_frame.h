@@ -65,25 +65,25 @@ typedef struct {
 typedef struct {
     /* configuration, set before the first call */
     uint64_t              max_frame;     /* 0: no limit */
-    unsigned              from_client:1; /* frames must be masked */
 
     /* the current frame, valid from HEADER to END */
-    unsigned              opcode:4;
-    unsigned              fin:1;
-    unsigned              masked:1;
-    unsigned char         mask[4];
     uint64_t              len;
     uint64_t              done;          /* payload bytes reported */
-
+    unsigned char         mask[4];
     unsigned char         hdr[WS_FRAME_MAX_HEADER];
-    unsigned              hlen:4;        /* header bytes so far */
-    unsigned              hneed:4;       /* header size once known */
+
+    /* bytes, not bit-fields: read and written on every call */
+    unsigned char         from_client;   /* frames must be masked */
+    unsigned char         opcode;
+    unsigned char         fin;
+    unsigned char         masked;
+    unsigned char         hlen;          /* header bytes so far */
+    unsigned char         hneed;         /* header size once known */
+    unsigned char         state;
 
     /* message level */
-    unsigned              in_message:1;  /* a fragmented message is open */
-    unsigned              msg_opcode:4;  /* its first frame's opcode */
-
-    unsigned              state:3;
+    unsigned char         in_message;    /* a fragmented message is open */
+    unsigned char         msg_opcode;    /* its first frame's opcode */
 
     uint16_t              error;
     const char           *reason;

@@ -14,6 +14,8 @@
 #include "ngx_ws_agent_json.h"
 
 
+static inline size_t ws_json_run(const unsigned char *p,
+    const unsigned char *last);
 static ws_json_result_e ws_json_begin(ws_json_typer_t *t, unsigned char c);
 static ws_json_result_e ws_json_end_value(ws_json_typer_t *t);
 static ws_json_result_e ws_json_end_string(ws_json_typer_t *t);
@@ -96,6 +98,13 @@ static const unsigned char  ws_json_class[256] = {
 size_t
 ws_json_plain(const unsigned char *p, const unsigned char *last)
 {
+    return ws_json_run(p, last);
+}
+
+
+static inline size_t
+ws_json_run(const unsigned char *p, const unsigned char *last)
+{
     const unsigned char  *q;
 
     for (q = p; q < last && (ws_json_class[*q] & WS_J_PLAIN); q++) {
@@ -150,7 +159,7 @@ ws_json_typer_feed(ws_json_typer_t *t, const unsigned char *p, size_t len)
 
         case WS_J_STRING:
             /* a run of bytes that stand for themselves */
-            q = p + ws_json_plain(p, last);
+            q = p + ws_json_run(p, last);
 
             if (t->decode && q > p) {
                 ws_json_emit(t, p, q - p);
