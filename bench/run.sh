@@ -20,6 +20,12 @@
 # build/ngx_ws_agent_module.so).  Results: bench/out/<time>/ (results.tsv,
 # summary.txt, nginx logs).  Everything is bounded: each load run lasts
 # WARMUP + DURATION (+ at most 4 s to drain and close).
+# PIN=1 (on 2+ CPUs): the nginx worker runs on CPU 0
+# (worker_cpu_affinity), this script and everything it starts (load
+# generator, backends, redis-server, subscriber) on the other CPUs.  Off by
+# default: on this 2-core machine the load side then saturates its one core
+# (the worker idles at 55-80 %), so the ratios measure the load generator,
+# not nginx; it is for machines with cores to spare for the load.
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -32,6 +38,13 @@ PACE_RATE=${PACE_RATE:-50000}
 PACE_CONNS=${PACE_CONNS:-10}
 WORKLOADS=${WORKLOADS:-idle small large hs events paced}
 NGINX=${NGINX:-/usr/sbin/nginx}
+PIN=${PIN:-0}
+ncpu=$(nproc)
+affinity=
+if [ "$PIN" = 1 ] && [ "$ncpu" -ge 2 ] && command -v taskset > /dev/null; then
+    taskset -pc "1-$((ncpu - 1))" $$ > /dev/null
+    affinity="worker_cpu_affinity 1;"
+fi
 warmup_us=$(awk -v s="$WARMUP" 'BEGIN { printf "%d", s * 1e6 }')
 duration_us=$(awk -v s="$DURATION" 'BEGIN { printf "%d", s * 1e6 }')
 
@@ -160,6 +173,7 @@ write_conf() {
     cat > "$dir/nginx.conf" <<EOF
 $(m "load_module $module;")
 worker_processes 1;
+$affinity
 worker_rlimit_nofile 20000;
 daemon off;
 master_process on;
@@ -559,6 +573,11 @@ echo "run.sh: results in $out"
     echo "nginx: $("$NGINX" -v 2>&1)"
     echo "rounds=$ROUNDS duration=$DURATION warmup=$WARMUP idle_conns=$IDLE_CONNS events=$EVENTS ev_conns=$EV_CONNS pace_rate=$PACE_RATE pace_conns=$PACE_CONNS"
     echo "workloads: $WORKLOADS"
+    if [ -n "$affinity" ]; then
+        echo "pinned: nginx worker on CPU 0, load generator, backends, redis-server, subscriber on CPU 1-$((ncpu - 1))"
+    else
+        echo "not pinned (PIN=$PIN)"
+    fi
     echo "module: $module ($(stat -c '%y' "$module" | cut -d. -f1))"
 } | tee "$out/machine.txt"
 record 0 direct pace_rate "$PACE_RATE"

@@ -70,8 +70,26 @@ function pace_row(name, unit, k, m, target,    b, ok, t) {
         printf "| %-34s | %-9s | %9s | %-15s | %9s | %-15s | %6s | %-7s | %-6s |\n", \
             name, unit, "", "", fmt(b), SPREAD, "", target, ok
 }
+# the ratio B/A taken round by round (A and B of a round ran back to
+# back), then its median and spread: steadier than the ratio of medians
+# when whole rounds run faster or slower than others
+function paired_row(name, ka, ma, kb, mb, target,    r, n, a, med, ok) {
+    n = 0
+    for (r in rounds)
+        if ((ka, ma, r) in rv && (kb, mb, r) in rv && rv[ka, ma, r] > 0)
+            a[++n] = rv[kb, mb, r] / rv[ka, ma, r]
+    if (n == 0) return
+    sortv(a, n)
+    med = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    ok = ""
+    if (target ~ /^>=/) ok = (med >= substr(target, 3) + 0) ? "met" : "MISSED"
+    printf "| %-34s | %-9s | %9s | %-15s | %9s | %-15s | %6s | %-7s | %-6s |\n", \
+        name, "ratio", "", "", "", (n > 1) ? sprintf("%.3f..%.3f", a[1], a[n]) : "", \
+        sprintf("%.3f", med), target, ok
+}
 function has(k, m) { return (k SUBSEP m) in v }
-{ v[$2, $3] = ((($2, $3) in v) ? v[$2, $3] " " : "") $4; rounds[$1] = 1 }
+{ v[$2, $3] = ((($2, $3) in v) ? v[$2, $3] " " : "") $4; rounds[$1] = 1
+  rv[$2, $3, $1] = $4 }
 END {
     printf "| %-34s | %-9s | %9s | %-15s | %9s | %-15s | %6s | %-7s | %-6s |\n", \
         "workload (A = stock, B = module)", "unit", "A median", "A min..max", \
@@ -80,6 +98,7 @@ END {
     stat("direct", "pace_rate"); PACE = MED + 0
     if (has("stock", "small_rate") || has("module", "small_rate")) {
     row("small 64 B, 50 conns x 8", "msg/s", "stock", "small_rate", "module", "small_rate", ">=0.95")
+    paired_row("small: B/A round by round", "stock", "small_rate", "module", "small_rate", ">=0.95")
     row("small: round trip p50", "us", "stock", "small_p50", "module", "small_p50", "")
     row("small: round trip p99", "us", "stock", "small_p99", "module", "small_p99", "<=1.10")
     row("small: round trip p999", "us", "stock", "small_p999", "module", "small_p999", "")
@@ -87,12 +106,14 @@ END {
     }
     if (has("stock", "large_rate") || has("module", "large_rate")) {
     row("large 64 KiB, 10 conns x 2", "msg/s", "stock", "large_rate", "module", "large_rate", ">=0.98")
+    paired_row("large: B/A round by round", "stock", "large_rate", "module", "large_rate", ">=0.98")
     row("large: round trip p50", "us", "stock", "large_p50", "module", "large_p50", "")
     row("large: round trip p99", "us", "stock", "large_p99", "module", "large_p99", "<=1.10")
     row("large: worker CPU per message", "us", "stock", "large_cpu", "module", "large_cpu", "")
     }
     if (has("stock", "hs_rate") || has("module", "hs_rate")) {
     row("handshakes, 20 in parallel", "hs/s", "stock", "hs_rate", "module", "hs_rate", ">=0.90")
+    paired_row("handshakes: B/A round by round", "stock", "hs_rate", "module", "hs_rate", ">=0.90")
     row("handshake cycle p99", "us", "stock", "hs_p99", "module", "hs_p99", "")
     row("handshake: worker CPU per cycle", "us", "stock", "hs_cpu", "module", "hs_cpu", "")
     }
@@ -113,6 +134,8 @@ END {
     if (has("stock", "paced_rate") || has("module", "paced_rate")) {
     row("paced: relay, stream no pub (A/B)", "msg/s", "stock", "paced_rate", "module", "paced_rate", "")
     row("paced: relay, publish off/on (B)", "msg/s", "module", "paced_rate", "module", "pacedpub_rate", ">=0.9")
+    paired_row("paced: off/on round by round (B)", "module", "paced_rate", "module", "pacedpub_rate", ">=0.9")
+    paired_row("paced: A/B no pub round by round", "stock", "paced_rate", "module", "paced_rate", "")
     row("paced: relay p99 (A/B no pub)", "us", "stock", "paced_p99", "module", "paced_p99", "")
     row("paced: relay p99 off/on (B)", "us", "module", "paced_p99", "module", "pacedpub_p99", "")
     row("paced: worker CPU (A/B no pub)", "% core", "stock", "paced_cpu_pct", "module", "paced_cpu_pct", "")
