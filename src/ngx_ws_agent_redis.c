@@ -63,6 +63,7 @@ typedef struct {
     unsigned                      ready:1;     /* AUTH and SELECT done */
     unsigned                      down_logged:1;
     unsigned                      exiting:1;
+    unsigned                      writing:1;   /* in redisAsyncHandleWrite */
 } ngx_ws_agent_redis_t;
 
 
@@ -732,14 +733,31 @@ ngx_ws_agent_redis_del_read(void *data)
 }
 
 
+/*
+ * Once connected, hiredis's "something to write" becomes a posted event:
+ * it runs after every event of this loop iteration, so all the PUBLISHes
+ * they queued leave in one write(), with no epoll_ctl() pair per write.
+ * Epoll is asked only while connecting and when a write left bytes over
+ * (the socket is full): then writability is worth waiting for.
+ */
+
 static void
 ngx_ws_agent_redis_add_write(void *data)
 {
-    ngx_connection_t  *c = data;
+    ngx_connection_t   *c = data;
+    redisAsyncContext  *ac = c->data;
 
-    if (!c->write->active) {
-        (void) ngx_add_event(c->write, NGX_WRITE_EVENT, 0);
+    if (c->write->active) {
+        /* waiting for room already */
+        return;
     }
+
+    if ((ac->c.flags & REDIS_CONNECTED) && !ngx_ws_agent_redis.writing) {
+        ngx_post_event(c->write, &ngx_posted_events);
+        return;
+    }
+
+    (void) ngx_add_event(c->write, NGX_WRITE_EVENT, 0);
 }
 
 
@@ -794,5 +812,8 @@ ngx_ws_agent_redis_write_handler(ngx_event_t *ev)
 {
     ngx_connection_t  *c = ev->data;
 
+    /* hiredis asks again only when bytes are left over: epoll then */
+    ngx_ws_agent_redis.writing = 1;
     redisAsyncHandleWrite(c->data);
+    ngx_ws_agent_redis.writing = 0;
 }
