@@ -58,6 +58,7 @@ typedef struct {
     ngx_uint_t                    errors_unlogged;
     ngx_ws_agent_worker_stats_t  *stats;        /* this worker's slot */
     time_t                        error_logged;
+    time_t                        down_logged_at;
 
     unsigned                      active:1;    /* configured here */
     unsigned                      ready:1;     /* AUTH and SELECT done */
@@ -160,11 +161,14 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
         len += parts[i].len;
     }
 
-    /* formatted once here, so hiredis only copies it out */
+    /*
+     * formatted once here, so hiredis only copies it out; NUL-terminated
+     * (not counted in item->len): hiredis looks through it with strchr()
+     */
     item = ngx_alloc(offsetof(ngx_ws_agent_item_t, data)
                      + sizeof("*3\r\n$7\r\nPUBLISH\r\n") - 1
                      + 2 * (1 + NGX_SIZE_T_LEN + 4)
-                     + channel->len + len, log);
+                     + channel->len + len + 1, log);
     if (item == NULL) {
         return NGX_ERROR;
     }
@@ -189,6 +193,7 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
     *p++ = '\n';
 
     item->len = p - item->data;
+    *p = '\0';
 
     ngx_queue_insert_tail(&rs->waiting, &item->queue);
     rs->nwaiting++;
@@ -508,6 +513,7 @@ ngx_ws_agent_redis_on_setup(redisAsyncContext *ac, void *reply, void *data)
                       "ws_agent_redis password=)" : "SELECT (check "
                       "ws_agent_redis db=)", (size_t) rr->len, rr->str);
         rs->down_logged = 1;
+        rs->down_logged_at = ngx_time();
         ngx_ws_agent_redis_error(rs, rr->str, rr->len);
         redisAsyncDisconnect(ac);
         return;
@@ -549,11 +555,32 @@ ngx_ws_agent_redis_on_disconnect(const redisAsyncContext *ac, int status)
 static void
 ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs, const char *why)
 {
-    ngx_ws_agent_redis_error(rs, why, ngx_strlen(why));
+    size_t      len;
+    ngx_uint_t  same;
+
+    len = ngx_min(ngx_strlen(why), NGX_WS_AGENT_ERROR_LEN - 1);
+    same = (ngx_strlen(rs->stats->last_error) == len
+            && ngx_strncmp(rs->stats->last_error, why, len) == 0);
+
+    ngx_ws_agent_redis_error(rs, why, len);
 
     if (rs->down_logged) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rs->log, 0,
-                       "ws_agent: Redis still unavailable: %s", why);
+        /*
+         * each new reason once (the first was "connection refused", now
+         * it is "Too many open files"), the same one again every minute
+         */
+        if (same && ngx_time() - rs->down_logged_at < 60) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rs->log, 0,
+                           "ws_agent: Redis still unavailable: %s", why);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, rs->log, 0,
+                      "ws_agent: Redis %V still unavailable (%s), %ui "
+                      "event(s) waiting", &rs->conf->addr, why,
+                      rs->nwaiting + rs->nin_flight);
+
+        rs->down_logged_at = ngx_time();
         return;
     }
 
@@ -563,6 +590,7 @@ ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs, const char *why)
                   &rs->conf->addr, why, rs->conf->queue);
 
     rs->down_logged = 1;
+    rs->down_logged_at = ngx_time();
 }
 
 

@@ -11,6 +11,15 @@
 # the backend SIGKILLed while connections are gated (and restarted).
 # Every side writes one line per fact to its own log; the checks at the end
 # read the logs.
+#
+# Worker memory over ONE lifetime: the faults replace workers (reload,
+# SIGKILL), so a start/end comparison of "the workers" compares different
+# processes.  A sampler process records every worker's VmRSS, RssAnon,
+# descriptors and TCP connections once a second, per pid; the faults are
+# scheduled so that one worker (born at the reload, at 4 % of the run)
+# lives through nearly all of it, Redis outage and backend kill included.
+# For the longest-lived pid the checks compare its RSS after warm-up with
+# its RSS at the end, and its descriptors other than TCP connections.
 
 use strict;
 use warnings;
@@ -36,6 +45,8 @@ my $NGINX    = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 my $MODULE   = $ENV{SOAK_MODULE} or die "SOAK_MODULE: the module .so\n";
 my $DIR      = $ENV{SOAK_DIR} || tempdir('ws_agent_soak.XXXXXX', TMPDIR => 1);
 my $EVENTS   = 3;                              # per connection, after the ack
+# the longest-lived worker's RSS may grow this much after warm-up (kB)
+my $RSS_GROWTH = $ENV{SOAK_RSS_GROWTH_KB} || 2048;
 
 $SIG{PIPE} = 'IGNORE';
 $| = 1;
@@ -159,6 +170,65 @@ sub sample {
     return \@s;
 }
 
+# Socket inodes that are not connections: unix sockets (nginx's channel)
+# and listening TCP sockets.  Both are made before a worker is forked and
+# live as long as it does, so this map is never stale for them, however
+# long after it the worker's descriptors are read.
+sub not_conn_sockets {
+    my %ino;
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $t, '<', $f or next;
+        <$t>;
+        while (<$t>) {
+            my @c = split;
+            $ino{$c[9]} = 1 if @c > 9 && $c[3] eq '0A';
+        }
+    }
+    if (open my $u, '<', '/proc/net/unix') {
+        <$u>;
+        while (<$u>) { my @c = split; $ino{$c[6]} = 1 if @c > 6 }
+    }
+    return \%ino;
+}
+
+# one worker now: VmRSS and RssAnon (kB), descriptors, and how many of them
+# are TCP connections (any other socket: accepted, connecting to the
+# backend or Redis, or reset by its peer and not yet closed); the others
+# (logs, listening socket, channel, epoll, eventfd) are the worker's own
+# and constant.  undef if it is gone.
+sub worker_fds {
+    my ($p, $own) = @_;
+    open my $s, '<', "/proc/$p/status" or return;
+    my %m = map { /^(\w+):\s+(\d+)/ ? ($1, $2) : () } <$s>;
+    defined $m{VmRSS} or return;
+    opendir my $d, "/proc/$p/fd" or return;
+    my ($fds, $conns) = (0, 0);
+    for my $fd (grep { /^\d+$/ } readdir $d) {
+        my $l = readlink "/proc/$p/fd/$fd" // next;
+        $fds++;
+        $conns++ if $l =~ /^socket:\[(\d+)\]$/ && !$own->{$1};
+    }
+    return { rss => $m{VmRSS}, anon => $m{RssAnon} // 0, fds => $fds,
+             conns => $conns };
+}
+
+# once a second until killed: "W time pid VmRSS RssAnon fds tcp-connections"
+sub sampler {
+    open my $log, '>>', "$DIR/logs/workers.log" or die;
+    $log->autoflush(1);
+    while (1) {
+        my $next = time + 1;
+        my $own = not_conn_sockets();
+        for my $w (workers()) {
+            my $i = worker_fds($w, $own) or next;
+            printf $log "W %.3f %d %d %d %d %d\n", time, $w,
+                   @$i{qw(rss anon fds conns)};
+        }
+        my $left = $next - time;
+        sleep $left if $left > 0;
+    }
+}
+
 sub http_get {
     my ($path) = @_;
     my $s = IO::Socket::INET->new("127.0.0.1:$port{nginx}") or return '';
@@ -209,7 +279,7 @@ sub backend {
             my $r = sysread $s, my $data, 65536;
             if (!$r) {
                 next if !defined $r && $!{EAGAIN};
-                print $log "X $k->{sid} eof\n" if $k->{sid};
+                printf $log "X %s eof %.3f\n", $k->{sid}, time if $k->{sid};
                 $sel->remove($s); delete $c{fileno $s}; close $s;
                 next;
             }
@@ -235,7 +305,7 @@ sub backend {
                 } elsif ($f->{opcode} == 8) {
                     my $code = length $f->{payload} >= 2
                              ? unpack('n', $f->{payload}) : 0;
-                    print $log "X $k->{sid} close $code\n";
+                    printf $log "X %s close %d %.3f\n", $k->{sid}, $code, time;
                     syswrite $s, encode_frame('close', $f->{payload});
                     $sel->remove($s); delete $c{fileno $s}; close $s;
                     last;
@@ -420,38 +490,47 @@ for my $k (1 .. $CLIENTS) {
     spawn("client$k" => sub { client($k, $until) });
 }
 
+spawn(sampler => \&sampler);
+
 sleep 5;
 my $rss_start = sample('workers after warm-up');
-my @plan = ([0.20, 'redis_kill'], [0.30, 'redis_start'], [0.45, 'reload'],
-            [0.60, 'worker_kill'], [0.75, 'backend_kill']);
-my %win;
+# Reload first and kill one of the new workers soon after: the other one
+# then lives from 4 % of the run to its end, through the Redis outage and
+# the backend kill, and its memory can be followed over one lifetime.
+my @plan = ([0.04, 'reload'], [0.07, 'worker_kill'], [0.12, 'redis_kill'],
+            [0.22, 'redis_start'], [0.75, 'backend_kill']);
+my (%win, %before_reload);
 for my $step (@plan) {
     my ($at, $what) = @$step;
     my $wait = $t0 + 5.5 + $at * $SECONDS - time;
     sleep $wait if $wait > 0;
     if ($what eq 'redis_kill') {
+        $win{redis}[0] = time;      # the kill, not the reaping after it
         stop('redis', 'KILL');
-        $win{redis}[0] = time;
         note 'fault: redis-server SIGKILLed';
     } elsif ($what eq 'redis_start') {
         redis_start();
         $win{redis}[1] = time;
         note 'fault: redis-server restarted';
     } elsif ($what eq 'reload') {
+        %before_reload = map { $_ => 1 } workers();
         system $NGINX, '-p', $DIR, '-c', "$DIR/nginx.conf", '-e',
                "$DIR/logs/error.log", '-s', 'reload';
         $win{reload} = time;
         note 'fault: nginx -s reload';
     } elsif ($what eq 'worker_kill') {
-        my ($w) = workers();
+        # one of the workers the reload started (the old ones may still be
+        # finishing their connections)
+        my @new = grep { !$before_reload{$_} } workers();
+        my ($w) = @new ? @new : workers();
         note 'status before: ' . join ' ', http_get('/status')
             =~ /"(connections_active|connections_gated)":(\d+)/g;
         kill 'KILL', $w;
         $win{worker} = time;
         note "fault: worker $w SIGKILLed";
     } elsif ($what eq 'backend_kill') {
-        stop('backend', 'KILL');
         $win{backend} = time;
+        stop('backend', 'KILL');
         note 'fault: backend SIGKILLed';
         sleep 0.3;
         spawn(backend => \&backend);
@@ -468,6 +547,23 @@ sleep 3;        # the last events reach Redis and the subscriber
 my $status = http_get('/status');
 my $rss_end = sample('workers at the end');
 
+# The end of each worker's life as measured: once its connections are gone
+# (a gated connection whose client left waits up to ws_agent_ready_timeout
+# for the backend), at most its Redis connection is left; bounded wait.
+stop('sampler');
+my $end;
+for (1 .. 40) {
+    my $own = not_conn_sockets();
+    $end = { map { my $i = worker_fds($_, $own); $i ? ($_ => $i) : () }
+             workers() };
+    last unless grep { $_->{conns} > 1 } values %$end;
+    sleep 0.25;
+}
+if (open my $wl, '>>', "$DIR/logs/workers.log") {
+    printf $wl "W %.3f %d %d %d %d %d\n", time, $_, @{ $end->{$_} }{qw(rss
+           anon fds conns)} for sort keys %$end;
+}
+
 stop($_) for qw(subscriber backend);
 stop('nginx', 'QUIT');
 stop('redis');
@@ -476,18 +572,20 @@ stop('redis');
 
 sub lines { open my $f, '<', $_[0] or return (); return <$f> }
 
-my (%sent, %done, %recv, %wsid, %events, %got, @fail);
+my (%sent, %done, %recv, %wsid, %events, %got, %bx, @fail);
 for my $k (1 .. $CLIENTS) {
     for (lines("$DIR/logs/client.$k.log")) {
         if (/^S (\S+) (\S+)/) { push @{ $sent{$1} }, $2 }
         elsif (/^C (\S+) (\S+) (\S+) (\S+) (\S+)/) {
-            $done{$1} = { how => $2, code => $3, t0 => $4, t1 => $5 } }
+            $done{$1} = { sid => $1, how => $2, code => $3, t0 => $4,
+                          t1 => $5 } }
     }
 }
 for (lines("$DIR/logs/backend.log")) {
     if (/^R (\S+) (\S+)/) { push @{ $recv{$1} }, $2 }
     elsif (/^A (\S+) (\S+)/) { $wsid{$1} = $2 }
     elsif (/^E (\S+) (\d+) (\S+)/) { $events{"$1 $2"} = $3 }
+    elsif (/^X (\S+) .* (\d+\.\d+)$/) { $bx{$1} = $2 }
 }
 my %seqs;
 for (lines("$DIR/logs/sub.log")) {
@@ -496,11 +594,15 @@ for (lines("$DIR/logs/sub.log")) {
 
 # a connection is exempt from the loss check when a fault hit it: from its
 # start until the backend's ack is due (500 ms) after its end, nginx may
-# still hold its frames
+# still hold its frames; and whatever its times, when the backend had not
+# finished with it (no "X" line before the fault): its frames may sit
+# unread in the killed backend's socket, or in the killed worker (a backend
+# slowed by a busy machine acks and reads late)
 sub hit {
     my ($d) = @_;
     for my $t (grep { defined } $win{worker}, $win{backend}) {
         return 1 if $d->{t0} <= $t + 0.2 && $d->{t1} + 0.7 >= $t;
+        return 1 if $d->{t0} <= $t + 0.2 && ($bx{$d->{sid}} // 9e9) >= $t;
     }
     return 0;
 }
@@ -559,6 +661,64 @@ my @alerts = grep { /\[(alert|crit|emerg)\]/
              lines("$DIR/logs/error.log");
 my $n1014 = grep { /closing with 1014/ } lines("$DIR/logs/error.log");
 
+# ---- one worker's lifetime: the longest-lived pid of workers.log
+my %life;      # pid => [ [time, VmRSS, RssAnon, fds, tcp connections], ... ]
+for (lines("$DIR/logs/workers.log")) {
+    push @{ $life{$2} }, [$1, $3, $4, $5, $6]
+        if /^W (\S+) (\d+) (\d+) (\d+) (\d+) (\d+)/;
+}
+my $span = sub { $life{$_[0]}[-1][0] - $life{$_[0]}[0][0] };
+my ($long) = sort { $span->($b) <=> $span->($a) } keys %life;
+my (@mem_fail, $mem_line);
+if (!$long || @{ $life{$long} } < 3) {
+    push @mem_fail, 'no worker lived long enough to be sampled';
+} else {
+    my @s = @{ $life{$long} };
+    my ($born, $last) = ($s[0][0], $s[-1][0]);
+    # warm-up: 10 % of its life, and past the Redis outage (the queue it
+    # fills, ws_agent_redis_queue events at most, is a one-time high-water
+    # mark: glibc keeps freed memory, RSS does not fall back)
+    my $warm = $born + 0.1 * ($last - $born);
+    $warm = $win{redis}[1] + 8
+        if $win{redis} && $win{redis}[1] + 8 > $warm
+           && $win{redis}[1] + 8 < $last;
+    my ($w) = grep { $_->[0] >= $warm } @s;
+    my $e = $s[-1];
+    # its own descriptors (not connections) never vary in a sound worker:
+    # the fewest over its life is the count at its birth
+    my $own_min = (sort { $a <=> $b } map { $_->[3] - $_->[4] } @s)[0];
+    my $own_max = (sort { $b <=> $a } map { $_->[3] - $_->[4] } @s)[0];
+    my $rss_max = (sort { $b <=> $a } map { $_->[1] } @s)[0];
+    my $grow = $e->[1] - $w->[1];
+    # the WebSocket connections it served after warm-up (one "backend
+    # ready" line each, info level), to read the bound per connection
+    my $served = 0;
+    for (lines("$DIR/logs/error.log")) {
+        next unless m{^(\d+)/(\d+)/(\d+) (\d+):(\d+):(\d+) \[info\] $long#\d+: .*: backend ready after};
+        $served++ if POSIX::mktime($6, $5, $4, $3, $2 - 1, $1 - 1900)
+                     >= int $w->[0];
+    }
+    my $at = sub { sprintf '%.0f s', $_[0] - $t0 };
+    $mem_line = sprintf "worker %d over one lifetime: %.0f s (%s to %s of "
+        . "the run, %d samples, %d connections served after warm-up); "
+        . "after warm-up (%s): RSS %d kB (anon %d), %d fds = %d "
+        . "connections + %d own; at its end (idle): RSS %d kB (anon %d), "
+        . "%d fds = %d connections + %d own; RSS %+d kB (%+.1f%%), anon "
+        . "%+d kB; max RSS %d kB; own fds over its life %d..%d",
+        $long, $last - $born, $at->($born), $at->($last), scalar @s,
+        $served, $at->($w->[0]), $w->[1], $w->[2], $w->[3], $w->[4],
+        $w->[3] - $w->[4], $e->[1], $e->[2], $e->[3], $e->[4],
+        $e->[3] - $e->[4], $grow, 100 * $grow / $w->[1], $e->[2] - $w->[2],
+        $rss_max, $own_min, $own_max;
+    push @mem_fail, "worker $long: RSS grew $grow kB after warm-up "
+                    . "(bound $RSS_GROWTH kB)" if $grow > $RSS_GROWTH;
+    push @mem_fail, "worker $long: " . ($e->[3] - $e->[4]) . " descriptors "
+                    . "of its own (not connections) at its end, $own_min at "
+                    . "its birth" if $e->[3] - $e->[4] > $own_min;
+    push @mem_fail, "worker $long: $e->[4] connections left at its end "
+                    . "(1 is its Redis connection)" if $e->[4] > 1;
+}
+
 my $sum = sub { my $t = 0; $t += $_->[$_[0]] for @{ $_[1] }; $t };
 print "\n==== soak results ($SECONDS s, dir $DIR)\n";
 print "connections: $conns (", sprintf('%.0f', $conns / $SECONDS), "/s); ",
@@ -570,16 +730,19 @@ print "events: $ev_total sent by the backend, $ev_got received by the ",
       "while Redis was down or reconnecting $ev_redis_down; ",
       "seq out of order $seq_gaps\n";
 print "1014 closes logged: $n1014\n";
-printf "worker RSS start %d kB (%s fds), end %d kB (%s fds)\n",
+printf "workers (different processes: the faults replace them) RSS start "
+     . "%d kB (%s fds), end %d kB (%s fds)\n",
        $sum->(1, $rss_start), join('+', map { $_->[2] } @$rss_start),
        $sum->(1, $rss_end), join('+', map { $_->[2] } @$rss_end);
+print "$mem_line\n" if $mem_line;
 print "[alert]/[crit]/[emerg] (other than the SIGKILLed worker): ",
       scalar(@alerts), "\n";
 print "  $_" for @alerts[0 .. ($#alerts < 9 ? $#alerts : 9)];
 print "status: $status\n";
 print "faults:\n", map { "  $_\n" } @faults;
-print "FAIL: $_\n" for @fail;
+print "FAIL: $_\n" for @fail, @mem_fail;
 
-my $ok = !$lost_msgs && !$reordered && !$ev_lost && !@alerts && $conns;
+my $ok = !$lost_msgs && !$reordered && !$ev_lost && !@alerts && $conns
+         && !@mem_fail;
 print $ok ? "soak: PASS\n" : "soak: FAIL\n";
 exit($ok ? 0 : 1);
