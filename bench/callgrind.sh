@@ -48,6 +48,7 @@ RUNS=${RUNS:-stock:small module:small stock:ev module:ev module:evpub}
 
 bench=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$bench/.." && pwd)
+. "$bench/conf.sh"
 module=${MODULE:-"$repo/build/ngx_ws_agent_module.so"}
 out="$bench/out/callgrind-$(date +%Y%m%d-%H%M%S)"
 
@@ -140,72 +141,11 @@ wait_port "$rport" 50
 
 # --- nginx, one process -----------------------------------------------------
 
-# $1 = stock | module: the same config; the module's lines only in "module"
+# $1 = stock | module (bench/conf.sh); a slow ack under callgrind is fine
 write_conf() {
-    local kind=$1 dir="$out/$1" m
-    mkdir -p "$dir/logs" "$dir/tmp"
-    m() { [ "$kind" = module ] && echo "$*" || true; }
-
-    cat > "$dir/nginx.conf" <<EOF
-$(m "load_module $module;")
-worker_processes 1;
-daemon off;
-master_process off;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-
-events {
-    worker_connections 1024;
-}
-
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    $(m "ws_agent_redis 127.0.0.1:$rport;")
-
-    upstream echo { server 127.0.0.1:$bport; }
-    upstream echo_events { server 127.0.0.1:$eport; }
-
-    proxy_http_version 1.1;
-    proxy_set_header Upgrade \$http_upgrade;
-    proxy_set_header Connection "upgrade";
-    proxy_read_timeout 1h;
-    proxy_send_timeout 1h;
-
-    server {
-        listen 127.0.0.1:$nport backlog=1024;
-
-        location /ws {
-            proxy_pass http://echo;
-            $(m "ws_agent on;")
-            $(m "ws_agent_user \$http_x_user_id;")
-            $(m "ws_agent_publish agent:events:\$ws_agent_user;")
-            $(m "ws_agent_ready_timeout 60s;")
-        }
-
-        location /ev-nopub {
-            proxy_pass http://echo_events;
-            $(m "ws_agent on;")
-            $(m "ws_agent_user \$http_x_user_id;")
-            $(m "ws_agent_ready_timeout 60s;")
-        }
-
-        location /ev {
-            proxy_pass http://echo_events;
-            $(m "ws_agent on;")
-            $(m "ws_agent_user \$http_x_user_id;")
-            $(m "ws_agent_publish agent:events:\$ws_agent_user;")
-            $(m "ws_agent_ready_timeout 60s;")
-        }
-
-        $(m "location = /ws-agent/metrics { ws_agent_status prometheus; }")
-    }
-}
-EOF
+    local dir="$out/$1"
+    bench_conf "$1" "$dir" "master_process off;" 1024 1024 \
+        "ws_agent_ready_timeout 60s;"
     "$NGINX" -t -p "$dir" -c "$dir/nginx.conf" > "$dir/nginx-t.log" 2>&1 \
         || { cat "$dir/nginx-t.log" >&2; exit 1; }
 }

@@ -50,6 +50,7 @@ duration_us=$(awk -v s="$DURATION" 'BEGIN { printf "%d", s * 1e6 }')
 
 bench=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$bench/.." && pwd)
+. "$bench/conf.sh"
 module=${MODULE:-"$repo/build/ngx_ws_agent_module.so"}
 out="$bench/out/$(date +%Y%m%d-%H%M%S)"
 results="$out/results.tsv"
@@ -164,87 +165,11 @@ wait_port "$rport"
 
 # --- nginx ------------------------------------------------------------------
 
-# $1 = stock | module: the same config; the module's lines only in "module"
+# $1 = stock | module (bench/conf.sh)
 write_conf() {
-    local kind=$1 dir="$out/$1" m
-    mkdir -p "$dir/logs" "$dir/tmp"
-    m() { [ "$kind" = module ] && echo "$*" || true; }
-
-    cat > "$dir/nginx.conf" <<EOF
-$(m "load_module $module;")
-worker_processes 1;
-$affinity
+    bench_conf "$1" "$out/$1" "$affinity
 worker_rlimit_nofile 20000;
-daemon off;
-master_process on;
-pid $dir/nginx.pid;
-error_log $dir/logs/error.log warn;
-
-events {
-    worker_connections 16384;
-}
-
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    $(m "ws_agent_redis 127.0.0.1:$rport;")
-
-    upstream echo { server 127.0.0.1:$bport; }
-    upstream echo_events { server 127.0.0.1:$eport; }
-    upstream echo_stream { server 127.0.0.1:$sport; }
-
-    proxy_http_version 1.1;
-    proxy_set_header Upgrade \$http_upgrade;
-    proxy_set_header Connection "upgrade";
-    proxy_read_timeout 1h;
-    proxy_send_timeout 1h;
-
-    server {
-        listen 127.0.0.1:$nport backlog=4096;
-
-        location /ws {
-            proxy_pass http://echo;
-            $(m "ws_agent on;")
-            $(m "ws_agent_user \$http_x_user_id;")
-            $(m "ws_agent_publish agent:events:\$ws_agent_user;")
-        }
-
-        location /ev-nopub {
-            proxy_pass http://echo_events;
-            $(m "ws_agent on;")
-            $(m "ws_agent_user \$http_x_user_id;")
-        }
-
-        location /ev {
-            proxy_pass http://echo_events;
-            $(m "ws_agent on;")
-            $(m "ws_agent_user \$http_x_user_id;")
-            $(m "ws_agent_publish agent:events:\$ws_agent_user;")
-        }
-
-        # the paced stream (PACE_RATE events/s in all), without and with
-        # publishing
-        location /st-nopub {
-            proxy_pass http://echo_stream;
-            $(m "ws_agent on;")
-            $(m "ws_agent_user \$http_x_user_id;")
-        }
-
-        location /st {
-            proxy_pass http://echo_stream;
-            $(m "ws_agent on;")
-            $(m "ws_agent_user \$http_x_user_id;")
-            $(m "ws_agent_publish agent:events:\$ws_agent_user;")
-        }
-
-        $(m "location = /ws-agent/metrics { ws_agent_status prometheus; }")
-    }
-}
-EOF
+master_process on;" 16384 4096 ""
 }
 
 start_nginx() {
