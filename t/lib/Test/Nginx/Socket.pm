@@ -288,7 +288,14 @@ sub ws_hooks {
     my ($t) = @_;
     my $sub = $t->{subscriber};
     return {
-        redis_stop  => sub { $sub->drain(0.3) if $sub; $Redis->stop; 1 },
+        # what Redis sent the subscriber before it died is read to EOF:
+        # events published right before the stop are not lost here
+        redis_stop  => sub {
+            $sub->drain(0.3) if $sub;
+            $Redis->stop;
+            $sub->drain(0.3) if $sub;
+            1;
+        },
         nginx_reload => sub { kill 'HUP', $Nginx->{pid}; 1 },
         # SIGKILL every worker of this block's master (it spawns new ones)
         nginx_kill_workers => sub {
