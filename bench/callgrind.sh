@@ -48,7 +48,7 @@ RUNS=${RUNS:-stock:small module:small stock:ev module:ev module:evpub}
 
 bench=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$bench/.." && pwd)
-. "$bench/conf.sh"
+. "$bench/lib.sh"
 module=${MODULE:-"$repo/build/ngx_ws_agent_module.so"}
 out="$bench/out/callgrind-$(date +%Y%m%d-%H%M%S)"
 
@@ -96,32 +96,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-listening() {
-    (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null
-}
-
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((10000 + RANDOM % 20000))
-        if ! listening "$p"; then
-            echo "$p"
-            return
-        fi
-    done
-    echo "callgrind.sh: no free port" >&2
-    exit 1
-}
-
-wait_port() {   # port tries(of 0.1 s)
-    for _ in $(seq 1 "$2"); do
-        listening "$1" && return 0
-        sleep 0.1
-    done
-    echo "callgrind.sh: nothing listens on $1" >&2
-    exit 1
-}
-
 bport=$(free_port)
 eport=$(free_port)
 rport=$(free_port)
@@ -141,7 +115,7 @@ wait_port "$rport" 50
 
 # --- nginx, one process -----------------------------------------------------
 
-# $1 = stock | module (bench/conf.sh); a slow ack under callgrind is fine
+# $1 = stock | module (bench/lib.sh); a slow ack under callgrind is fine
 write_conf() {
     local dir="$out/$1"
     bench_conf "$1" "$dir" "master_process off;" 1024 1024 \

@@ -50,7 +50,7 @@ duration_us=$(awk -v s="$DURATION" 'BEGIN { printf "%d", s * 1e6 }')
 
 bench=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$bench/.." && pwd)
-. "$bench/conf.sh"
+. "$bench/lib.sh"
 module=${MODULE:-"$repo/build/ngx_ws_agent_module.so"}
 out="$bench/out/$(date +%Y%m%d-%H%M%S)"
 results="$out/results.tsv"
@@ -108,33 +108,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-listening() {    # bash's /dev/tcp: no iproute2 needed
-    (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null
-}
-
-# a TCP port nobody listens on, below the ephemeral range
-free_port() {
-    local p
-    for _ in $(seq 1 100); do
-        p=$((10000 + RANDOM % 20000))
-        if ! listening "$p"; then
-            echo "$p"
-            return
-        fi
-    done
-    echo "run.sh: no free port" >&2
-    exit 1
-}
-
-wait_port() {
-    for _ in $(seq 1 100); do
-        listening "$1" && return 0
-        sleep 0.05
-    done
-    echo "run.sh: nothing listens on $1" >&2
-    exit 1
-}
-
 bport=$(free_port)
 eport=$(free_port)
 sport=$(free_port)
@@ -165,7 +138,7 @@ wait_port "$rport"
 
 # --- nginx ------------------------------------------------------------------
 
-# $1 = stock | module (bench/conf.sh)
+# $1 = stock | module (bench/lib.sh)
 write_conf() {
     bench_conf "$1" "$out/$1" "$affinity
 worker_rlimit_nofile 20000;

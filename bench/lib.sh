@@ -1,5 +1,36 @@
-# The nginx.conf of both bench scripts (sourced by run.sh and callgrind.sh):
-# stock and module get the same file, the module's lines only in "module".
+# What both bench scripts share (sourced by run.sh and callgrind.sh): ports
+# and the nginx.conf.
+
+listening() {    # bash's /dev/tcp: no iproute2 needed
+    (exec 3<> "/dev/tcp/127.0.0.1/$1") 2> /dev/null
+}
+
+# a TCP port nobody listens on, below the ephemeral range
+free_port() {
+    local p
+    for _ in $(seq 1 100); do
+        p=$((10000 + RANDOM % 20000))
+        if ! listening "$p"; then
+            echo "$p"
+            return
+        fi
+    done
+    echo "${0##*/}: no free port" >&2
+    exit 1
+}
+
+# PORT [TRIES of 0.1 s, 50 by default]
+wait_port() {
+    for _ in $(seq 1 "${2:-50}"); do
+        listening "$1" && return 0
+        sleep 0.1
+    done
+    echo "${0##*/}: nothing listens on $1" >&2
+    exit 1
+}
+
+# The nginx.conf: stock and module get the same file, the module's lines
+# only in "module".
 #
 #   bench_conf KIND DIR MAIN CONNS BACKLOG EXTRA
 #
