@@ -81,16 +81,8 @@ sub_pid=
 
 cleanup() {
     local p
-    for p in "$load_pid" "$sub_pid"; do
-        [ -n "$p" ] && { kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; }
-    done
-    if [ -n "$nginx_pid" ]; then
-        kill -TERM "$nginx_pid" 2>/dev/null || true
-        wait "$nginx_pid" 2>/dev/null || true
-    fi
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
+    for p in "$load_pid" "$sub_pid" "$nginx_pid" "${pids[@]}"; do
+        stop_pid "$p"
     done
 }
 trap cleanup EXIT
@@ -101,11 +93,7 @@ eport=$(free_port)
 rport=$(free_port)
 nport=$(free_port)
 
-"$bench/echo_backend" --port "$bport" > "$out/backend.log" 2>&1 &
-pids+=($!)
-"$bench/echo_backend" --port "$eport" --events "$EVENTS" \
-    > "$out/backend-events.log" 2>&1 &
-pids+=($!)
+start_echo_backends
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize no --logfile "$out/redis.log" &
 pids+=($!)

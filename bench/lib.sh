@@ -19,6 +19,22 @@ free_port() {
     exit 1
 }
 
+# PID [SIGNAL]: a process this script started, ended and reaped
+stop_pid() {
+    [ -n "$1" ] || return 0
+    kill "-${2:-TERM}" "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# the echo backends of the echo and events workloads, their pids in pids[]
+start_echo_backends() {
+    "$bench/echo_backend" --port "$bport" > "$out/backend.log" 2>&1 &
+    pids+=($!)
+    "$bench/echo_backend" --port "$eport" --events "$EVENTS" \
+        > "$out/backend-events.log" 2>&1 &
+    pids+=($!)
+}
+
 # PORT [TRIES of 0.1 s, 50 by default]
 wait_port() {
     for _ in $(seq 1 "${2:-50}"); do

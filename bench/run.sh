@@ -92,17 +92,9 @@ nginx_pid=
 
 cleanup() {
     local p
-    if [ -n "${perf_pid:-}" ]; then
-        kill -INT "$perf_pid" 2>/dev/null || true
-        wait "$perf_pid" 2>/dev/null || true
-    fi
-    if [ -n "$nginx_pid" ]; then
-        kill -TERM "$nginx_pid" 2>/dev/null || true
-        wait "$nginx_pid" 2>/dev/null || true
-    fi
-    for p in "${pids[@]}"; do
-        kill -TERM "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
+    stop_pid "${perf_pid:-}" INT
+    for p in "$nginx_pid" "${pids[@]}"; do
+        stop_pid "$p"
     done
 }
 trap cleanup EXIT
@@ -114,11 +106,7 @@ sport=$(free_port)
 rport=$(free_port)
 nport=$(free_port)
 
-"$bench/echo_backend" --port "$bport" > "$out/backend.log" 2>&1 &
-pids+=($!)
-"$bench/echo_backend" --port "$eport" --events "$EVENTS" \
-    > "$out/backend-events.log" 2>&1 &
-pids+=($!)
+start_echo_backends
 # the paced stream: every connection to it gets PACE_RATE / PACE_CONNS
 # events/s, whatever it sends; the sink opens PACE_CONNS of them
 stream_rate=$(awk -v r="$PACE_RATE" -v c="$PACE_CONNS" \
