@@ -3,7 +3,7 @@
 
 use File::Temp qw(tempdir);
 use Test::Nginx::Socket 'no_plan';
-use WsAgent::Conf qw(with_changes);
+use WsAgent::Conf qw(with_changes ws_location);
 
 # a throw-away certificate for the TLS block
 my $certs = tempdir(CLEANUP => 1);
@@ -15,19 +15,12 @@ $ENV{TEST_NGINX_CERT_DIR} = $certs;
 repeat_each(1);
 no_shuffle();
 
-my $ws_location = <<'_EOC_';
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        proxy_set_header X-WS-Connection-Id $ws_agent_connection_id;
-        ws_agent on;
-        ws_agent_ready_timeout 3s;
-        ws_agent_user $http_x_user_id;
-        ws_agent_max_frame_size 2m;
-    }
-_EOC_
+my $ws_location = ws_location(
+    'proxy_set_header X-WS-Connection-Id $ws_agent_connection_id;',
+    'ws_agent on;',
+    'ws_agent_ready_timeout 3s;',
+    'ws_agent_user $http_x_user_id;',
+    'ws_agent_max_frame_size 2m;');
 
 add_block_preprocessor(sub {
     my $block = shift;

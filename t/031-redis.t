@@ -3,22 +3,16 @@
 # in the queue arrives once Redis is back.
 
 use Test::Nginx::Socket 'no_plan';
+use WsAgent::Conf qw(ws_location);
 
 repeat_each(1);
 no_shuffle();
 use_redis();
 
-my $ws_location = <<'_EOC_';
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        ws_agent_publish agent:events:$ws_agent_user;
-    }
-_EOC_
+my $ws_location = ws_location(
+    'ws_agent on;',
+    'ws_agent_user $http_x_user_id;',
+    'ws_agent_publish agent:events:$ws_agent_user;');
 
 add_block_preprocessor(sub {
     my $block = shift;

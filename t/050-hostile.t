@@ -10,21 +10,15 @@
 # repeated here.
 
 use Test::Nginx::Socket 'no_plan';
+use WsAgent::Conf qw(ws_location);
 
 repeat_each(1);
 no_shuffle();
 
-my $ws_location = <<'_EOC_';
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_ready_timeout 3s;
-        ws_agent_user $http_x_user_id;
-    }
-_EOC_
+my $ws_location = ws_location(
+    'ws_agent on;',
+    'ws_agent_ready_timeout 3s;',
+    'ws_agent_user $http_x_user_id;');
 
 # the connection after the hostile one: nginx still serves it normally
 my $next = <<'_EOS_';

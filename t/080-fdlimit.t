@@ -20,6 +20,7 @@
 # crash, no worker exit.
 
 use Test::Nginx::Socket 'no_plan';
+use WsAgent::Conf qw(ws_location);
 
 use File::Temp qw(tempdir);
 use POSIX ();
@@ -34,16 +35,11 @@ use_redis();
 
 my $Valgrind = $ENV{TEST_NGINX_USE_VALGRIND};
 
-my $ws_location = <<'_EOC_';
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        ws_agent_publish agent:events:$ws_agent_user;
-    }
+my $ws_location = ws_location(
+    'ws_agent on;',
+    'ws_agent_user $http_x_user_id;',
+    'ws_agent_publish agent:events:$ws_agent_user;');
+$ws_location .= <<'_EOC_';
     # a keep-alive answer: the connection stays open, holding one fd
     location = /plain { return 200 "plain\n"; }
     location = /ws-agent/status { ws_agent_status; }

@@ -8,7 +8,22 @@ use strict;
 use warnings;
 
 use Exporter 'import';
-our @EXPORT_OK = qw(with_changes);
+our @EXPORT_OK = qw(with_changes ws_location);
+
+# The proxied WebSocket location of the test files: /ws to the block's
+# backend with the Upgrade headers, then the given directives (a string,
+# one per line, or a list), e.g. ws_location("ws_agent on;", ...).
+sub ws_location {
+    my $extra = join '', map { "        $_\n" }
+                grep { /\S/ } map { s/^\s+//r } map { split /\n/ } @_;
+    return <<'_EOC_' . $extra . "    }\n";
+    location /ws {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+_EOC_
+}
 
 sub with_changes {
     my ($loc, $changes) = @_;
