@@ -87,7 +87,7 @@ ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx)
 
 
 ngx_str_t *
-ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
+ngx_ws_agent_events_find(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
 {
     ngx_str_t   *ev;
     ngx_uint_t   i;
@@ -96,11 +96,18 @@ ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
 
     for (i = 0; i < ctx->conf->events->nelts; i++) {
         if (ev[i].len == len && ngx_memcmp(ev[i].data, type, len) == 0) {
-            break;
+            return &ev[i];
         }
     }
 
-    if (i == ctx->conf->events->nelts) {
+    return NULL;
+}
+
+
+ngx_str_t *
+ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, ngx_str_t *ev)
+{
+    if (ev == NULL) {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_OTHER_TYPE, 1);
         return NULL;
     }
@@ -112,25 +119,7 @@ ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
         return NULL;
     }
 
-    return &ev[i];
-}
-
-
-ngx_uint_t
-ngx_ws_agent_events_listed(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
-{
-    ngx_str_t   *ev;
-    ngx_uint_t   i;
-
-    ev = ctx->conf->events->elts;
-
-    for (i = 0; i < ctx->conf->events->nelts; i++) {
-        if (ev[i].len == len && ngx_memcmp(ev[i].data, type, len) == 0) {
-            return 1;
-        }
-    }
-
-    return 0;
+    return ev;
 }
 
 

@@ -14,17 +14,17 @@
 /* at the upgrade: evaluates the channel once, publishes ws_open */
 void ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx);
 
-/*
- * A message's type, as soon as it is known: the configured event type it
- * matches when it is to be published, else NULL (counted: another type,
- * or no channel to publish on).
- */
-ngx_str_t *ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, u_char *type,
+/* the configured event type (ws_agent_events) named type, or NULL */
+ngx_str_t *ngx_ws_agent_events_find(ngx_ws_agent_ctx_t *ctx, u_char *type,
     size_t len);
 
-/* 1 if the type is in ws_agent_events (nothing is counted) */
-ngx_uint_t ngx_ws_agent_events_listed(ngx_ws_agent_ctx_t *ctx, u_char *type,
-    size_t len);
+/*
+ * A message's type is known, ev is what ngx_ws_agent_events_find() made of
+ * it: ev again when the message is to be published, else NULL (counted:
+ * another type, or no channel to publish on).
+ */
+ngx_str_t *ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx,
+    ngx_str_t *ev);
 
 /* a whole, valid event message of a wanted type */
 void ngx_ws_agent_events_publish(ngx_ws_agent_ctx_t *ctx, ngx_str_t *type,

@@ -932,13 +932,16 @@ ngx_ws_agent_msg_glance(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
          && (size_t) (q - p) == ctx->conf->ready_type.len
          && ngx_strncmp(p, ctx->conf->ready_type.data, q - p) == 0)
         || (ctx->inspect
-            && ngx_ws_agent_events_listed(ctx, p, q - p)))
+            && ngx_ws_agent_events_find(ctx, p, q - p) != NULL))
     {
         /* wanted: the typer reads it properly, validation included */
         return NGX_DECLINED;
     }
 
-    (void) ngx_ws_agent_msg_typed(ctx, p, q - p);
+    /* neither the ack nor an event: only counted */
+    if (ctx->inspect) {
+        (void) ngx_ws_agent_events_wanted(ctx, NULL);
+    }
 
     return NGX_OK;
 }
@@ -958,8 +961,9 @@ ngx_ws_agent_msg_typed(void *data, const unsigned char *type, size_t len)
     }
 
     if (ctx->inspect) {
-        ctx->msg_event = ngx_ws_agent_events_wanted(ctx, (u_char *) type,
-                                                    len);
+        ctx->msg_event = ngx_ws_agent_events_wanted(ctx,
+                             ngx_ws_agent_events_find(ctx, (u_char *) type,
+                                                      len));
         if (ctx->msg_event) {
             ctx->msg_state = NGX_WS_AGENT_MSG_EVENT;
             return 1;
