@@ -817,6 +817,8 @@ ws_json_envelope_head(unsigned char *out, size_t cap, const unsigned char *id,
 /*
  * The generator behind both: the object is closed by yajl, then its "}"
  * becomes "," (prefix) or ',"event":' (head) for the caller to go on.
+ * Strings are checked as UTF-8 here (RFC 3629: yajl's own check lets
+ * overlong forms and surrogates through), so yajl need not check them.
  */
 
 static size_t
@@ -825,90 +827,81 @@ ws_json_generate(unsigned char *out, size_t cap, const unsigned char *id,
     unsigned long long seq, unsigned long long ts_ms,
     const unsigned char *type, size_t type_len)
 {
-    size_t                len, tail_len;
+    int                   ok;
+    size_t                len, gen_len, tail_len;
     char                  num[24];
     yajl_gen              g;
     const char           *tail;
     const unsigned char  *buf;
     unsigned char        *safe;
-    int                   ok, pass;
 
+    if (!ws_json_utf8(id, id_len)
+        || (head && !ws_json_utf8(type, type_len)))
+    {
+        return 0;
+    }
+
+    /* a user that is not UTF-8 is given as its ASCII, '?' for the rest */
     safe = NULL;
-    len = 0;
-    tail = head ? ",\"event\":" : ",";
 
-    /* yajl's own check lets overlong forms and surrogates through */
-    pass = ws_json_utf8(user, user_len) ? 0 : 1;
-    tail_len = strlen(tail);
+    if (!ws_json_utf8(user, user_len)
+        && ws_json_ascii(&safe, user, user_len) != 0)
+    {
+        return 0;
+    }
 
-    for ( /* void */ ; pass < 2; pass++) {
+    g = yajl_gen_alloc(NULL);
+    if (g == NULL) {
+        free(safe);
+        return 0;
+    }
 
-        if (pass == 1 && safe == NULL) {
-            if (ws_json_ascii(&safe, user, user_len) != 0) {
-                break;
-            }
-        }
-
-        g = yajl_gen_alloc(NULL);
-        if (g == NULL) {
-            break;
-        }
-
-        yajl_gen_config(g, yajl_gen_validate_utf8, 1);
-
-        ok = yajl_gen_map_open(g) == yajl_gen_status_ok;
+    ok = yajl_gen_map_open(g) == yajl_gen_status_ok;
 
 #define ws_json_key_str(k, v, n)                                              \
-        ok = ok                                                               \
-             && yajl_gen_string(g, (const unsigned char *) k, sizeof(k) - 1)  \
-                == yajl_gen_status_ok                                         \
-             && yajl_gen_string(g, v, n) == yajl_gen_status_ok
+    ok = ok                                                                   \
+         && yajl_gen_string(g, (const unsigned char *) k, sizeof(k) - 1)      \
+            == yajl_gen_status_ok                                             \
+         && yajl_gen_string(g, v, n) == yajl_gen_status_ok
 
 #define ws_json_key_num(k, v)                                                 \
-        ok = ok                                                               \
-             && yajl_gen_string(g, (const unsigned char *) k, sizeof(k) - 1)  \
-                == yajl_gen_status_ok                                         \
-             && yajl_gen_number(g, num,                                       \
-                                (size_t) snprintf(num, sizeof(num), "%llu",   \
-                                                  v))                         \
-                == yajl_gen_status_ok
+    ok = ok                                                                   \
+         && yajl_gen_string(g, (const unsigned char *) k, sizeof(k) - 1)      \
+            == yajl_gen_status_ok                                             \
+         && yajl_gen_number(g, num,                                           \
+                            (size_t) snprintf(num, sizeof(num), "%llu", v))   \
+            == yajl_gen_status_ok
 
-        ws_json_key_str("connection_id", id, id_len);
-        ws_json_key_str("user", safe ? safe : user, user_len);
+    ws_json_key_str("connection_id", id, id_len);
+    ws_json_key_str("user", safe ? safe : user, user_len);
 
-        if (head) {
-            ws_json_key_num("seq", seq);
-            ws_json_key_num("ts_ms", ts_ms);
-            ws_json_key_str("type", type, type_len);
-        }
+    if (head) {
+        ws_json_key_num("seq", seq);
+        ws_json_key_num("ts_ms", ts_ms);
+        ws_json_key_str("type", type, type_len);
+    }
 
 #undef ws_json_key_str
 #undef ws_json_key_num
 
-        ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok
-             && yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok;
+    ok = ok && yajl_gen_map_close(g) == yajl_gen_status_ok
+         && yajl_gen_get_buf(g, &buf, &gen_len) == yajl_gen_status_ok;
 
-        if (ok) {
-            len = len - 1 + tail_len;
+    len = 0;
 
-            if (len <= cap) {
-                memcpy(out, buf, len - tail_len);
-                memcpy(out + len - tail_len, tail, tail_len);
-            }
+    if (ok) {
+        tail = head ? ",\"event\":" : ",";
+        tail_len = strlen(tail);
+        len = gen_len - 1 + tail_len;
 
-            yajl_gen_free(g);
-            break;
-        }
-
-        yajl_gen_free(g);
-        len = 0;
-
-        if (user_len == 0) {
-            break;
+        if (len <= cap) {
+            memcpy(out, buf, gen_len - 1);
+            memcpy(out + gen_len - 1, tail, tail_len);
         }
     }
 
     free(safe);
+    yajl_gen_free(g);
 
     return len;
 }
