@@ -3,21 +3,17 @@
 # block implies, with two workers, and survive a reload.
 
 use Test::Nginx::Socket 'no_plan';
+use WsAgent::Conf qw(with_changes ws_location);
 
 repeat_each(1);
 no_shuffle();
 workers(2);
 
-my $config = <<'_EOC_';
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_ready_timeout 500ms;
-        ws_agent_user $http_x_user_id;
-    }
+my $ws_location = ws_location(
+    'ws_agent on;',
+    'ws_agent_ready_timeout 500ms;',
+    'ws_agent_user $http_x_user_id;');
+my $status = <<'_EOC_';
     location = /status { ws_agent_status; }
     location = /metrics { ws_agent_status prometheus; }
 _EOC_
@@ -30,7 +26,9 @@ add_block_preprocessor(sub {
         $block->set_value("SKIP", 1);
     }
 
-    $block->set_value("config", $config) unless defined $block->config;
+    $block->set_value("config",
+                      with_changes($ws_location, $block->ws_agent) . $status)
+        unless defined $block->config;
     $block->set_value("no_error_log", "[alert]\n[crit]\n")
         unless defined $block->no_error_log;
 });
@@ -145,18 +143,9 @@ http_get /status => "connections_total":2,"connections_active":0,
 --- needs_workers
 --- http_config
     ws_agent_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_user $http_x_user_id;
-        ws_agent_publish agent:events:$ws_agent_user;
-        ws_agent_event_max_size 100;
-    }
-    location = /status { ws_agent_status; }
+--- ws_agent
+ws_agent_publish agent:events:$ws_agent_user;
+ws_agent_event_max_size 100;
 --- redis_config
 --- ws_backend
 send text {"type":"connection_ready"}

@@ -10,7 +10,7 @@
 # repeated here.
 
 use Test::Nginx::Socket 'no_plan';
-use WsAgent::Conf qw(ws_location);
+use WsAgent::Conf qw(with_changes ws_location);
 
 repeat_each(1);
 no_shuffle();
@@ -38,7 +38,7 @@ add_block_preprocessor(sub {
     my $block = shift;
 
     if (!defined $block->config) {
-        $block->set_value("config", $ws_location);
+        $block->set_value("config", with_changes($ws_location, $block->ws_agent));
     }
 
     if (!defined $block->no_error_log) {
@@ -155,15 +155,8 @@ client protocol error: frame over the size limit, closing with 1009; 0 frames he
 
 
 === TEST 7: a 16-bit length one byte over ws_agent_max_frame_size, payload never sent: 1009 from the header
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_max_frame_size 1k;
-    }
+--- ws_agent
+ws_agent_max_frame_size 1k;
 --- ws_backend
 send text {"type":"connection_ready"}
 record
@@ -271,15 +264,8 @@ CORE::join("\n", 'sent text {"type":"connection_ready"}',
 
 
 === TEST 12: 2000 pings past a 1k gate buffer: back-pressure, nothing dropped
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_gate_buffer 1k;
-    }
+--- ws_agent
+ws_agent_gate_buffer 1k;
 --- ws_backend
 wait 500ms
 send text {"type":"connection_ready"}
@@ -300,15 +286,8 @@ CORE::join("\n", 'sent text {"type":"connection_ready"}',
 
 
 === TEST 13: 3000 small messages past a 1k gate buffer, one write: all delivered after the ack, in order
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_gate_buffer 1k;
-    }
+--- ws_agent
+ws_agent_gate_buffer 1k;
 --- ws_backend
 wait 500ms
 send text {"type":"connection_ready"}
@@ -497,15 +476,8 @@ backend protocol error: 64-bit length with the top bit set, closing the client w
 
 
 === TEST 24: a backend frame over ws_agent_max_frame_size, header only: 1009 to the client
---- config
-    location /ws {
-        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
-        proxy_http_version 1.1;
-        proxy_set_header Upgrade $http_upgrade;
-        proxy_set_header Connection "upgrade";
-        ws_agent on;
-        ws_agent_max_frame_size 1k;
-    }
+--- ws_agent
+ws_agent_max_frame_size 1k;
 --- ws_backend
 send text {"type":"connection_ready"}
 send raw 827f0000000000100000
