@@ -164,16 +164,6 @@ ngx_ws_agent_ctx_t *ngx_ws_agent_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_ws_agent_identify(ngx_http_request_t *r,
     ngx_ws_agent_ctx_t *ctx);
 
-/* the first request header of that name, or NULL */
-ngx_table_elt_t *ngx_ws_agent_find_header(ngx_http_request_t *r,
-    ngx_str_t *name);
-
-/* takes one header out of the request before it goes upstream */
-ngx_int_t ngx_ws_agent_remove_header(ngx_http_request_t *r,
-    ngx_table_elt_t *victim);
-
-
-
 /*
  * n in decimal at p, returns the end: for the per-event formatting, where
  * ngx_sprintf()'s format parsing costs more than the rest of the envelope

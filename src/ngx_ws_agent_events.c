@@ -5,6 +5,10 @@
  * type are written before the event's own text.
  */
 
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
 #include "ngx_ws_agent_events.h"
 #include "ngx_ws_agent_redis.h"
 #include "ngx_ws_agent_stats.h"

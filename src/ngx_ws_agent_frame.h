@@ -29,6 +29,15 @@
 #include <stdint.h>
 
 
+/*
+ * Linked into a .so that nginx loads with RTLD_GLOBAL: these unprefixed
+ * names stay inside the module.
+ */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
+
 #define WS_OP_CONT    0x0
 #define WS_OP_TEXT    0x1
 #define WS_OP_BINARY  0x2
@@ -132,6 +141,11 @@ size_t ws_frame_write_header(unsigned char *out, unsigned opcode, int fin,
  */
 size_t ws_frame_write_close(unsigned char *out, unsigned code,
     const char *reason, size_t reason_len, const unsigned char *mask);
+
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 
 #endif /* _NGX_WS_AGENT_FRAME_H_INCLUDED_ */

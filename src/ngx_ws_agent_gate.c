@@ -19,6 +19,10 @@
  * relay on its own path.
  */
 
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
 #include <openssl/rand.h>
 
 #include "ngx_ws_agent_gate.h"

@@ -11,6 +11,15 @@
 #include <stddef.h>
 
 
+/*
+ * Linked into a .so that nginx loads with RTLD_GLOBAL: these unprefixed
+ * names stay inside the module.
+ */
+#if defined(__GNUC__)
+#pragma GCC visibility push(hidden)
+#endif
+
+
 typedef enum {
     WS_JSON_TYPED = 0,      /* an object with a string member named key */
     WS_JSON_UNTYPED,        /* an object without one */
@@ -124,6 +133,11 @@ size_t ws_json_envelope_head(unsigned char *out, size_t cap,
     const unsigned char *id, size_t id_len, const unsigned char *user,
     size_t user_len, unsigned long long seq, unsigned long long ts_ms,
     const unsigned char *type, size_t type_len);
+
+
+#if defined(__GNUC__)
+#pragma GCC visibility pop
+#endif
 
 
 #endif /* _NGX_WS_AGENT_JSON_H_INCLUDED_ */

@@ -8,6 +8,10 @@
  * parser; the signature is checked with OpenSSL's EVP interface.
  */
 
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
@@ -19,6 +23,7 @@
 
 #include <yajl/yajl_tree.h>
 
+#include "ngx_ws_agent_headers.h"
 #include "ngx_ws_agent_jwt.h"
 
 

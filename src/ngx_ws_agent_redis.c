@@ -16,6 +16,10 @@
  * waiting queue, in order, and are sent again once Redis is back.
  */
 
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
 #include <poll.h>
 
 #include <hiredis/hiredis.h>

@@ -4,6 +4,10 @@
  * the new cycle on reload, so the counters carry on.
  */
 
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
 #include "ngx_ws_agent.h"
 #include "ngx_ws_agent_stats.h"
 

@@ -3,6 +3,10 @@
  * counter once; both formats are written from it.
  */
 
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
 #include <yajl/yajl_gen.h>
 
 #include "ngx_ws_agent_stats.h"

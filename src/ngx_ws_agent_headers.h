@@ -1,0 +1,25 @@
+/*
+ * Request headers as the module and the JWT check both touch them: finding
+ * one by name, taking one out before the request goes upstream.  Below
+ * both of them, so neither calls into the other.
+ */
+
+#ifndef _NGX_WS_AGENT_HEADERS_H_INCLUDED_
+#define _NGX_WS_AGENT_HEADERS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+/* the first request header of that name, or NULL */
+ngx_table_elt_t *ngx_ws_agent_find_header(ngx_http_request_t *r,
+    ngx_str_t *name);
+
+/* takes one header out of the request before it goes upstream */
+ngx_int_t ngx_ws_agent_remove_header(ngx_http_request_t *r,
+    ngx_table_elt_t *victim);
+
+
+#endif /* _NGX_WS_AGENT_HEADERS_H_INCLUDED_ */
