@@ -608,7 +608,7 @@ ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "takes a channel name, not an empty string";
     }
 
-    wlcf->publish = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    wlcf->publish = ngx_palloc(cf->pool, sizeof(ngx_ws_agent_channel_t));
     if (wlcf->publish == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -617,11 +617,18 @@ ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ccv.cf = cf;
     ccv.value = &value[1];
-    ccv.complex_value = wlcf->publish;
+    ccv.complex_value = &wlcf->publish->value;
 
     if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    /* a channel that names its user must not be used without one */
+    wlcf->publish->names_user =
+        ngx_strlcasestrn(value[1].data, value[1].data + value[1].len,
+                         (u_char *) "ws_agent_user",
+                         sizeof("ws_agent_user") - 2)
+        != NULL;
 
     return NGX_CONF_OK;
 }
@@ -883,13 +890,7 @@ ngx_ws_agent_free_ctx(void *data)
 {
     ngx_ws_agent_ctx_t  *ctx = data;
 
-    if (ctx->attached) {
-        ngx_ws_agent_gate_detach(ctx);
-    }
-
-    if (ctx->envelope.data) {
-        ngx_free(ctx->envelope.data);
-    }
+    ngx_ws_agent_gate_detach(ctx);
 
     ngx_free(ctx);
 }
@@ -995,7 +996,7 @@ ngx_ws_agent_access_handler(ngx_http_request_t *r)
         }
     }
 
-    if (!wlcf->enable || r->headers_in.upgrade == NULL) {
+    if (!wlcf->enable || !ngx_ws_agent_upgrade_is_websocket(r)) {
         return NGX_DECLINED;
     }
 
@@ -1031,7 +1032,9 @@ ngx_ws_agent_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_ws_agent_get_ctx(r);
 
-    if (ctx && ctx->conf->enable && !ctx->attached) {
+    if (ctx && ctx->conf->enable && !ngx_ws_agent_gate_attached(&ctx->relay)
+        && ngx_ws_agent_upgrade_is_websocket(r))
+    {
         if (ngx_ws_agent_identify(r, ctx) != NGX_OK
             || ngx_ws_agent_gate_attach(r, ctx) != NGX_OK)
         {
@@ -1086,9 +1089,11 @@ ngx_ws_agent_variable_num(ngx_http_request_t *r,
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_ws_agent_module);
 
-    if (ctx == NULL || !ctx->attached
-        || (data == NGX_WS_AGENT_VAR_READY_MS && !ctx->ready)
-        || (data == NGX_WS_AGENT_VAR_CLOSE_CODE && ctx->close_code == 0))
+    if (ctx == NULL || !ngx_ws_agent_gate_attached(&ctx->relay)
+        || (data == NGX_WS_AGENT_VAR_READY_MS
+            && !ngx_ws_agent_gate_opened(&ctx->relay))
+        || (data == NGX_WS_AGENT_VAR_CLOSE_CODE
+            && ctx->relay.close_code == 0))
     {
         v->not_found = 1;
         return NGX_OK;
@@ -1097,19 +1102,19 @@ ngx_ws_agent_variable_num(ngx_http_request_t *r,
     switch (data) {
 
     case NGX_WS_AGENT_VAR_READY_MS:
-        n = ctx->ready_ms;
+        n = ctx->relay.ready_ms;
         break;
 
     case NGX_WS_AGENT_VAR_FRAMES_HELD:
-        n = ctx->frames_held;
+        n = ctx->relay.frames_held;
         break;
 
     case NGX_WS_AGENT_VAR_EVENTS_PUBLISHED:
-        n = ctx->events_published;
+        n = ctx->events.seq;
         break;
 
     default: /* NGX_WS_AGENT_VAR_CLOSE_CODE */
-        n = ctx->close_code;
+        n = ctx->relay.close_code;
         break;
     }
 

@@ -9,6 +9,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_ws_agent.h"
 #include "ngx_ws_agent_events.h"
 #include "ngx_ws_agent_redis.h"
 #include "ngx_ws_agent_stats.h"
@@ -29,37 +30,34 @@ ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx)
     size_t                    len;
     ngx_str_t                 channel;
     ngx_http_request_t       *r;
+    ngx_ws_agent_events_t    *ev;
     ngx_ws_agent_loc_conf_t  *wlcf;
 
     wlcf = ctx->conf;
     r = ctx->request;
+    ev = &ctx->events;
 
     if (wlcf->publish == NULL) {
+        ev->state = NGX_WS_AGENT_PUBLISH_OFF;
         return;
     }
 
-    ctx->inspect = 1;
+    ev->state = NGX_WS_AGENT_PUBLISH_UNROUTED;
 
-    if (ngx_http_complex_value(r, wlcf->publish, &channel) != NGX_OK) {
-        ctx->unrouted = 1;
+    if (ngx_http_complex_value(r, &wlcf->publish->value, &channel)
+        != NGX_OK)
+    {
         return;
     }
 
     /* never a shared channel by accident: no user, no publishing */
     if (channel.len == 0
-        || (ctx->user.len == 0
-            && ngx_strlcasestrn(wlcf->publish->value.data,
-                                wlcf->publish->value.data
-                                + wlcf->publish->value.len,
-                                (u_char *) "ws_agent_user",
-                                sizeof("ws_agent_user") - 2)
-               != NULL))
+        || (ctx->user.len == 0 && wlcf->publish->names_user))
     {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "ws_agent %V: ws_agent_user is empty, so channel "
                       "\"%V\" names nobody; this connection's events are "
-                      "not published", &ctx->id, &wlcf->publish->value);
-        ctx->unrouted = 1;
+                      "not published", &ctx->id, &wlcf->publish->value.value);
         return;
     }
 
@@ -68,33 +66,59 @@ ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx)
     if (len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "ws_agent %V: cannot build the envelope", &ctx->id);
-        ctx->unrouted = 1;
         return;
     }
 
     /* the heap: the request pool is full by now (see the context) */
-    ctx->envelope.data = ngx_alloc(len, r->connection->log);
-    if (ctx->envelope.data == NULL) {
-        ctx->unrouted = 1;
+    ev->envelope.data = ngx_alloc(len, r->connection->log);
+    if (ev->envelope.data == NULL) {
         return;
     }
 
-    ctx->envelope.len = ws_json_envelope_prefix(ctx->envelope.data, len,
-                                                ctx->id.data, ctx->id.len,
-                                                ctx->user.data,
-                                                ctx->user.len);
-    ctx->channel = channel;
-    ctx->publishing = 1;
+    ev->envelope.len = ws_json_envelope_prefix(ev->envelope.data, len,
+                                               ctx->id.data, ctx->id.len,
+                                               ctx->user.data,
+                                               ctx->user.len);
+    ev->channel = channel;
+    ev->state = NGX_WS_AGENT_PUBLISH_ON;
 
     ngx_ws_agent_events_lifecycle(ctx, "ws_open", "{}");
 }
 
 
+void
+ngx_ws_agent_events_stop(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
+    const char *by)
+{
+    ngx_ws_agent_events_t  *ev = &ctx->events;
+    u_char                  event[sizeof("{\"code\":,\"by\":\"\"}")
+                                  + NGX_INT_T_LEN + 16];
+
+    if (ev->state == NGX_WS_AGENT_PUBLISH_ON && ctx->conf->lifecycle) {
+        *ngx_snprintf(event, sizeof(event) - 1, "{\"code\":%ui,\"by\":\"%s\"}",
+                      code, by) = '\0';
+        ngx_ws_agent_events_lifecycle(ctx, "ws_close", (char *) event);
+    }
+
+    ev->state = NGX_WS_AGENT_PUBLISH_OFF;
+
+    if (ev->envelope.data) {
+        ngx_free(ev->envelope.data);
+        ev->envelope.data = NULL;
+    }
+}
+
+
 ngx_str_t *
-ngx_ws_agent_events_find(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
+ngx_ws_agent_events_find(ngx_ws_agent_ctx_t *ctx, const u_char *type,
+    size_t len)
 {
     ngx_str_t   *ev;
     ngx_uint_t   i;
+
+    if (ctx->events.state == NGX_WS_AGENT_PUBLISH_OFF) {
+        return NULL;
+    }
 
     ev = ctx->conf->events->elts;
 
@@ -109,8 +133,12 @@ ngx_ws_agent_events_find(ngx_ws_agent_ctx_t *ctx, u_char *type, size_t len)
 
 
 ngx_str_t *
-ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, ngx_str_t *ev)
+ngx_ws_agent_events_typed(ngx_ws_agent_ctx_t *ctx, ngx_str_t *ev)
 {
+    if (ctx->events.state == NGX_WS_AGENT_PUBLISH_OFF) {
+        return NULL;
+    }
+
     if (ev == NULL) {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_OTHER_TYPE, 1);
         return NULL;
@@ -118,7 +146,7 @@ ngx_ws_agent_events_wanted(ngx_ws_agent_ctx_t *ctx, ngx_str_t *ev)
 
     ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_SEEN, 1);
 
-    if (!ctx->publishing) {
+    if (ctx->events.state != NGX_WS_AGENT_PUBLISH_ON) {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_UNROUTED, 1);
         return NULL;
     }
@@ -138,6 +166,10 @@ ngx_ws_agent_events_publish(ngx_ws_agent_ctx_t *ctx, ngx_str_t *type,
 void
 ngx_ws_agent_events_rejected(ngx_ws_agent_ctx_t *ctx, ws_json_result_e why)
 {
+    if (ctx->events.state == NGX_WS_AGENT_PUBLISH_OFF) {
+        return;
+    }
+
     ngx_ws_agent_count(why == WS_JSON_INVALID ? NGX_WS_AGENT_EVENTS_NOT_JSON
                                               : NGX_WS_AGENT_EVENTS_UNTYPED,
                        1);
@@ -149,7 +181,7 @@ ngx_ws_agent_events_oversized(ngx_ws_agent_ctx_t *ctx)
 {
     ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_OVERSIZED, 1);
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->client->log, 0,
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                    "ws_agent %V: event over ws_agent_event_max_size, "
                    "relayed, not published", &ctx->id);
 }
@@ -159,7 +191,8 @@ void
 ngx_ws_agent_events_lifecycle(ngx_ws_agent_ctx_t *ctx, const char *type,
     const char *event)
 {
-    if (!ctx->publishing || !ctx->conf->lifecycle) {
+    if (ctx->events.state != NGX_WS_AGENT_PUBLISH_ON || !ctx->conf->lifecycle)
+    {
         return;
     }
 
@@ -204,7 +237,7 @@ ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
     head = buf;
 
     p = ngx_cpymem(head, "\"seq\":", sizeof("\"seq\":") - 1);
-    p = ngx_ws_agent_decimal(p, ctx->seq + 1);
+    p = ngx_ws_agent_decimal(p, ctx->events.seq + 1);
     p = ngx_cpymem(p, ",\"ts_ms\":", sizeof(",\"ts_ms\":") - 1);
     p = ngx_ws_agent_decimal(p, (uint64_t) tp->sec * 1000 + tp->msec);
     p = ngx_cpymem(p, ",\"type\":\"", sizeof(",\"type\":\"") - 1);
@@ -218,7 +251,7 @@ ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
 
     p = ngx_cpymem(p, "\",\"event\":", sizeof("\",\"event\":") - 1);
 
-    parts[0] = ctx->envelope;
+    parts[0] = ctx->events.envelope;
     parts[1].data = head;
     parts[1].len = p - head;
     parts[2].data = event;
@@ -226,12 +259,11 @@ ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
     parts[3].data = (u_char *) "}";
     parts[3].len = 1;
 
-    if (ngx_ws_agent_redis_publish(&ctx->channel, parts, 4,
-                                   ctx->client->log)
+    if (ngx_ws_agent_redis_publish(&ctx->events.channel, parts, 4,
+                                   ctx->request->connection->log)
         == NGX_OK)
     {
-        ctx->seq++;
-        ctx->events_published++;
+        ctx->events.seq++;
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_QUEUED, 1);
     }
 }

@@ -1,5 +1,6 @@
 /*
- * The readiness gate (see ngx_ws_agent_gate.h).
+ * The readiness gate (see ngx_ws_agent_gate.h for what it assumes of
+ * nginx's relay).
  *
  * nginx's upgraded relay reads each side with c->recv and writes the other
  * side with c->send.  The gate wraps:
@@ -9,14 +10,18 @@
  *                  the ack they are handed back to nginx, in order, as if
  *                  just read, so nginx's own writer delivers them;
  *   upstream recv  backend -> client bytes: validated, text messages
- *                  typed as they pass (the ack, the events to publish);
+ *                  handed to message typing as they pass;
  *   client send    only to swallow output once the client has gone while
- *                  gated (its held frames still go to the backend).
+ *                  gated (its held frames still go to the backend);
+ *   upstream read handler   only to own the wait for the ack.
  *
- * Frames the module makes (close frames) enter a stream the same way: the
- * recv wrapper of that direction returns them before reading more, and then
- * reports EOF when the module ends the connection, so nginx finishes the
- * relay on its own path.
+ * The relay's phase (gated, open, closing) changes in one function each:
+ * ngx_ws_agent_gate_open(), ngx_ws_agent_gate_end(), and detach; what each
+ * side's bytes become is its direction's flow.  Frames the module makes
+ * (close frames) enter a stream the same way as held bytes: the recv
+ * wrapper of that direction returns them before reading more, then reports
+ * EOF when the module ends the connection, so nginx finishes the relay on
+ * its own path.
  */
 
 #include <ngx_config.h>
@@ -25,23 +30,23 @@
 
 #include <openssl/rand.h>
 
+#include "ngx_ws_agent.h"
 #include "ngx_ws_agent_gate.h"
+#include "ngx_ws_agent_message.h"
 #include "ngx_ws_agent_events.h"
-#include "ngx_ws_agent_json.h"
 #include "ngx_ws_agent_stats.h"
 
 
-/* whom ngx_ws_agent_fail() may still send a close frame */
+/* whom ngx_ws_agent_gate_end() may still send a close frame */
 #define NGX_WS_AGENT_CLOSE_CLIENT   1
 #define NGX_WS_AGENT_CLOSE_BACKEND  2
 
-#define ngx_ws_agent_at(p, side)                                             \
-    (ws_frame_at_boundary(p) ? NGX_WS_AGENT_CLOSE_##side : 0)
+#define ngx_ws_agent_at(d, side)                                             \
+    (ws_frame_at_boundary(&(d)->frames) ? NGX_WS_AGENT_CLOSE_##side : 0)
 
 
-/* where the typer leaves a message's type for its callback */
-static u_char  ngx_ws_agent_type[128];
-
+/* the largest text message examined as a readiness ack */
+#define NGX_WS_AGENT_ACK_MAX       4096
 
 /* room for released withheld bytes, a read and a close frame */
 #define NGX_WS_AGENT_B2C_OUT       (3 * NGX_WS_AGENT_ACK_MAX)
@@ -58,14 +63,13 @@ static ssize_t ngx_ws_agent_client_send(ngx_connection_t *c, u_char *buf,
     size_t size);
 static ssize_t ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf,
     size_t size);
+static void ngx_ws_agent_upstream_read(ngx_event_t *ev);
 
 static ssize_t ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx,
     ngx_connection_t *c);
 static void ngx_ws_agent_hold_input(ngx_ws_agent_ctx_t *ctx, size_t n);
 static ssize_t ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf,
     size_t n);
-static void ngx_ws_agent_client_failed(ngx_ws_agent_ctx_t *ctx,
-    ws_frame_parser_t *p);
 static ssize_t ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf,
     size_t n, ngx_uint_t copy);
 static ngx_int_t ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx,
@@ -73,30 +77,30 @@ static ngx_int_t ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx,
 static ngx_int_t ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx,
     ws_frame_chunk_t *ch, ngx_uint_t copy);
 static ngx_int_t ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx);
-static ngx_int_t ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx);
-static ngx_int_t ngx_ws_agent_msg_piece(ngx_ws_agent_ctx_t *ctx,
-    ws_frame_chunk_t *ch);
-static ngx_uint_t ngx_ws_agent_msg_end(ngx_ws_agent_ctx_t *ctx);
-static void ngx_ws_agent_msg_stop(ngx_ws_agent_ctx_t *ctx,
-    ws_json_result_e rc);
-static int ngx_ws_agent_msg_typed(void *data, const unsigned char *type,
-    size_t len);
-static ngx_int_t ngx_ws_agent_msg_glance(ngx_ws_agent_ctx_t *ctx,
-    ws_frame_chunk_t *ch);
-static void ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx);
-static void ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
+
+static void ngx_ws_agent_set_phase(ngx_ws_agent_relay_t *relay,
+    ngx_uint_t phase);
+static void ngx_ws_agent_gate_open(ngx_ws_agent_ctx_t *ctx);
+static void ngx_ws_agent_gate_end(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
     const char *reason, ngx_uint_t close);
-static ngx_int_t ngx_ws_agent_queue_close(ngx_ws_agent_ctx_t *ctx,
-    ngx_uint_t to_backend, ngx_uint_t code, const char *reason);
+static void ngx_ws_agent_client_left(ngx_ws_agent_ctx_t *ctx);
+static void ngx_ws_agent_client_broke(ngx_ws_agent_ctx_t *ctx,
+    ws_frame_parser_t *p);
+static void ngx_ws_agent_ready_timeout(ngx_event_t *ev);
+
+static ngx_int_t ngx_ws_agent_send_close(ngx_ws_agent_ctx_t *ctx,
+    ngx_ws_agent_direction_t *d, ngx_uint_t code, const char *reason);
+static ngx_int_t ngx_ws_agent_release_withheld(ngx_ws_agent_relay_t *relay,
+    ngx_uint_t pass);
+static void ngx_ws_agent_mask_key(u_char *mask, ngx_log_t *log);
 static ngx_buf_t *ngx_ws_agent_out(ngx_ws_agent_ctx_t *ctx, ngx_buf_t **bp,
     size_t size);
 static ngx_int_t ngx_ws_agent_append(ngx_buf_t *b, const u_char *p,
     size_t len);
 static size_t ngx_ws_agent_drain(ngx_buf_t *b, u_char *buf, size_t size);
-static void ngx_ws_agent_note_close(ngx_ws_agent_ctx_t *ctx,
+static void ngx_ws_agent_note_close(ngx_ws_agent_relay_t *relay,
     ws_frame_parser_t *p, ws_frame_chunk_t *ch);
 static void ngx_ws_agent_kick(ngx_connection_t *c);
-static void ngx_ws_agent_ready_timeout(ngx_event_t *ev);
 
 
 ngx_int_t
@@ -107,23 +111,26 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
     ngx_buf_t             *hin;
     ngx_connection_t      *c, *uc;
     ngx_http_upstream_t   *u;
+    ngx_ws_agent_relay_t  *relay;
 
     u = r->upstream;
     c = r->connection;
     uc = u->peer.connection;
+    relay = &ctx->relay;
 
-    ctx->client = c;
-    ctx->upstream = uc;
-    ctx->client_recv = c->recv;
-    ctx->client_send = c->send;
-    ctx->upstream_recv = uc->recv;
+    relay->client = c;
+    relay->upstream = uc;
+    relay->client_recv = c->recv;
+    relay->client_send = c->send;
+    relay->upstream_recv = uc->recv;
+    relay->upstream_read = uc->read->handler;
 
-    ws_frame_parser_init(&ctx->c2b, 1, ctx->conf->max_frame_size);
-    ws_frame_parser_init(&ctx->b2c, 0, ctx->conf->max_frame_size);
+    ws_frame_parser_init(&relay->c2b.frames, 1, ctx->conf->max_frame_size);
+    ws_frame_parser_init(&relay->b2c.frames, 0, ctx->conf->max_frame_size);
 
-    ctx->attached = 1;
-    ctx->gated = 1;
-    ctx->start = ngx_current_msec;
+    relay->phase = NGX_WS_AGENT_RELAY_GATED;
+    relay->start = ngx_current_msec;
+    relay->ready_ms = NGX_TIMER_INFINITE;
 
     ngx_ws_agent_count(NGX_WS_AGENT_CONNECTIONS, 1);
     ngx_ws_agent_gauge(active, 1);
@@ -131,14 +138,15 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
 
     ngx_ws_agent_events_start(ctx);
 
-    ctx->ready_timer.handler = ngx_ws_agent_ready_timeout;
-    ctx->ready_timer.data = ctx;
-    ctx->ready_timer.log = c->log;
-    ngx_add_timer(&ctx->ready_timer, ctx->conf->ready_timeout);
+    relay->ready_timer.handler = ngx_ws_agent_ready_timeout;
+    relay->ready_timer.data = ctx;
+    relay->ready_timer.log = c->log;
+    ngx_add_timer(&relay->ready_timer, ctx->conf->ready_timeout);
 
     c->recv = ngx_ws_agent_client_recv;
     c->send = ngx_ws_agent_client_send;
     uc->recv = ngx_ws_agent_upstream_recv;
+    uc->read->handler = ngx_ws_agent_upstream_read;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "ws_agent %V: gate closed, waiting for \"%V\"",
@@ -155,12 +163,12 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
     if (len) {
         n = ngx_max(len, ctx->conf->gate_buffer);
 
-        ctx->hold = ngx_create_temp_buf(r->pool, n);
-        if (ctx->hold == NULL) {
+        relay->hold = ngx_create_temp_buf(r->pool, n);
+        if (relay->hold == NULL) {
             return NGX_ERROR;
         }
 
-        ngx_memcpy(ctx->hold->last, hin->pos, len);
+        ngx_memcpy(relay->hold->last, hin->pos, len);
         hin->pos = hin->last;
 
         ngx_ws_agent_hold_input(ctx, len);
@@ -172,7 +180,7 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
 
     if (len) {
         kept = ngx_ws_agent_b2c_input(ctx, u->buffer.pos, len,
-                                      ctx->gated
+                                      relay->phase == NGX_WS_AGENT_RELAY_GATED
                                       && !ctx->conf->ready_forward);
         if (kept == NGX_ERROR) {
             return NGX_ERROR;
@@ -180,7 +188,7 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
 
         u->buffer.last = u->buffer.pos + kept;
 
-        if (ctx->b2c_out || ctx->b2c_eof) {
+        if (relay->b2c.out || relay->b2c.flow == NGX_WS_AGENT_END) {
             uc->read->ready = 1;
         }
     }
@@ -194,30 +202,34 @@ ngx_ws_agent_gate_attach(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
 static ssize_t
 ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf, size_t size)
 {
-    ssize_t               n;
-    ngx_uint_t            i;
-    ngx_buf_t            *hold;
-    ngx_http_request_t   *r;
-    ngx_ws_agent_ctx_t   *ctx;
+    ssize_t                    n;
+    ngx_uint_t                 i;
+    ngx_buf_t                 *hold;
+    ngx_http_request_t        *r;
+    ngx_ws_agent_ctx_t        *ctx;
+    ngx_ws_agent_relay_t      *relay;
+    ngx_ws_agent_direction_t  *d;
 
     r = c->data;
     ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
+    relay = &ctx->relay;
+    d = &relay->c2b;
 
     if (r->upstream == NULL || r->upstream->peer.connection == NULL) {
         /* the relay is over (lingering close) */
-        return ctx->client_recv(c, buf, size);
+        return relay->client_recv(c, buf, size);
     }
 
-    hold = ctx->hold;
+    hold = relay->hold;
 
-    if (hold && !ctx->gated && !ctx->failed) {
+    if (hold && relay->phase == NGX_WS_AGENT_RELAY_OPEN) {
         n = ngx_min((size_t) (hold->last - hold->pos), size);
         ngx_memcpy(buf, hold->pos, n);
         hold->pos += n;
 
         if (hold->pos == hold->last) {
             ngx_pfree(r->pool, hold->start);
-            ctx->hold = NULL;
+            relay->hold = NULL;
         }
 
         c->read->ready = 1;
@@ -227,36 +239,40 @@ ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf, size_t size)
         }
     }
 
-    if (ctx->c2b_out && ctx->c2b_out->pos < ctx->c2b_out->last) {
+    if (d->out && d->out->pos < d->out->last) {
         c->read->ready = 1;
-        n = ngx_ws_agent_drain(ctx->c2b_out, buf, size);
+        n = ngx_ws_agent_drain(d->out, buf, size);
 
-        if (ctx->b2c_eof && ctx->c2b_out->pos == ctx->c2b_out->last) {
+        if (relay->b2c.flow == NGX_WS_AGENT_END
+            && d->out->pos == d->out->last)
+        {
             /* nginx writes it upstream before it reads again */
-            ngx_ws_agent_kick(ctx->upstream);
+            ngx_ws_agent_kick(relay->upstream);
         }
 
         return n;
     }
 
-    if (ctx->c2b_eof) {
+    if (d->flow == NGX_WS_AGENT_END) {
         c->read->ready = 0;
         c->read->eof = 1;
         return 0;
     }
 
-    if (ctx->failed || ctx->client_gone || ctx->client_failed) {
+    if (d->flow == NGX_WS_AGENT_STOP
+        || relay->phase == NGX_WS_AGENT_RELAY_CLOSING)
+    {
         c->read->ready = 0;
         return NGX_AGAIN;
     }
 
-    if (ctx->gated) {
+    if (relay->phase == NGX_WS_AGENT_RELAY_GATED) {
         return ngx_ws_agent_absorb(ctx, c);
     }
 
     /* bytes after the client's close frame are read and dropped */
     for (i = 0; i < NGX_WS_AGENT_DROP_READS; i++) {
-        n = ctx->client_recv(c, buf, size);
+        n = relay->client_recv(c, buf, size);
 
         if (n <= 0) {
             return n;
@@ -286,27 +302,30 @@ ngx_ws_agent_client_recv(ngx_connection_t *c, u_char *buf, size_t size)
 static ssize_t
 ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
 {
-    size_t      room;
-    ssize_t     n;
-    ngx_buf_t  *hold;
+    size_t                 room;
+    ssize_t                n;
+    ngx_buf_t             *hold;
+    ngx_ws_agent_relay_t  *relay;
 
-    if (ctx->hold == NULL) {
-        ctx->hold = ngx_create_temp_buf(ctx->request->pool,
-                                        ctx->conf->gate_buffer);
-        if (ctx->hold == NULL) {
+    relay = &ctx->relay;
+
+    if (relay->hold == NULL) {
+        relay->hold = ngx_create_temp_buf(ctx->request->pool,
+                                          ctx->conf->gate_buffer);
+        if (relay->hold == NULL) {
             return NGX_ERROR;
         }
     }
 
-    hold = ctx->hold;
+    hold = relay->hold;
 
     for ( ;; ) {
 
         room = hold->end - hold->last;
 
         if (room == 0) {
-            if (!ctx->paused) {
-                ctx->paused = 1;
+            if (!relay->hold_full) {
+                relay->hold_full = 1;
                 ngx_ws_agent_count(NGX_WS_AGENT_BACKPRESSURE, 1);
             }
 
@@ -316,7 +335,7 @@ ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
             return NGX_AGAIN;
         }
 
-        n = ctx->client_recv(c, hold->last, room);
+        n = relay->client_recv(c, hold->last, room);
 
         if (n == NGX_AGAIN) {
             return NGX_AGAIN;
@@ -326,23 +345,16 @@ ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
             c->read->eof = 0;
             c->read->error = 0;
             c->read->ready = 0;
-            ctx->client_gone = 1;
 
-            /* only whole frames are owed to the backend */
-            hold->last = hold->start + ctx->hold_complete;
-
-            ngx_ws_agent_count(NGX_WS_AGENT_CLIENT_LEFT_WHILE_GATED, 1);
-
-            ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                          "ws_agent %V: client left while gated, "
-                          "%ui frames held for the backend",
-                          &ctx->id, ctx->frames_held);
+            ngx_ws_agent_client_left(ctx);
             return NGX_AGAIN;
         }
 
         ngx_ws_agent_hold_input(ctx, n);
 
-        if (ctx->failed || ctx->client_failed) {
+        if (relay->c2b.flow != NGX_WS_AGENT_PASS
+            || relay->phase != NGX_WS_AGENT_RELAY_GATED)
+        {
             return NGX_AGAIN;
         }
     }
@@ -357,14 +369,16 @@ ngx_ws_agent_absorb(ngx_ws_agent_ctx_t *ctx, ngx_connection_t *c)
 static void
 ngx_ws_agent_hold_input(ngx_ws_agent_ctx_t *ctx, size_t n)
 {
-    ssize_t     kept;
-    ngx_buf_t  *hold;
+    ssize_t                kept;
+    ngx_buf_t             *hold;
+    ngx_ws_agent_relay_t  *relay;
 
-    hold = ctx->hold;
+    relay = &ctx->relay;
+    hold = relay->hold;
     kept = ngx_ws_agent_c2b_input(ctx, hold->last, n);
 
-    if (ctx->client_failed) {
-        hold->last = hold->start + ctx->hold_complete;
+    if (relay->c2b.flow == NGX_WS_AGENT_STOP) {
+        hold->last = hold->start + relay->hold_complete;
         return;
     }
 
@@ -384,16 +398,21 @@ ngx_ws_agent_hold_input(ngx_ws_agent_ctx_t *ctx, size_t n)
 static ssize_t
 ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
 {
-    ngx_uint_t          at_frame;
-    ws_frame_chunk_t    ch;
-    ws_frame_parser_t  *p;
-    const u_char       *pos, *last, *mark;
+    ngx_uint_t                 at_frame;
+    ws_frame_chunk_t           ch;
+    ws_frame_parser_t         *p;
+    const u_char              *pos, *last, *mark;
+    ngx_ws_agent_relay_t      *relay;
+    ngx_ws_agent_direction_t  *d;
 
-    if (ctx->c2b_drop) {
+    relay = &ctx->relay;
+    d = &relay->c2b;
+
+    if (d->flow == NGX_WS_AGENT_DROP) {
         return 0;
     }
 
-    p = &ctx->c2b;
+    p = &d->frames;
     pos = buf;
     last = buf + n;
 
@@ -408,40 +427,40 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
             return n;
 
         case WS_FRAME_HEADER:
-            if (ctx->client_closed) {
+            if (d->close == NGX_WS_AGENT_CLOSE_PASSED) {
                 /* RFC 6455 5.5.1: nothing may follow a close frame */
-                ngx_log_error(NGX_LOG_INFO, ctx->client->log, 0,
+                ngx_log_error(NGX_LOG_INFO, relay->client->log, 0,
                               "ws_agent %V: client sent frames after its "
                               "close frame; they are dropped", &ctx->id);
-                ctx->c2b_drop = 1;
+                d->flow = NGX_WS_AGENT_DROP;
 
                 return mark - buf;
             }
 
             if (p->opcode == WS_OP_CLOSE) {
-                ctx->client_close = 1;
+                d->close = NGX_WS_AGENT_CLOSE_PASSING;
             }
 
             break;
 
         case WS_FRAME_PAYLOAD:
             if (p->opcode == WS_OP_CLOSE) {
-                ngx_ws_agent_note_close(ctx, p, &ch);
+                ngx_ws_agent_note_close(relay, p, &ch);
             }
 
             break;
 
         case WS_FRAME_END:
             if (p->opcode == WS_OP_CLOSE) {
-                ctx->client_closed = 1;
+                d->close = NGX_WS_AGENT_CLOSE_PASSED;
             }
 
-            if (ctx->gated && ctx->hold) {
+            if (relay->phase == NGX_WS_AGENT_RELAY_GATED && relay->hold) {
                 /* buf is always appended at hold->last */
-                ctx->frames_held++;
+                relay->frames_held++;
                 ngx_ws_agent_count(NGX_WS_AGENT_FRAMES_HELD, 1);
-                ctx->hold_complete = (ctx->hold->last - ctx->hold->start)
-                                     + (pos - buf);
+                relay->hold_complete = (relay->hold->last - relay->hold->start)
+                                       + (pos - buf);
             }
 
             break;
@@ -449,19 +468,20 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
         default: /* WS_FRAME_ERROR */
             ngx_ws_agent_count(NGX_WS_AGENT_PROTOCOL_ERRORS_CLIENT, 1);
 
-            if (ctx->gated) {
-                ngx_ws_agent_client_failed(ctx, p);
+            if (relay->phase == NGX_WS_AGENT_RELAY_GATED) {
+                ngx_ws_agent_client_broke(ctx, p);
                 return NGX_AGAIN;
             }
 
-            ngx_log_error(NGX_LOG_ERR, ctx->client->log, 0,
+            ngx_log_error(NGX_LOG_ERR, relay->client->log, 0,
                           "ws_agent %V: client protocol error: %s, "
                           "closing with %ui",
                           &ctx->id, p->reason, (ngx_uint_t) p->error);
 
-            ngx_ws_agent_fail(ctx, p->error, p->reason,
-                              ngx_ws_agent_at(&ctx->b2c, CLIENT)
-                              | (at_frame ? NGX_WS_AGENT_CLOSE_BACKEND : 0));
+            ngx_ws_agent_gate_end(ctx, p->error, p->reason,
+                                  ngx_ws_agent_at(&relay->b2c, CLIENT)
+                                  | (at_frame ? NGX_WS_AGENT_CLOSE_BACKEND
+                                              : 0));
 
             n = at_frame ? (size_t) (pos - buf) : 0;
 
@@ -475,47 +495,6 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
 }
 
 
-/*
- * A client that breaks the protocol while gated is told so at once; the
- * whole frames it sent before are still owed to the backend, which gets
- * them, then the same close code, once it is ready.  Until then nothing
- * more of the backend's reaches the client.
- */
-
-static void
-ngx_ws_agent_client_failed(ngx_ws_agent_ctx_t *ctx, ws_frame_parser_t *p)
-{
-    ngx_log_error(NGX_LOG_ERR, ctx->client->log, 0,
-                  "ws_agent %V: client protocol error: %s, closing with "
-                  "%ui; %ui frames held go to the backend once it is ready",
-                  &ctx->id, p->reason, (ngx_uint_t) p->error,
-                  ctx->frames_held);
-
-    ctx->client_failed = 1;
-    ctx->c2b_fail_code = p->error;
-    ctx->close_code = p->error;
-    ctx->close_by = NGX_WS_AGENT_BY_MODULE;
-
-    ngx_ws_agent_count(p->error == WS_CLOSE_TOO_BIG ? NGX_WS_AGENT_SENT_1009
-                                                    : NGX_WS_AGENT_SENT_1002,
-                       1);
-
-    if (ws_frame_at_boundary(&ctx->b2c) && !ctx->client_gone) {
-        if (ctx->withholding && ctx->withheld) {
-            (void) ngx_ws_agent_append(ctx->b2c_out, ctx->withheld->pos,
-                                       ctx->withheld->last
-                                       - ctx->withheld->pos);
-            ctx->withholding = 0;
-        }
-
-        (void) ngx_ws_agent_queue_close(ctx, 0, p->error, p->reason);
-    }
-
-    ctx->b2c_drop = 1;
-    ngx_ws_agent_kick(ctx->upstream);
-}
-
-
 static ssize_t
 ngx_ws_agent_client_send(ngx_connection_t *c, u_char *buf, size_t size)
 {
@@ -525,13 +504,13 @@ ngx_ws_agent_client_send(ngx_connection_t *c, u_char *buf, size_t size)
     r = c->data;
     ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
 
-    if (ctx->client_gone
+    if (ctx->relay.b2c.flow == NGX_WS_AGENT_GONE
         && r->upstream && r->upstream->peer.connection)
     {
         return size;
     }
 
-    return ctx->client_send(c, buf, size);
+    return ctx->relay.client_send(c, buf, size);
 }
 
 
@@ -540,36 +519,40 @@ ngx_ws_agent_client_send(ngx_connection_t *c, u_char *buf, size_t size)
 static ssize_t
 ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
 {
-    ssize_t               n;
-    ngx_uint_t            copy, drop;
-    ngx_http_request_t   *r;
-    ngx_http_upstream_t  *u;
-    ngx_ws_agent_ctx_t   *ctx;
+    ssize_t                    n;
+    ngx_uint_t                 copy, pass;
+    ngx_http_request_t        *r;
+    ngx_http_upstream_t       *u;
+    ngx_ws_agent_ctx_t        *ctx;
+    ngx_ws_agent_relay_t      *relay;
+    ngx_ws_agent_direction_t  *d;
 
     r = c->data;
     ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
+    relay = &ctx->relay;
+    d = &relay->b2c;
 
     for ( ;; ) {
 
-        if (ctx->b2c_out && ctx->b2c_out->pos < ctx->b2c_out->last) {
+        if (d->out && d->out->pos < d->out->last) {
             c->read->ready = 1;
-            n = ngx_ws_agent_drain(ctx->b2c_out, buf, size);
+            n = ngx_ws_agent_drain(d->out, buf, size);
 
-            if (ctx->b2c_out->pos == ctx->b2c_out->last && !ctx->gated
-                && !ctx->failed)
+            if (d->out->pos == d->out->last
+                && relay->phase == NGX_WS_AGENT_RELAY_OPEN)
             {
                 /* the candidate-ack buffer is not needed after the gate */
-                ngx_pfree(r->pool, ctx->b2c_out->start);
-                ctx->b2c_out = NULL;
+                ngx_pfree(r->pool, d->out->start);
+                d->out = NULL;
             }
 
             return n;
         }
 
-        if (ctx->b2c_eof) {
+        if (d->flow == NGX_WS_AGENT_END) {
             u = r->upstream;
 
-            if ((ctx->c2b_out && ctx->c2b_out->pos < ctx->c2b_out->last)
+            if ((relay->c2b.out && relay->c2b.out->pos < relay->c2b.out->last)
                 || u->from_client.pos != u->from_client.last)
             {
                 /* the backend's close frame is not out yet */
@@ -583,11 +566,13 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
         }
 
         /* a candidate ack may have to be kept: read a bounded copy */
-        copy = ctx->gated && !ctx->conf->ready_forward && !ctx->b2c_drop;
+        pass = (d->flow == NGX_WS_AGENT_PASS);
+        copy = relay->phase == NGX_WS_AGENT_RELAY_GATED
+               && !ctx->conf->ready_forward && pass;
 
-        n = ctx->upstream_recv(c, buf,
-                               copy ? ngx_min(size, NGX_WS_AGENT_ACK_MAX)
-                                    : size);
+        n = relay->upstream_recv(c, buf,
+                                 copy ? ngx_min(size, NGX_WS_AGENT_ACK_MAX)
+                                      : size);
 
         if (n == NGX_AGAIN) {
             return n;
@@ -595,7 +580,9 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
 
         if (n == 0 || n == NGX_ERROR) {
 
-            if (!ctx->gated || ctx->failed || ctx->backend_close) {
+            if (relay->phase != NGX_WS_AGENT_RELAY_GATED
+                || d->close != NGX_WS_AGENT_NO_CLOSE)
+            {
                 return n;
             }
 
@@ -606,26 +593,25 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
                           "ws_agent %V: backend %s before it was ready "
                           "(%M ms after the upgrade), closing with 1014",
                           &ctx->id, n == 0 ? "closed" : "failed",
-                          ngx_current_msec - ctx->start);
+                          ngx_current_msec - relay->start);
 
             ngx_ws_agent_count(NGX_WS_AGENT_BACKEND_FAILED_BEFORE_READY, 1);
 
-            ngx_ws_agent_fail(ctx, WS_CLOSE_BAD_GATEWAY,
-                              "backend closed before ready",
-                              ngx_ws_agent_at(&ctx->b2c, CLIENT));
+            ngx_ws_agent_gate_end(ctx, WS_CLOSE_BAD_GATEWAY,
+                                  "backend closed before ready",
+                                  ngx_ws_agent_at(d, CLIENT));
             continue;
         }
 
-        drop = ctx->b2c_drop;
         n = ngx_ws_agent_b2c_input(ctx, buf, n, copy);
 
-        if (n > 0 && drop) {
-            /* the client got its close frame already: only looked at */
+        if (n > 0 && !pass) {
+            /* the client has its close frame, or is gone: only looked at */
             n = 0;
         }
 
         if (n > 0) {
-            if (ctx->b2c_out || ctx->b2c_eof) {
+            if (d->out || d->flow == NGX_WS_AGENT_END) {
                 c->read->ready = 1;
             }
 
@@ -636,8 +622,8 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
             return NGX_ERROR;
         }
 
-        if ((ctx->b2c_out && ctx->b2c_out->pos < ctx->b2c_out->last)
-            || ctx->b2c_eof)
+        if ((d->out && d->out->pos < d->out->last)
+            || d->flow == NGX_WS_AGENT_END)
         {
             continue;
         }
@@ -650,9 +636,39 @@ ngx_ws_agent_upstream_recv(ngx_connection_t *c, u_char *buf, size_t size)
 
 
 /*
+ * While gated the gate owns the wait for the backend: its
+ * ws_agent_ready_timeout ends it with 1013, whatever proxy_read_timeout
+ * says; nginx arms that timer again once the relay runs after the ack.
+ */
+
+static void
+ngx_ws_agent_upstream_read(ngx_event_t *ev)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+    ngx_ws_agent_ctx_t  *ctx;
+
+    c = ev->data;
+    r = c->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_ws_agent_module);
+
+    if (ev->timedout && ctx->relay.phase == NGX_WS_AGENT_RELAY_GATED) {
+        ev->timedout = 0;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "ws_agent %V: proxy_read_timeout while gated, "
+                       "ws_agent_ready_timeout decides", &ctx->id);
+        return;
+    }
+
+    ctx->relay.upstream_read(ev);
+}
+
+
+/*
  * Backend bytes [buf, buf + n).  Without copy they stay where they are and
  * the return value says how many go on.  With copy (gated, ack not to be
- * forwarded) every frame is rebuilt into b2c_out or, for a text message
+ * forwarded) every frame is rebuilt into b2c.out or, for a text message
  * that may be the ack, into the withheld buffer, and 0 is returned.
  */
 
@@ -660,17 +676,20 @@ static ssize_t
 ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
     ngx_uint_t copy)
 {
-    ngx_uint_t          at_frame;
-    ws_frame_chunk_t    ch;
-    ws_frame_parser_t  *p;
-    const u_char       *pos, *last, *mark;
+    ngx_uint_t                 at_frame;
+    ws_frame_chunk_t           ch;
+    ws_frame_parser_t         *p;
+    const u_char              *pos, *last, *mark;
+    ngx_ws_agent_relay_t      *relay;
+    ngx_ws_agent_direction_t  *d;
 
-    p = &ctx->b2c;
+    relay = &ctx->relay;
+    d = &relay->b2c;
+    p = &d->frames;
     pos = buf;
     last = buf + n;
 
-    if (copy && ngx_ws_agent_out(ctx, &ctx->b2c_out, NGX_WS_AGENT_B2C_OUT)
-                == NULL)
+    if (copy && ngx_ws_agent_out(ctx, &d->out, NGX_WS_AGENT_B2C_OUT) == NULL)
     {
         return NGX_ERROR;
     }
@@ -686,12 +705,15 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
             return copy ? 0 : (ssize_t) n;
 
         case WS_FRAME_HEADER:
-            if (ctx->backend_closed) {
-                /* RFC 6455 5.5.1: nothing may follow a close frame */
-                ngx_log_error(NGX_LOG_INFO, ctx->client->log, 0,
-                              "ws_agent %V: backend sent frames after its "
-                              "close frame; they are dropped", &ctx->id);
-                ctx->b2c_drop = 1;
+            if (d->close == NGX_WS_AGENT_CLOSE_PASSED) {
+                if (d->flow == NGX_WS_AGENT_PASS) {
+                    /* RFC 6455 5.5.1: nothing may follow a close frame */
+                    ngx_log_error(NGX_LOG_INFO, relay->client->log, 0,
+                                  "ws_agent %V: backend sent frames after "
+                                  "its close frame; they are dropped",
+                                  &ctx->id);
+                    d->flow = NGX_WS_AGENT_DROP;
+                }
 
                 return copy ? 0 : mark - buf;
             }
@@ -717,16 +739,16 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
             break;
 
         default: /* WS_FRAME_ERROR */
-            ngx_log_error(NGX_LOG_ERR, ctx->client->log, 0,
+            ngx_log_error(NGX_LOG_ERR, relay->client->log, 0,
                           "ws_agent %V: backend protocol error: %s, "
                           "closing the client with %ui",
                           &ctx->id, p->reason, (ngx_uint_t) p->error);
 
             ngx_ws_agent_count(NGX_WS_AGENT_PROTOCOL_ERRORS_BACKEND, 1);
 
-            ngx_ws_agent_fail(ctx, p->error, "backend protocol error",
-                              (at_frame ? NGX_WS_AGENT_CLOSE_CLIENT : 0)
-                              | ngx_ws_agent_at(&ctx->c2b, BACKEND));
+            ngx_ws_agent_gate_end(ctx, p->error, "backend protocol error",
+                                  (at_frame ? NGX_WS_AGENT_CLOSE_CLIENT : 0)
+                                  | ngx_ws_agent_at(&relay->c2b, BACKEND));
 
             if (copy || !at_frame || pos == buf) {
                 return 0;
@@ -741,26 +763,23 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
 static ngx_int_t
 ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx, ngx_uint_t copy)
 {
-    ngx_buf_t          *dst;
-    ws_frame_parser_t  *p;
+    ngx_buf_t             *dst;
+    ws_frame_parser_t     *p;
+    ngx_ws_agent_relay_t  *relay;
 
-    p = &ctx->b2c;
+    relay = &ctx->relay;
+    p = &relay->b2c.frames;
 
     if (p->opcode == WS_OP_CLOSE) {
-        ctx->backend_close = 1;
+        relay->b2c.close = NGX_WS_AGENT_CLOSE_PASSING;
     }
 
     if (p->opcode == WS_OP_TEXT) {
-        ctx->withholding = copy;
-
-        if ((ctx->gated || ctx->inspect)
-            && ngx_ws_agent_msg_start(ctx) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        relay->withholding = copy;
+        ngx_ws_agent_msg_start(ctx, relay->phase == NGX_WS_AGENT_RELAY_GATED);
 
     } else if (p->opcode == WS_OP_BINARY) {
-        ctx->withholding = 0;
+        relay->withholding = 0;
     }
 
     if (!copy) {
@@ -769,33 +788,24 @@ ngx_ws_agent_b2c_header(ngx_ws_agent_ctx_t *ctx, ngx_uint_t copy)
 
     /* the frame's own header bytes, from the parser's copy */
 
-    dst = ctx->b2c_out;
+    dst = relay->b2c.out;
 
-    if (ctx->withholding && !ws_frame_is_control(p)) {
+    if (relay->withholding && !ws_frame_is_control(p)) {
 
-        if (ngx_ws_agent_out(ctx, &ctx->withheld, NGX_WS_AGENT_WITHHELD_MAX)
+        if (ngx_ws_agent_out(ctx, &relay->withheld, NGX_WS_AGENT_WITHHELD_MAX)
             == NULL)
         {
             return NGX_ERROR;
         }
 
-        if ((size_t) (ctx->withheld->end - ctx->withheld->last)
+        if ((size_t) (relay->withheld->end - relay->withheld->last)
             >= p->hlen + p->len)
         {
-            dst = ctx->withheld;
+            dst = relay->withheld;
 
-        } else {
+        } else if (ngx_ws_agent_release_withheld(relay, 1) != NGX_OK) {
             /* too big to be the ack: let it all go */
-            if (ngx_ws_agent_append(ctx->b2c_out, ctx->withheld->pos,
-                                    ctx->withheld->last - ctx->withheld->pos)
-                != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            ctx->withheld->pos = ctx->withheld->start;
-            ctx->withheld->last = ctx->withheld->start;
-            ctx->withholding = 0;
+            return NGX_ERROR;
         }
     }
 
@@ -807,16 +817,19 @@ static ngx_int_t
 ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch,
     ngx_uint_t copy)
 {
-    ngx_buf_t          *dst;
-    ws_frame_parser_t  *p;
+    ngx_buf_t             *dst;
+    ws_frame_parser_t     *p;
+    ngx_ws_agent_relay_t  *relay;
 
-    p = &ctx->b2c;
+    relay = &ctx->relay;
+    p = &relay->b2c.frames;
 
     if (p->opcode == WS_OP_CLOSE) {
-        ngx_ws_agent_note_close(ctx, p, ch);
+        ngx_ws_agent_note_close(relay, p, ch);
 
-    } else if (ctx->msg_state && !ws_frame_is_control(p)) {
-        if (ngx_ws_agent_msg_piece(ctx, ch) != NGX_OK) {
+    } else if (!ws_frame_is_control(p) && ngx_ws_agent_msg_wanted(&ctx->msg))
+    {
+        if (ngx_ws_agent_msg_piece(ctx, ch->data, ch->len) != NGX_OK) {
             return NGX_ERROR;
         }
     }
@@ -825,8 +838,8 @@ ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch,
         return NGX_OK;
     }
 
-    dst = (ctx->withholding && !ws_frame_is_control(p)) ? ctx->withheld
-                                                         : ctx->b2c_out;
+    dst = (relay->withholding && !ws_frame_is_control(p)) ? relay->withheld
+                                                           : relay->b2c.out;
 
     return ngx_ws_agent_append(dst, ch->data, ch->len);
 }
@@ -835,14 +848,15 @@ ngx_ws_agent_b2c_payload(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch,
 static ngx_int_t
 ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
 {
-    ngx_uint_t          ack;
-    ngx_buf_t          *w;
-    ws_frame_parser_t  *p;
+    ngx_uint_t             ack;
+    ws_frame_parser_t     *p;
+    ngx_ws_agent_relay_t  *relay;
 
-    p = &ctx->b2c;
+    relay = &ctx->relay;
+    p = &relay->b2c.frames;
 
     if (p->opcode == WS_OP_CLOSE) {
-        ctx->backend_closed = 1;
+        relay->b2c.close = NGX_WS_AGENT_CLOSE_PASSED;
     }
 
     if (ws_frame_is_control(p) || !p->fin
@@ -851,422 +865,355 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
         return NGX_OK;
     }
 
-    ack = ctx->msg_state ? ngx_ws_agent_msg_end(ctx) : 0;
+    ack = (ngx_ws_agent_msg_end(ctx) == NGX_WS_AGENT_ACK)
+          && relay->phase == NGX_WS_AGENT_RELAY_GATED;
 
-    w = ctx->withheld;
-
-    if (ctx->withholding && w) {
-        /* not the ack: the message goes on to the client after all */
-        if (!ack && ngx_ws_agent_append(ctx->b2c_out, w->pos,
-                                        w->last - w->pos)
-                    != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        w->pos = w->start;
-        w->last = w->start;
+    /* a withheld message that is not the ack goes on after all */
+    if (relay->withholding
+        && ngx_ws_agent_release_withheld(relay, !ack) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
-
-    ctx->withholding = 0;
 
     if (ack) {
-        ngx_ws_agent_open(ctx);
+        ngx_ws_agent_gate_open(ctx);
     }
 
     return NGX_OK;
 }
 
 
-/*
- * A backend text message is typed as it passes, piece by piece, without a
- * copy: the typer reports the type as soon as it has read it, and a message
- * nobody wants (not the ack, not a published event) is not looked at any
- * further.  Only an event to publish is copied, up to
- * ws_agent_event_max_size, for its envelope.
- */
-
-static ngx_int_t
-ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx)
-{
-    /* the typer starts with the first piece, unless a glance is enough */
-    ctx->msg_state = NGX_WS_AGENT_MSG_NEW;
-    ctx->msg_event = NULL;
-    ctx->msg_big = 0;
-    ctx->msg_len = 0;
-
-    return NGX_OK;
-}
-
-
-/*
- * Most messages open with their type: {"type":"chat",...  When the first
- * piece says so and the type is one nobody wants, the message is let go
- * without a parser at all; anything else goes to the typer.
- */
-
-static ngx_int_t
-ngx_ws_agent_msg_glance(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
-{
-    u_char     *p, *last, *q;
-    ngx_str_t  *key;
-
-    key = &ctx->conf->type_key;
-    p = (u_char *) ch->data;
-    last = p + ch->len;
-
-    if ((size_t) (last - p) < key->len + 6
-        || p[0] != '{' || p[1] != '"'
-        || ngx_strncmp(p + 2, key->data, key->len) != 0
-        || p[2 + key->len] != '"' || p[3 + key->len] != ':'
-        || p[4 + key->len] != '"')
-    {
-        return NGX_DECLINED;
-    }
-
-    p += 5 + key->len;
-    q = p + ws_json_plain(p, last);
-
-    if (q == last || *q != '"' || (size_t) (q - p) > sizeof(ngx_ws_agent_type))
-    {
-        return NGX_DECLINED;
-    }
-
-    if ((ctx->gated
-         && (size_t) (q - p) == ctx->conf->ready_type.len
-         && ngx_strncmp(p, ctx->conf->ready_type.data, q - p) == 0)
-        || (ctx->inspect
-            && ngx_ws_agent_events_find(ctx, p, q - p) != NULL))
-    {
-        /* wanted: the typer reads it properly, validation included */
-        return NGX_DECLINED;
-    }
-
-    /* neither the ack nor an event: only counted */
-    if (ctx->inspect) {
-        (void) ngx_ws_agent_events_wanted(ctx, NULL);
-    }
-
-    return NGX_OK;
-}
-
-
-static int
-ngx_ws_agent_msg_typed(void *data, const unsigned char *type, size_t len)
-{
-    ngx_ws_agent_ctx_t  *ctx = data;
-
-    if (ctx->gated
-        && len == ctx->conf->ready_type.len
-        && ngx_memcmp(type, ctx->conf->ready_type.data, len) == 0)
-    {
-        ctx->msg_state = NGX_WS_AGENT_MSG_ACK;
-        return 1;
-    }
-
-    if (ctx->inspect) {
-        ctx->msg_event = ngx_ws_agent_events_wanted(ctx,
-                             ngx_ws_agent_events_find(ctx, (u_char *) type,
-                                                      len));
-        if (ctx->msg_event) {
-            ctx->msg_state = NGX_WS_AGENT_MSG_EVENT;
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
-static ngx_int_t
-ngx_ws_agent_msg_piece(ngx_ws_agent_ctx_t *ctx, ws_frame_chunk_t *ch)
-{
-    u_char            *m;
-    size_t             cap, limit;
-    ws_json_result_e   rc;
-
-    if (ctx->msg_state == NGX_WS_AGENT_MSG_NEW) {
-
-        if (ch->len == 0) {
-            return NGX_OK;
-        }
-
-        if (ngx_ws_agent_msg_glance(ctx, ch) == NGX_OK) {
-            ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
-            return NGX_OK;
-        }
-
-        ws_json_typer_init(&ctx->typer, ctx->conf->type_key.data,
-                           ctx->conf->type_key.len, ngx_ws_agent_type,
-                           sizeof(ngx_ws_agent_type), ngx_ws_agent_msg_typed,
-                           ctx);
-
-        ctx->msg_state = NGX_WS_AGENT_MSG_TYPING;
-    }
-
-    rc = ws_json_typer_feed(&ctx->typer, ch->data, ch->len);
-
-    if (rc != WS_JSON_MORE) {
-        ngx_ws_agent_msg_stop(ctx, rc);
-        return NGX_OK;
-    }
-
-    /* the type may be unknown yet: keep the text while it may be an event */
-    if (!ctx->publishing || ctx->msg_state == NGX_WS_AGENT_MSG_ACK
-        || ctx->msg_big)
-    {
-        return NGX_OK;
-    }
-
-    limit = ctx->conf->event_max_size;
-
-    if (ctx->msg_len + ch->len > limit) {
-        ctx->msg_big = 1;
-        return NGX_OK;
-    }
-
-    if (ctx->msg_len + ch->len > ctx->msg_cap) {
-        cap = ctx->msg_cap ? ctx->msg_cap : 1024;
-
-        while (cap < ctx->msg_len + ch->len) {
-            cap *= 2;
-        }
-
-        cap = ngx_min(cap, limit);
-
-        /* the heap, not the request pool: it is given back when done */
-        m = ngx_alloc(cap, ctx->client->log);
-        if (m == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ctx->msg) {
-            ngx_memcpy(m, ctx->msg, ctx->msg_len);
-            ngx_free(ctx->msg);
-        }
-
-        ctx->msg = m;
-        ctx->msg_cap = cap;
-    }
-
-    ngx_memcpy(ctx->msg + ctx->msg_len, ch->data, ch->len);
-    ctx->msg_len += ch->len;
-
-    return NGX_OK;
-}
-
-
-/* the end of a typed message; returns 1 for the ack */
-
-static ngx_uint_t
-ngx_ws_agent_msg_end(ngx_ws_agent_ctx_t *ctx)
-{
-    size_t             len;
-    ngx_uint_t         state;
-    ws_json_result_e   rc;
-
-    if (ctx->msg_state == NGX_WS_AGENT_MSG_NEW) {
-        /* an empty text message is not JSON */
-        ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
-
-        if (ctx->inspect) {
-            ngx_ws_agent_events_rejected(ctx, WS_JSON_INVALID);
-        }
-
-        return 0;
-    }
-
-    rc = ws_json_typer_finish(&ctx->typer, &len);
-    state = ctx->msg_state;
-
-    ngx_ws_agent_msg_stop(ctx, rc);
-
-    if (rc != WS_JSON_TYPED) {
-        return 0;
-    }
-
-    if (state == NGX_WS_AGENT_MSG_ACK) {
-        return 1;
-    }
-
-    if (state == NGX_WS_AGENT_MSG_EVENT) {
-        if (ctx->msg_big) {
-            ngx_ws_agent_events_oversized(ctx);
-
-        } else {
-            ngx_ws_agent_events_publish(ctx, ctx->msg_event, ctx->msg,
-                                        ctx->msg_len);
-        }
-    }
-
-    return 0;
-}
-
-
-/* a message is done with: why it was not published is counted once */
+/* the relay's phase: leaving the gate is counted here, whichever way */
 
 static void
-ngx_ws_agent_msg_stop(ngx_ws_agent_ctx_t *ctx, ws_json_result_e rc)
+ngx_ws_agent_set_phase(ngx_ws_agent_relay_t *relay, ngx_uint_t phase)
 {
-    ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
+    if (relay->phase == NGX_WS_AGENT_RELAY_GATED) {
+        ngx_ws_agent_gauge(gated, -1);
 
-    if (ctx->inspect && rc != WS_JSON_TYPED && rc != WS_JSON_DROPPED) {
-        ngx_ws_agent_events_rejected(ctx, rc);
+        if (relay->ready_timer.timer_set) {
+            ngx_del_timer(&relay->ready_timer);
+        }
+
+        if (phase != NGX_WS_AGENT_RELAY_OPEN) {
+            ngx_ws_agent_count(NGX_WS_AGENT_FRAMES_DROPPED,
+                               relay->frames_held);
+        }
     }
+
+    relay->phase = phase;
 }
 
 
-/* the ack: held frames go first, in order, then live traffic */
+/* gated -> open, on the ack: held frames go first, in order, then live */
 
 static void
-ngx_ws_agent_open(ngx_ws_agent_ctx_t *ctx)
+ngx_ws_agent_gate_open(ngx_ws_agent_ctx_t *ctx)
 {
-    u_char  event[sizeof("{\"ready_ms\":}") + NGX_INT_T_LEN];
+    ngx_ws_agent_relay_t  *relay;
+    u_char                 event[sizeof("{\"ready_ms\":}") + NGX_INT_T_LEN];
 
-    ctx->gated = 0;
-    ctx->ready = 1;
-    ctx->ready_ms = ngx_current_msec - ctx->start;
+    relay = &ctx->relay;
 
-    if (ctx->ready_timer.timer_set) {
-        ngx_del_timer(&ctx->ready_timer);
+    ngx_ws_agent_set_phase(relay, NGX_WS_AGENT_RELAY_OPEN);
+    relay->ready_ms = ngx_current_msec - relay->start;
+
+    if (relay->withheld) {
+        ngx_pfree(ctx->request->pool, relay->withheld->start);
+        relay->withheld = NULL;
     }
 
-    if (ctx->withheld) {
-        ngx_pfree(ctx->request->pool, ctx->withheld->start);
-        ctx->withheld = NULL;
-    }
-
-
-    ngx_log_error(NGX_LOG_INFO, ctx->client->log, 0,
+    ngx_log_error(NGX_LOG_INFO, relay->client->log, 0,
                   "ws_agent %V: backend ready after %M ms, "
                   "%ui frames held",
-                  &ctx->id, ctx->ready_ms, ctx->frames_held);
+                  &ctx->id, relay->ready_ms, relay->frames_held);
 
     ngx_ws_agent_count(NGX_WS_AGENT_ACKS, 1);
-    ngx_ws_agent_stats_ready(ctx->ready_ms);
-    ngx_ws_agent_gauge(gated, -1);
+    ngx_ws_agent_stats_ready(relay->ready_ms);
 
-    *ngx_sprintf(event, "{\"ready_ms\":%M}", ctx->ready_ms) = '\0';
+    *ngx_sprintf(event, "{\"ready_ms\":%M}", relay->ready_ms) = '\0';
     ngx_ws_agent_events_lifecycle(ctx, "ws_ready", (char *) event);
 
-    if (ctx->client_failed && !ctx->client_close) {
-        (void) ngx_ws_agent_queue_close(ctx, 1, ctx->c2b_fail_code,
-                                        "client protocol error");
-        ctx->c2b_eof = 1;
-
-    } else if (ctx->client_gone || ctx->client_failed) {
-        /* the backend gets every whole frame, then the client's goodbye */
-        if (!ctx->client_close) {
-            ngx_ws_agent_count(NGX_WS_AGENT_SENT_1001, 1);
-            (void) ngx_ws_agent_queue_close(ctx, 1, WS_CLOSE_GOING_AWAY,
-                                            "client went away");
+    if (relay->c2b.flow == NGX_WS_AGENT_STOP) {
+        /* the client left or broke the protocol: its frames, then goodbye */
+        if (relay->owed_code) {
+            (void) ngx_ws_agent_send_close(ctx, &relay->c2b,
+                                           relay->owed_code,
+                                           relay->owed_code
+                                           == WS_CLOSE_GOING_AWAY
+                                           ? "client went away"
+                                           : "client protocol error");
         }
 
-        ctx->c2b_eof = 1;
+        relay->c2b.flow = NGX_WS_AGENT_END;
     }
 
-    if (ctx->hold || ctx->c2b_out || ctx->c2b_eof) {
-        ngx_ws_agent_kick(ctx->client);
+    if (relay->hold || relay->c2b.out
+        || relay->c2b.flow == NGX_WS_AGENT_END)
+    {
+        ngx_ws_agent_kick(relay->client);
     }
 }
 
 
 /*
- * The one way the module ends a connection: a close frame to the client
- * (and to the backend once it has been let in), then EOF to nginx.  A close
- * frame goes only where the stream stands between frames (close): where a
- * frame is half out, the peer gets the TCP close alone.
+ * gated or open -> closing: the one way the module ends a connection.  A
+ * close frame to the client (and to the backend once it has been let in),
+ * then EOF to nginx.  A close frame goes only where the stream stands
+ * between frames (close): where a frame is half out, the peer gets the TCP
+ * close alone.
  */
 
 static void
-ngx_ws_agent_fail(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
+ngx_ws_agent_gate_end(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
     const char *reason, ngx_uint_t close)
 {
-    if (ctx->failed) {
+    ngx_uint_t             was;
+    ngx_ws_agent_relay_t  *relay;
+
+    relay = &ctx->relay;
+    was = relay->phase;
+
+    if (was != NGX_WS_AGENT_RELAY_GATED && was != NGX_WS_AGENT_RELAY_OPEN) {
         return;
     }
 
-    ctx->failed = 1;
-    ctx->close_code = code;
-    ctx->close_by = NGX_WS_AGENT_BY_MODULE;
+    ngx_ws_agent_set_phase(relay, NGX_WS_AGENT_RELAY_CLOSING);
 
-    if (ctx->gated) {
-        ngx_ws_agent_gauge(gated, -1);
-        ngx_ws_agent_count(NGX_WS_AGENT_FRAMES_DROPPED, ctx->frames_held);
-    }
+    relay->close_code = code;
+    relay->close_by = NGX_WS_AGENT_BY_MODULE;
 
-    switch (code) {
-    case WS_CLOSE_PROTOCOL:
-        ngx_ws_agent_count(NGX_WS_AGENT_SENT_1002, 1);
-        break;
-    case WS_CLOSE_TOO_BIG:
-        ngx_ws_agent_count(NGX_WS_AGENT_SENT_1009, 1);
-        break;
-    case WS_CLOSE_TRY_AGAIN:
-        ngx_ws_agent_count(NGX_WS_AGENT_SENT_1013, 1);
-        break;
-    default: /* WS_CLOSE_BAD_GATEWAY */
-        ngx_ws_agent_count(NGX_WS_AGENT_SENT_1014, 1);
-        break;
-    }
-
-    if (ctx->ready_timer.timer_set) {
-        ngx_del_timer(&ctx->ready_timer);
-    }
-
-    if ((close & NGX_WS_AGENT_CLOSE_CLIENT) && !ctx->client_gone
-        && !ctx->b2c_drop)
+    if ((close & NGX_WS_AGENT_CLOSE_CLIENT)
+        && relay->b2c.flow == NGX_WS_AGENT_PASS)
     {
-        if (ctx->withholding && ctx->withheld) {
-            (void) ngx_ws_agent_append(ctx->b2c_out, ctx->withheld->pos,
-                                       ctx->withheld->last
-                                       - ctx->withheld->pos);
-            ctx->withholding = 0;
-        }
-
-        (void) ngx_ws_agent_queue_close(ctx, 0, code, reason);
+        (void) ngx_ws_agent_release_withheld(relay, 1);
+        (void) ngx_ws_agent_send_close(ctx, &relay->b2c, code, reason);
     }
 
-    ctx->b2c_eof = 1;
+    relay->b2c.flow = NGX_WS_AGENT_END;
 
-    if ((close & NGX_WS_AGENT_CLOSE_BACKEND) && !ctx->gated) {
-        (void) ngx_ws_agent_queue_close(ctx, 1, code, reason);
-        ngx_ws_agent_kick(ctx->client);
+    if ((close & NGX_WS_AGENT_CLOSE_BACKEND) && was == NGX_WS_AGENT_RELAY_OPEN) {
+        (void) ngx_ws_agent_send_close(ctx, &relay->c2b, code, reason);
+        ngx_ws_agent_kick(relay->client);
     }
 
-    ngx_ws_agent_kick(ctx->upstream);
+    ngx_ws_agent_kick(relay->upstream);
 }
 
 
-static ngx_int_t
-ngx_ws_agent_queue_close(ngx_ws_agent_ctx_t *ctx, ngx_uint_t to_backend,
-    ngx_uint_t code, const char *reason)
+/* gated, the client's TCP is gone: its whole frames are still owed */
+
+static void
+ngx_ws_agent_client_left(ngx_ws_agent_ctx_t *ctx)
 {
-    u_char      frame[NGX_WS_AGENT_CLOSE_MAX];
-    size_t      len;
-    ngx_buf_t  *b;
-    u_char      mask[4];
+    ngx_ws_agent_relay_t  *relay;
 
-    if (to_backend) {
-        /* frames toward the backend are masked with a fresh key */
-        if (RAND_bytes(mask, sizeof(mask)) != 1) {
-            ngx_memzero(mask, sizeof(mask));
-        }
+    relay = &ctx->relay;
 
-        b = ngx_ws_agent_out(ctx, &ctx->c2b_out, NGX_WS_AGENT_CLOSE_MAX);
+    relay->hold->last = relay->hold->start + relay->hold_complete;
 
-    } else {
-        b = ngx_ws_agent_out(ctx, &ctx->b2c_out, NGX_WS_AGENT_CLOSE_MAX);
+    relay->owed_code = (relay->c2b.close == NGX_WS_AGENT_CLOSE_PASSED)
+                       ? 0 : WS_CLOSE_GOING_AWAY;
+    relay->c2b.flow = NGX_WS_AGENT_STOP;
+    relay->b2c.flow = NGX_WS_AGENT_GONE;
+
+    ngx_ws_agent_count(NGX_WS_AGENT_CLIENT_LEFT_WHILE_GATED, 1);
+
+    ngx_log_error(NGX_LOG_INFO, relay->client->log, 0,
+                  "ws_agent %V: client left while gated, "
+                  "%ui frames held for the backend",
+                  &ctx->id, relay->frames_held);
+}
+
+
+/*
+ * Gated, the client broke the protocol: it is told so at once; the whole
+ * frames it sent before are still owed to the backend, which gets them,
+ * then the same close code, once it is ready.  Until then nothing more of
+ * the backend's reaches the client.
+ */
+
+static void
+ngx_ws_agent_client_broke(ngx_ws_agent_ctx_t *ctx, ws_frame_parser_t *p)
+{
+    ngx_ws_agent_relay_t  *relay;
+
+    relay = &ctx->relay;
+
+    ngx_log_error(NGX_LOG_ERR, relay->client->log, 0,
+                  "ws_agent %V: client protocol error: %s, closing with "
+                  "%ui; %ui frames held go to the backend once it is ready",
+                  &ctx->id, p->reason, (ngx_uint_t) p->error,
+                  relay->frames_held);
+
+    relay->close_code = p->error;
+    relay->close_by = NGX_WS_AGENT_BY_MODULE;
+    relay->owed_code = (relay->c2b.close == NGX_WS_AGENT_CLOSE_PASSED)
+                       ? 0 : p->error;
+    relay->c2b.flow = NGX_WS_AGENT_STOP;
+
+    if (ws_frame_at_boundary(&relay->b2c.frames)
+        && relay->b2c.flow == NGX_WS_AGENT_PASS)
+    {
+        (void) ngx_ws_agent_release_withheld(relay, 1);
+        (void) ngx_ws_agent_send_close(ctx, &relay->b2c, p->error,
+                                       p->reason);
     }
 
+    relay->b2c.flow = NGX_WS_AGENT_DROP;
+    ngx_ws_agent_kick(relay->upstream);
+}
+
+
+static void
+ngx_ws_agent_ready_timeout(ngx_event_t *ev)
+{
+    ngx_ws_agent_ctx_t    *ctx = ev->data;
+    ngx_ws_agent_relay_t  *relay = &ctx->relay;
+
+    u_char  event[sizeof("{\"waited_ms\":}") + NGX_INT_T_LEN];
+
+    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                  "ws_agent %V: backend not ready after %M ms, "
+                  "closing with 1013; %ui frames (%uz bytes) held "
+                  "are dropped",
+                  &ctx->id, ngx_current_msec - relay->start,
+                  relay->frames_held,
+                  relay->hold ? (size_t) (relay->hold->last - relay->hold->pos)
+                              : 0);
+
+    ngx_ws_agent_count(NGX_WS_AGENT_READY_TIMEOUTS, 1);
+
+    *ngx_sprintf(event, "{\"waited_ms\":%M}",
+                 ngx_current_msec - relay->start) = '\0';
+    ngx_ws_agent_events_lifecycle(ctx, "ws_ready_timeout", (char *) event);
+
+    ngx_ws_agent_gate_end(ctx, WS_CLOSE_TRY_AGAIN, "backend not ready",
+                          ngx_ws_agent_at(&relay->b2c, CLIENT));
+}
+
+
+/*
+ * The one way a close frame of the module's enters a stream (d: the
+ * direction it goes with); the first one names the connection's end and
+ * is counted, once it is queued.
+ */
+
+static ngx_int_t
+ngx_ws_agent_send_close(ngx_ws_agent_ctx_t *ctx, ngx_ws_agent_direction_t *d,
+    ngx_uint_t code, const char *reason)
+{
+    size_t                 len;
+    u_char                *mask;
+    ngx_buf_t             *b;
+    ngx_uint_t             counter;
+    ngx_ws_agent_relay_t  *relay;
+    u_char                 key[4];
+    u_char                 frame[NGX_WS_AGENT_CLOSE_MAX];
+
+    relay = &ctx->relay;
+    mask = NULL;
+
+    if (d == &relay->c2b) {
+        /* frames toward the backend are masked with a fresh key */
+        ngx_ws_agent_mask_key(key, relay->client->log);
+        mask = key;
+    }
+
+    b = ngx_ws_agent_out(ctx, &d->out, NGX_WS_AGENT_CLOSE_MAX);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    len = ws_frame_write_close(frame, code, reason, ngx_strlen(reason),
-                               to_backend ? mask : NULL);
+    len = ws_frame_write_close(frame, code, reason, ngx_strlen(reason), mask);
 
-    return ngx_ws_agent_append(b, frame, len);
+    if (ngx_ws_agent_append(b, frame, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (relay->close_code == 0) {
+        relay->close_code = code;
+        relay->close_by = NGX_WS_AGENT_BY_MODULE;
+    }
+
+    if (relay->sent_code) {
+        return NGX_OK;
+    }
+
+    relay->sent_code = code;
+
+    switch (code) {
+    case WS_CLOSE_GOING_AWAY:
+        counter = NGX_WS_AGENT_SENT_1001;
+        break;
+    case WS_CLOSE_PROTOCOL:
+        counter = NGX_WS_AGENT_SENT_1002;
+        break;
+    case WS_CLOSE_TOO_BIG:
+        counter = NGX_WS_AGENT_SENT_1009;
+        break;
+    case WS_CLOSE_TRY_AGAIN:
+        counter = NGX_WS_AGENT_SENT_1013;
+        break;
+    default: /* WS_CLOSE_BAD_GATEWAY */
+        counter = NGX_WS_AGENT_SENT_1014;
+        break;
+    }
+
+    ngx_ws_agent_count(counter, 1);
+
+    return NGX_OK;
+}
+
+
+/*
+ * The one way withheld bytes (a candidate ack, ws_agent_ready_forward off)
+ * leave the withheld buffer: on to the client (pass), or dropped (the ack).
+ */
+
+static ngx_int_t
+ngx_ws_agent_release_withheld(ngx_ws_agent_relay_t *relay, ngx_uint_t pass)
+{
+    ngx_int_t   rc;
+    ngx_buf_t  *w;
+
+    w = relay->withheld;
+    relay->withholding = 0;
+
+    if (w == NULL || w->pos == w->last) {
+        return NGX_OK;
+    }
+
+    rc = pass ? ngx_ws_agent_append(relay->b2c.out, w->pos, w->last - w->pos)
+              : NGX_OK;
+
+    w->pos = w->start;
+    w->last = w->start;
+
+    return rc;
+}
+
+
+/*
+ * RFC 6455 5.3 asks for an unpredictable key; should OpenSSL fail to give
+ * one, nginx's own generator still makes a valid frame, and it is said.
+ */
+
+static void
+ngx_ws_agent_mask_key(u_char *mask, ngx_log_t *log)
+{
+    uint32_t  r;
+
+    if (RAND_bytes(mask, 4) == 1) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, log, 0,
+                  "ws_agent: RAND_bytes() failed, masking a close frame "
+                  "with ngx_random()");
+
+    r = (uint32_t) ngx_random();
+    ngx_memcpy(mask, &r, 4);
 }
 
 
@@ -1318,19 +1265,19 @@ ngx_ws_agent_drain(ngx_buf_t *b, u_char *buf, size_t size)
 /* the first close code seen names the connection's end */
 
 static void
-ngx_ws_agent_note_close(ngx_ws_agent_ctx_t *ctx, ws_frame_parser_t *p,
+ngx_ws_agent_note_close(ngx_ws_agent_relay_t *relay, ws_frame_parser_t *p,
     ws_frame_chunk_t *ch)
 {
     u_char  code[2];
 
-    if (ctx->close_code || ch->offset != 0 || ch->len < 2) {
+    if (relay->close_code || ch->offset != 0 || ch->len < 2) {
         return;
     }
 
     ws_frame_unmask(code, ch->data, 2, p->mask, 0);
-    ctx->close_code = (code[0] << 8) | code[1];
-    ctx->close_by = p->from_client ? NGX_WS_AGENT_BY_CLIENT
-                                   : NGX_WS_AGENT_BY_BACKEND;
+    relay->close_code = (code[0] << 8) | code[1];
+    relay->close_by = p->from_client ? NGX_WS_AGENT_BY_CLIENT
+                                     : NGX_WS_AGENT_BY_BACKEND;
 }
 
 
@@ -1342,68 +1289,48 @@ ngx_ws_agent_kick(ngx_connection_t *c)
 }
 
 
-static void
-ngx_ws_agent_ready_timeout(ngx_event_t *ev)
-{
-    ngx_ws_agent_ctx_t  *ctx = ev->data;
-
-    u_char  event[sizeof("{\"waited_ms\":}") + NGX_INT_T_LEN];
-
-    ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                  "ws_agent %V: backend not ready after %M ms, "
-                  "closing with 1013; %ui frames (%uz bytes) held "
-                  "are dropped",
-                  &ctx->id, ngx_current_msec - ctx->start, ctx->frames_held,
-                  ctx->hold ? (size_t) (ctx->hold->last - ctx->hold->pos)
-                            : 0);
-
-    ngx_ws_agent_count(NGX_WS_AGENT_READY_TIMEOUTS, 1);
-
-    *ngx_sprintf(event, "{\"waited_ms\":%M}",
-                 ngx_current_msec - ctx->start) = '\0';
-    ngx_ws_agent_events_lifecycle(ctx, "ws_ready_timeout", (char *) event);
-
-    ngx_ws_agent_fail(ctx, WS_CLOSE_TRY_AGAIN, "backend not ready",
-                      ngx_ws_agent_at(&ctx->b2c, CLIENT));
-}
-
-
 void
 ngx_ws_agent_gate_detach(ngx_ws_agent_ctx_t *ctx)
 {
-    ngx_http_upstream_t  *u;
-    u_char                event[sizeof("{\"code\":,\"by\":\"backend\"}")
-                                + NGX_INT_T_LEN];
-    static const char    *by[] = { "network", "client", "backend", "module" };
+    ngx_http_upstream_t   *u;
+    ngx_ws_agent_relay_t  *relay;
+    static const char     *by[] = { "network", "client", "backend",
+                                    "module" };
 
-    if (ctx->ready_timer.timer_set) {
-        ngx_del_timer(&ctx->ready_timer);
+    relay = &ctx->relay;
+
+    if (relay->phase == NGX_WS_AGENT_RELAY_UNATTACHED
+        || relay->phase == NGX_WS_AGENT_RELAY_DETACHED)
+    {
+        return;
     }
 
-    if (ctx->gated && !ctx->failed) {
-        ngx_ws_agent_gauge(gated, -1);
+    if (relay->phase == NGX_WS_AGENT_RELAY_GATED && relay->frames_held) {
+        ngx_log_error(NGX_LOG_INFO, relay->client->log, 0,
+                      "ws_agent %V: relay ended while gated, %ui frames "
+                      "held are dropped", &ctx->id, relay->frames_held);
     }
 
-    ctx->msg_state = NGX_WS_AGENT_MSG_NONE;
+    ngx_ws_agent_set_phase(relay, NGX_WS_AGENT_RELAY_DETACHED);
 
-    if (ctx->msg) {
-        ngx_free(ctx->msg);
-        ctx->msg = NULL;
+    if (relay->ready_timer.timer_set) {
+        ngx_del_timer(&relay->ready_timer);
     }
+
+    ngx_ws_agent_msg_free(ctx);
 
     ngx_ws_agent_gauge(active, -1);
 
-    *ngx_sprintf(event, "{\"code\":%ui,\"by\":\"%s\"}", ctx->close_code,
-                 by[ctx->close_by]) = '\0';
-    ngx_ws_agent_events_lifecycle(ctx, "ws_close", (char *) event);
+    ngx_ws_agent_events_stop(ctx, relay->close_code, by[relay->close_by]);
 
-    ctx->client->recv = ctx->client_recv;
-    ctx->client->send = ctx->client_send;
+    relay->client->recv = relay->client_recv;
+    relay->client->send = relay->client_send;
 
     /* a closed upstream connection may already serve someone else */
     u = ctx->request->upstream;
 
-    if (u && u->peer.connection == ctx->upstream) {
-        ctx->upstream->recv = ctx->upstream_recv;
+    if (u && u->peer.connection == relay->upstream) {
+        relay->upstream->recv = relay->upstream_recv;
+        relay->upstream->read->handler = relay->upstream_read;
     }
 }

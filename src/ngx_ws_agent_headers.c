@@ -90,3 +90,53 @@ ngx_ws_agent_remove_header(ngx_http_request_t *r, ngx_table_elt_t *victim)
 
     return NGX_OK;
 }
+
+
+/*
+ * Only a WebSocket is gated: another protocol upgraded through the same
+ * location (Upgrade: foo) is relayed by nginx untouched.  The header is a
+ * list of protocols; "websocket" must be one of them.
+ */
+
+ngx_uint_t
+ngx_ws_agent_upgrade_is_websocket(ngx_http_request_t *r)
+{
+    u_char           *p, *last, *start;
+    ngx_table_elt_t  *h;
+
+    h = r->main->headers_in.upgrade;
+
+    if (h == NULL) {
+        return 0;
+    }
+
+    p = h->value.data;
+    last = p + h->value.len;
+
+    while (p < last) {
+
+        while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+            p++;
+        }
+
+        start = p;
+
+        while (p < last && *p != ',' && *p != ' ' && *p != '\t') {
+            p++;
+        }
+
+        if (p - start == sizeof("websocket") - 1
+            && ngx_strncasecmp(start, (u_char *) "websocket",
+                               sizeof("websocket") - 1) == 0)
+        {
+            return 1;
+        }
+
+        /* a version ("websocket/13") or anything else: not this token */
+        while (p < last && *p != ',') {
+            p++;
+        }
+    }
+
+    return 0;
+}

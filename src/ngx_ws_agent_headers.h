@@ -21,5 +21,8 @@ ngx_table_elt_t *ngx_ws_agent_find_header(ngx_http_request_t *r,
 ngx_int_t ngx_ws_agent_remove_header(ngx_http_request_t *r,
     ngx_table_elt_t *victim);
 
+/* the request asks for Upgrade: websocket (RFC 6455 4.2.1: any case) */
+ngx_uint_t ngx_ws_agent_upgrade_is_websocket(ngx_http_request_t *r);
+
 
 #endif /* _NGX_WS_AGENT_HEADERS_H_INCLUDED_ */

@@ -9,7 +9,7 @@
 #define _NGX_WS_AGENT_REDIS_H_INCLUDED_
 
 
-#include "ngx_ws_agent.h"
+#include "ngx_ws_agent_conf.h"
 
 
 ngx_int_t ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,

@@ -7,7 +7,7 @@
 #define _NGX_WS_AGENT_STATUS_H_INCLUDED_
 
 
-#include "ngx_ws_agent.h"
+#include "ngx_ws_agent_conf.h"
 
 
 #define NGX_WS_AGENT_STATUS_JSON        1
