@@ -716,3 +716,101 @@ recv text early
 sent text {"type":"connection_ready"}
 recv close 1000
 sent close 1000
+
+
+
+=== TEST 33: another protocol upgraded through a ws_agent location (Upgrade: foo) is relayed untouched, not read as WebSocket frames
+--- ws_backend
+record
+--- ws_client
+handshake /ws | Upgrade: foo
+send raw 81026869
+recv nothing 300ms
+drop
+--- ws_backend_request_headers
+Upgrade: foo
+--- ws_backend_transcript_like
+^recv error unmasked$
+^recv eof$
+--- no_error_log
+protocol error
+gate closed
+
+
+
+=== TEST 34: Upgrade: WebSocket in another case is gated all the same
+--- ws_backend
+wait 200ms
+send text {"type":"connection_ready"}
+record
+--- ws_client
+handshake /ws | Upgrade: WebSocket
+send text early
+recv text {"type":"connection_ready"}
+send close 1000
+recv close 1000
+--- ws_backend_transcript
+sent text {"type":"connection_ready"}
+recv text early
+recv close 1000
+sent close 1000
+
+
+
+=== TEST 35: proxy_read_timeout shorter than ws_agent_ready_timeout: while gated the module owns the wait, the client gets 1013 and the log line
+--- ws_agent
+proxy_read_timeout 300ms;
+ws_agent_ready_timeout 1200ms;
+--- ws_backend
+wait 3s
+--- ws_client
+handshake /ws
+send text held
+recv close 1013 backend not ready within 3s
+--- error_log
+backend not ready after
+closing with 1013; 1 frames
+--- no_error_log
+upstream timed out
+[alert]
+--- timeout: 6
+
+
+
+=== TEST 36: after the ack proxy_read_timeout is nginx's again
+--- ws_agent
+proxy_read_timeout 400ms;
+ws_agent_ready_timeout 2s;
+--- ws_backend
+send text {"type":"connection_ready"}
+wait 3s
+--- ws_client
+handshake /ws
+recv text {"type":"connection_ready"}
+recv eof within 2s
+--- error_log
+upstream timed out
+--- timeout: 6
+
+
+
+=== TEST 37: $ws_agent_close_code says 1001 when the module said goodbye to the backend for a client that left while gated
+--- http_config
+    log_format ws 'WSLOG close=$ws_agent_close_code held=$ws_agent_frames_held';
+--- ws_agent
+access_log logs/error.log ws;
+--- ws_backend
+wait 400ms
+send text {"type":"connection_ready"}
+record
+--- ws_client
+handshake /ws
+send text a
+drop
+--- ws_backend_transcript
+sent text {"type":"connection_ready"}
+recv text a
+recv close 1001 client went away
+sent close 1001
+--- error_log
+WSLOG close=1001 held=1
