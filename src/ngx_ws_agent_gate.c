@@ -418,7 +418,6 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
 
     for ( ;; ) {
 
-        at_frame = ws_frame_at_boundary(p);
         mark = pos;
 
         switch (ws_frame_parse(p, &pos, last, &ch)) {
@@ -466,6 +465,14 @@ ngx_ws_agent_c2b_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n)
             break;
 
         default: /* WS_FRAME_ERROR */
+
+            /*
+             * errors are found in headers: the parser stands at the
+             * offending header when it began in this buffer, which is
+             * when the bytes before it end a frame
+             */
+            at_frame = ws_frame_at_boundary(p);
+
             ngx_ws_agent_count(NGX_WS_AGENT_PROTOCOL_ERRORS_CLIENT, 1);
 
             if (relay->phase == NGX_WS_AGENT_RELAY_GATED) {
@@ -696,7 +703,6 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
 
     for ( ;; ) {
 
-        at_frame = ws_frame_at_boundary(p);
         mark = pos;
 
         switch (ws_frame_parse(p, &pos, last, &ch)) {
@@ -739,6 +745,8 @@ ngx_ws_agent_b2c_input(ngx_ws_agent_ctx_t *ctx, u_char *buf, size_t n,
             break;
 
         default: /* WS_FRAME_ERROR */
+            at_frame = ws_frame_at_boundary(p);   /* as for the client */
+
             ngx_log_error(NGX_LOG_ERR, relay->client->log, 0,
                           "ws_agent %V: backend protocol error: %s, "
                           "closing the client with %ui",
@@ -865,7 +873,8 @@ ngx_ws_agent_b2c_end(ngx_ws_agent_ctx_t *ctx)
         return NGX_OK;
     }
 
-    ack = (ngx_ws_agent_msg_end(ctx) == NGX_WS_AGENT_ACK)
+    ack = ngx_ws_agent_msg_wanted(&ctx->msg)
+          && ngx_ws_agent_msg_end(ctx) == NGX_WS_AGENT_ACK
           && relay->phase == NGX_WS_AGENT_RELAY_GATED;
 
     /* a withheld message that is not the ack goes on after all */

@@ -30,14 +30,9 @@ static void ngx_ws_agent_msg_stop(ngx_ws_agent_ctx_t *ctx,
 
 
 void
-ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx, ngx_uint_t want_ack)
+ngx_ws_agent_msg_begin(ngx_ws_agent_ctx_t *ctx, ngx_uint_t want_ack)
 {
     ngx_ws_agent_msg_t  *m = &ctx->msg;
-
-    if (!want_ack && !ngx_ws_agent_events_inspected(ctx)) {
-        m->state = NGX_WS_AGENT_MSG_NONE;
-        return;
-    }
 
     /* the typer starts with the first piece, unless a glance is enough */
     m->state = NGX_WS_AGENT_MSG_NEW;

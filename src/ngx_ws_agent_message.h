@@ -14,6 +14,7 @@
 
 
 #include "ngx_ws_agent_conf.h"
+#include "ngx_ws_agent_events.h"
 
 
 /* the longest type the typer captures: longer ones are no configured name */
@@ -49,14 +50,26 @@ typedef struct {
 } ngx_ws_agent_msg_t;
 
 
-/* a backend text message begins; want_ack: it may be the readiness ack */
-void ngx_ws_agent_msg_start(ngx_ws_agent_ctx_t *ctx, ngx_uint_t want_ack);
+/*
+ * A backend text message begins; want_ack: it may be the readiness ack.
+ * Looked at only when the gate waits for the ack or events are (the check
+ * inline: most messages of an open, unpublished relay need no call).
+ */
+#define ngx_ws_agent_msg_start(ctx, want_ack)                                \
+    if ((want_ack) || ngx_ws_agent_events_inspected(ctx)) {                  \
+        ngx_ws_agent_msg_begin(ctx, want_ack);                               \
+    }
+
+void ngx_ws_agent_msg_begin(ngx_ws_agent_ctx_t *ctx, ngx_uint_t want_ack);
 
 /* a piece of its text; NGX_ERROR only when memory ran out */
 ngx_int_t ngx_ws_agent_msg_piece(ngx_ws_agent_ctx_t *ctx, const u_char *data,
     size_t len);
 
-/* the message is whole: what it was (an event is published by now) */
+/*
+ * The message is whole: what it was (an event is published by now).
+ * Called only for a message still wanted (ngx_ws_agent_msg_wanted()).
+ */
 ngx_ws_agent_verdict_e ngx_ws_agent_msg_end(ngx_ws_agent_ctx_t *ctx);
 
 /* the connection is over: what a message held is given back */
