@@ -95,8 +95,8 @@ ngx_ws_agent_events_stop(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
                                   + NGX_INT_T_LEN + 16];
 
     if (ev->state == NGX_WS_AGENT_PUBLISH_ON && ctx->conf->lifecycle) {
-        *ngx_snprintf(event, sizeof(event) - 1, "{\"code\":%ui,\"by\":\"%s\"}",
-                      code, by) = '\0';
+        *ngx_snprintf(event, sizeof(event) - 1,
+                      "{\"code\":%ui,\"by\":\"%s\"}", code, by) = '\0';
         ngx_ws_agent_events_lifecycle(ctx, "ws_close", (char *) event);
     }
 

@@ -1001,7 +1001,9 @@ ngx_ws_agent_gate_end(ngx_ws_agent_ctx_t *ctx, ngx_uint_t code,
 
     relay->b2c.flow = NGX_WS_AGENT_END;
 
-    if ((close & NGX_WS_AGENT_CLOSE_BACKEND) && was == NGX_WS_AGENT_RELAY_OPEN) {
+    if ((close & NGX_WS_AGENT_CLOSE_BACKEND)
+        && was == NGX_WS_AGENT_RELAY_OPEN)
+    {
         (void) ngx_ws_agent_send_close(ctx, &relay->c2b, code, reason);
         ngx_ws_agent_kick(relay->client);
     }

@@ -42,12 +42,12 @@
 
 /* the relay as the gate sees it */
 typedef enum {
-    NGX_WS_AGENT_RELAY_UNATTACHED = 0,    /* not an upgraded WebSocket (yet) */
-    NGX_WS_AGENT_RELAY_GATED,             /* client bytes held, waiting for ack */
-    NGX_WS_AGENT_RELAY_OPEN,              /* ack seen: held bytes, then live */
-    NGX_WS_AGENT_RELAY_CLOSING,           /* the module ends it: its close frames
-                                       go out, then EOF both ways */
-    NGX_WS_AGENT_RELAY_DETACHED           /* the request is over */
+    NGX_WS_AGENT_RELAY_UNATTACHED = 0,  /* not an upgraded WebSocket (yet) */
+    NGX_WS_AGENT_RELAY_GATED,           /* client bytes held, waiting */
+    NGX_WS_AGENT_RELAY_OPEN,            /* ack seen: held bytes, then live */
+    NGX_WS_AGENT_RELAY_CLOSING,         /* the module ends it: its close
+                                           frames go out, then EOF */
+    NGX_WS_AGENT_RELAY_DETACHED         /* the request is over */
 } ngx_ws_agent_phase_e;
 
 

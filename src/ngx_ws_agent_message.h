@@ -56,9 +56,11 @@ typedef struct {
  * inline: most messages of an open, unpublished relay need no call).
  */
 #define ngx_ws_agent_msg_start(ctx, want_ack)                                \
-    if ((want_ack) || ngx_ws_agent_events_inspected(ctx)) {                  \
-        ngx_ws_agent_msg_begin(ctx, want_ack);                               \
-    }
+    do {                                                                     \
+        if ((want_ack) || ngx_ws_agent_events_inspected(ctx)) {              \
+            ngx_ws_agent_msg_begin(ctx, want_ack);                           \
+        }                                                                    \
+    } while (0)
 
 void ngx_ws_agent_msg_begin(ngx_ws_agent_ctx_t *ctx, ngx_uint_t want_ack);
 
