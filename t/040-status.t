@@ -235,3 +235,19 @@ http_get /status => "redis_workers":\[\{"pid":\d+,[^\]]*?\},\{"pid":\d+,[^\]]*?\
 [emerg]
 --- error_log
 exited on signal 9
+
+
+
+=== TEST 10: a client that left while gated is sent no 1013 and none is counted; its held frame is counted as dropped
+--- ws_backend
+wait 1500ms
+--- ws_client
+handshake /ws
+send text lost
+drop
+sleep 1200ms
+http_get /metrics => (?m)^ngx_ws_agent_ready_timeouts_total 1$.*^ngx_ws_agent_frames_dropped_total 1$.*^ngx_ws_agent_closes_sent_total\{code="1001"\} 0$.*^ngx_ws_agent_closes_sent_total\{code="1013"\} 0$
+--- error_log
+client left while gated, 1 frames held for the backend
+backend not ready after
+--- timeout: 5
