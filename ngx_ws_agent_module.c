@@ -1113,6 +1113,10 @@ ngx_ws_agent_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_ws_agent_get_ctx(r);
 
+    if (ctx && ngx_ws_agent_jwt_select_protocol(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ctx && ctx->conf->enable && !ctx->attached) {
         if (ngx_ws_agent_identify(r, ctx) != NGX_OK
             || ngx_ws_agent_gate_attach(r, ctx) != NGX_OK)
