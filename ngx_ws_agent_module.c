@@ -1032,6 +1032,10 @@ ngx_ws_agent_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_ws_agent_get_ctx(r);
 
+    if (ctx && ngx_ws_agent_jwt_select_protocol(r, ctx) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ctx && ctx->conf->enable && !ngx_ws_agent_gate_attached(&ctx->relay)
         && ngx_ws_agent_upgrade_is_websocket(r))
     {

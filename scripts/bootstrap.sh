@@ -5,7 +5,14 @@
 #
 #   scripts/bootstrap.sh          build + tests + demo
 #   scripts/bootstrap.sh fuzz     also the clang fuzzing runtime
+#   scripts/bootstrap.sh browser  also Debian's chromium, Node.js and npm, and
+#                                 playwright-core into t/browser/node_modules
+#                                 (pinned by t/browser/package-lock.json; it
+#                                 drives /usr/bin/chromium, never downloads one)
 set -eu
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+browser=
 
 pkgs="nginx nginx-dev gcc make libc6-dev libssl-dev libyajl-dev
       libhiredis-dev redis-server perl libtest-base-perl libipc-run-perl
@@ -16,6 +23,11 @@ for extra in "$@"; do
     case "$extra" in
         fuzz)     pkgs="$pkgs clang libclang-rt-14-dev" ;;
         valgrind) pkgs="$pkgs valgrind" ;;
+        browser)  browser=1
+                  pkgs="$pkgs chromium"
+                  # a Node.js that is there already (with its own npm) is used
+                  command -v node > /dev/null || pkgs="$pkgs nodejs"
+                  command -v npm > /dev/null || pkgs="$pkgs npm" ;;
         *) echo "bootstrap.sh: unknown extra \"$extra\"" >&2; exit 2 ;;
     esac
 done
@@ -30,17 +42,29 @@ done
 
 if [ -z "$missing" ]; then
     echo "bootstrap: all packages present"
-    exit 0
-fi
-
-if [ "$(id -u)" != 0 ]; then
+elif [ "$(id -u)" != 0 ]; then
     echo "bootstrap: missing:$missing; run as root to install them" >&2
     exit 1
+else
+    echo "bootstrap: installing$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # the nginx and redis packages start services; the project never uses them
+    apt-get install -y -qq --no-install-recommends $missing > /dev/null
+    echo "bootstrap: done"
 fi
 
-echo "bootstrap: installing$missing"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# the nginx and redis packages start services; the project never uses them
-apt-get install -y -qq --no-install-recommends $missing > /dev/null
-echo "bootstrap: done"
+# npm keeps a copy of the lock it installed in node_modules: a newer
+# package-lock.json (a checkout, a pull) installs again
+if [ -n "$browser" ]; then
+    dir="$repo/t/browser"
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] \
+       || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]
+    then
+        echo "bootstrap: npm ci in t/browser"
+        (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+            npm ci --no-audit --no-fund --loglevel=error > /dev/null)
+    fi
+    echo "bootstrap: browser: $(chromium --version 2>/dev/null), node $(node --version)," \
+         "playwright-core $(cd "$dir" && node -p 'require("playwright-core/package.json").version')"
+fi

@@ -28,6 +28,8 @@ struct ngx_ws_agent_ctx_s {
     /* verified identity (ws_agent_jwt) */
     ngx_str_t                   jwt_sub;
     void                       *jwt_claims;     /* a yajl_val tree */
+    ngx_str_t                   jwt_protocol;   /* the Sec-WebSocket-Protocol
+                                                   entry that carried it */
     unsigned                    jwt_verified:1;
 
     ngx_ws_agent_relay_t        relay;

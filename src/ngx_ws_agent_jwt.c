@@ -4,8 +4,9 @@
  * A token is looked for in ws_agent_jwt_token if set, else in
  * "Authorization: Bearer", then "?token=", then a Sec-WebSocket-Protocol
  * entry starting with ws_agent_jwt_protocol_prefix (that entry is then not
- * forwarded upstream).  The header and claims are parsed with yajl's tree
- * parser; the signature is checked with OpenSSL's EVP interface.
+ * forwarded upstream, and answers the 101 if the backend selects no
+ * subprotocol).  The header and claims are parsed with yajl's tree parser;
+ * the signature is checked with OpenSSL's EVP interface.
  */
 
 #include <ngx_config.h>
@@ -72,7 +73,8 @@ static ngx_ws_agent_jwt_alg_t  ngx_ws_agent_jwt_algs[] = {
 
 
 static ngx_int_t ngx_ws_agent_jwt_find(ngx_http_request_t *r,
-    ngx_ws_agent_loc_conf_t *wlcf, ngx_str_t *token);
+    ngx_ws_agent_ctx_t *ctx, ngx_ws_agent_loc_conf_t *wlcf,
+    ngx_str_t *token);
 static void ngx_ws_agent_jwt_strip_protocol(ngx_http_request_t *r,
     ngx_table_elt_t *h, u_char *start, u_char *end);
 static const char *ngx_ws_agent_jwt_verify(ngx_http_request_t *r,
@@ -608,7 +610,7 @@ ngx_ws_agent_jwt_check(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
 
     wlcf = ngx_http_get_module_loc_conf(r, ngx_ws_agent_module);
 
-    if (ngx_ws_agent_jwt_find(r, wlcf, &token) != NGX_OK) {
+    if (ngx_ws_agent_jwt_find(r, ctx, wlcf, &token) != NGX_OK) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "ws_agent: JWT rejected: no token in the request");
         return ngx_ws_agent_jwt_unauthorized(r);
@@ -655,11 +657,12 @@ ngx_ws_agent_jwt_check(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx)
 
 
 static ngx_int_t
-ngx_ws_agent_jwt_find(ngx_http_request_t *r, ngx_ws_agent_loc_conf_t *wlcf,
-    ngx_str_t *token)
+ngx_ws_agent_jwt_find(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx,
+    ngx_ws_agent_loc_conf_t *wlcf, ngx_str_t *token)
 {
     u_char           *p, *start, *end, *last;
     ngx_str_t         name = ngx_string("Sec-WebSocket-Protocol");
+    ngx_str_t         entry;
     ngx_table_elt_t  *h;
 
     if (wlcf->jwt_token) {
@@ -732,13 +735,19 @@ ngx_ws_agent_jwt_find(ngx_http_request_t *r, ngx_ws_agent_loc_conf_t *wlcf,
             && ngx_strncmp(start, wlcf->jwt_protocol_prefix.data,
                            wlcf->jwt_protocol_prefix.len) == 0)
         {
-            token->data = start + wlcf->jwt_protocol_prefix.len;
-            token->len = end - token->data;
+            /* the entry, kept for the 101 (the header's bytes move) */
+            entry.data = start;
+            entry.len = end - start;
 
-            token->data = ngx_pstrdup(r->pool, token);
-            if (token->data == NULL) {
+            entry.data = ngx_pstrdup(r->pool, &entry);
+            if (entry.data == NULL) {
                 return NGX_ERROR;
             }
+
+            ctx->jwt_protocol = entry;
+
+            token->data = entry.data + wlcf->jwt_protocol_prefix.len;
+            token->len = entry.len - wlcf->jwt_protocol_prefix.len;
 
             ngx_ws_agent_jwt_strip_protocol(r, h, start, end);
 
@@ -786,6 +795,79 @@ ngx_ws_agent_jwt_strip_protocol(ngx_http_request_t *r, ngx_table_elt_t *h,
     if (h->value.len == 0) {
         (void) ngx_ws_agent_remove_header(r, h);
     }
+}
+
+
+/*
+ * A browser that offered subprotocols fails a 101 that selects none
+ * (Chromium: "Sent non-empty 'Sec-WebSocket-Protocol' header but no
+ * response was received"), and the backend never saw the token entry, so
+ * it cannot select it.  When the client offered a token entry and the
+ * backend's 101 selects no subprotocol, the 101 selects the token entry:
+ * one of those offered, as RFC 6455 (4.2.2) lets a server answer.  A
+ * subprotocol the backend selected is left as it is.
+ */
+
+ngx_int_t
+ngx_ws_agent_jwt_select_protocol(ngx_http_request_t *r,
+    ngx_ws_agent_ctx_t *ctx)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (ctx->jwt_protocol.len == 0) {
+        return NGX_OK;
+    }
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || h[i].key.len != sizeof("Sec-WebSocket-Protocol") - 1
+            || ngx_strncasecmp(h[i].key.data,
+                               (u_char *) "Sec-WebSocket-Protocol",
+                               sizeof("Sec-WebSocket-Protocol") - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        if (h[i].value.len) {
+            return NGX_OK;              /* the backend's choice */
+        }
+
+        h[i].hash = 0;                  /* an empty one selects nothing */
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Sec-WebSocket-Protocol");
+    h->value = ctx->jwt_protocol;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ws_agent: the 101 selects the token's subprotocol entry");
+
+    return NGX_OK;
 }
 
 

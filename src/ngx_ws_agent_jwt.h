@@ -24,6 +24,14 @@ char *ngx_ws_agent_jwt_claim(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_ws_agent_jwt_check(ngx_http_request_t *r,
     ngx_ws_agent_ctx_t *ctx);
 
+/*
+ * Header filter, on the backend's 101: when the client offered the token as
+ * a Sec-WebSocket-Protocol entry and the backend selected no subprotocol,
+ * the 101 selects that entry (a browser fails a 101 that selects none).
+ */
+ngx_int_t ngx_ws_agent_jwt_select_protocol(ngx_http_request_t *r,
+    ngx_ws_agent_ctx_t *ctx);
+
 /* $ws_agent_jwt_sub and $ws_agent_jwt_claim_NAME */
 ngx_int_t ngx_ws_agent_jwt_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);

@@ -72,6 +72,20 @@ redis_cmd PUBLISH ch x
 ch x
 ch y
 --- wait: 0.5
+
+=== TEST 4: the 101 selects a subprotocol not offered
+--- ws_backend
+protocol other
+--- ws_client
+handshake /ws Sec-WebSocket-Protocol: chat
+send text after
+
+=== TEST 5: wrong response_header
+--- ws_backend
+protocol chat
+--- ws_client
+handshake /ws Sec-WebSocket-Protocol: chat
+response_header Sec-WebSocket-Protocol: nope
 _EOT_
 open my $fh, '>', "$dir/wrong.t" or die $!;
 print $fh $wrong;
@@ -98,7 +112,13 @@ like($out, qr/^not ok \d+ - TEST 2: wrong recv text - ws_backend_request_headers
      'a wrong backend request header fails');
 like($out, qr/^not ok \d+ - TEST 3: missing redis message - redis_messages$/m,
      'a missing redis message fails');
-is(scalar(() = $out =~ /^not ok/mg), 4, 'exactly the wrong checks fail')
+like($out, qr/^not ok \d+ - TEST 4: the 101 selects a subprotocol not offered - ws step 1: handshake/m,
+     'a 101 selecting a subprotocol that was not offered fails the handshake');
+like($out, qr/^#\s+the 101 selects subprotocol 'other', not offered$/m,
+     'and says which');
+like($out, qr/^not ok \d+ - TEST 5: wrong response_header - ws step 2: response_header Sec-WebSocket-Protocol: nope$/m,
+     'a wrong response_header fails');
+is(scalar(() = $out =~ /^not ok/mg), 6, 'exactly the wrong checks fail')
     or diag($out);
 
 __DATA__
@@ -329,3 +349,17 @@ recv text over tls
 sent text over tls
 recv close 1000
 sent close 1000
+
+
+
+=== TEST 15: the backend's subprotocol reaches the client through stock proxy_pass
+--- ws_backend
+protocol chat
+echo
+--- ws_client
+handshake /ws Sec-WebSocket-Protocol: bearer.x, chat
+response_header Sec-WebSocket-Protocol: chat
+send text hi
+recv text hi
+--- ws_backend_request_headers
+Sec-WebSocket-Protocol: bearer.x, chat

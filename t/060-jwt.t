@@ -405,7 +405,7 @@ agent:events:alice ^\{"connection_id":"ws_alice_\d+_[0-9a-f]{8}","user":"alice",
 
 
 
-=== TEST 25: the token as the only subprotocol: the header is not forwarded at all
+=== TEST 25: the token as the only subprotocol: it is not forwarded, and the 101 selects it (a browser fails a 101 that selects none)
 --- config
     location /ws {
         ws_agent_jwt on;
@@ -420,13 +420,80 @@ agent:events:alice ^\{"connection_id":"ws_alice_\d+_[0-9a-f]{8}","user":"alice",
 send text {"type":"connection_ready"}
 --- ws_client
 handshake /ws Sec-WebSocket-Protocol: bearer.$TEST_NGINX_JWT_HS256
+response_header Sec-WebSocket-Protocol: bearer.$TEST_NGINX_JWT_HS256
 recv text {"type":"connection_ready"}
 --- ws_backend_request_headers
 !Sec-WebSocket-Protocol
 
 
 
-=== TEST 26: nginx -t fails on a key file that is not a PEM public key
+=== TEST 26: the token and chat offered, the backend selects chat: the 101 keeps chat
+--- config
+    location /ws {
+        ws_agent_jwt on;
+        ws_agent_jwt_key hmac $TEST_NGINX_JWT_DIR/secret;
+        ws_agent on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+    }
+--- ws_backend
+protocol chat
+send text {"type":"connection_ready"}
+--- ws_client
+handshake /ws Sec-WebSocket-Protocol: bearer.$TEST_NGINX_JWT_HS256, chat
+response_header Sec-WebSocket-Protocol: chat
+recv text {"type":"connection_ready"}
+--- ws_backend_request_headers
+Sec-WebSocket-Protocol: chat
+
+
+
+=== TEST 27: the token and chat offered, the backend selects none: the 101 selects the token entry, also without the gate
+--- config
+    location /ws {
+        ws_agent_jwt on;
+        ws_agent_jwt_key hmac $TEST_NGINX_JWT_DIR/secret;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+    }
+--- ws_backend
+send text {"type":"connection_ready"}
+--- ws_client
+handshake /ws Sec-WebSocket-Protocol: chat, bearer.$TEST_NGINX_JWT_HS256
+response_header Sec-WebSocket-Protocol: bearer.$TEST_NGINX_JWT_HS256
+recv text {"type":"connection_ready"}
+--- ws_backend_request_headers
+Sec-WebSocket-Protocol: chat
+
+
+
+=== TEST 28: the token in Authorization, chat offered, the backend selects none: the 101 selects none
+--- config
+    location /ws {
+        ws_agent_jwt on;
+        ws_agent_jwt_key hmac $TEST_NGINX_JWT_DIR/secret;
+        ws_agent on;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+    }
+--- ws_backend
+send text {"type":"connection_ready"}
+--- ws_client
+handshake /ws Authorization: Bearer $TEST_NGINX_JWT_HS256 | Sec-WebSocket-Protocol: chat
+response_header !Sec-WebSocket-Protocol
+recv text {"type":"connection_ready"}
+--- ws_backend_request_headers
+Sec-WebSocket-Protocol: chat
+
+
+
+=== TEST 29: nginx -t fails on a key file that is not a PEM public key
 --- config
     location = /ok.txt {
         ws_agent_jwt on;
@@ -438,7 +505,7 @@ recv text {"type":"connection_ready"}
 
 
 
-=== TEST 27: nginx -t fails on an RSA key under 2048 bits
+=== TEST 30: nginx -t fails on an RSA key under 2048 bits
 --- config
     location = /ok.txt {
         ws_agent_jwt on;
@@ -450,7 +517,7 @@ is shorter than 2048 bits
 
 
 
-=== TEST 28: nginx -t fails on a missing key file, an unknown key type, jwt without a key
+=== TEST 31: nginx -t fails on a missing key file, an unknown key type, jwt without a key
 --- config
     location = /a { ws_agent_jwt_key pem /no/such/file.pem; }
 --- must_die
@@ -459,7 +526,7 @@ is shorter than 2048 bits
 
 
 
-=== TEST 29: an unknown key type
+=== TEST 32: an unknown key type
 --- config
     location = /a { ws_agent_jwt_key x509 $TEST_NGINX_JWT_DIR/rsa.pub; }
 --- must_die
@@ -468,7 +535,7 @@ is shorter than 2048 bits
 
 
 
-=== TEST 30: ws_agent_jwt on without a key
+=== TEST 33: ws_agent_jwt on without a key
 --- config
     location = /a { ws_agent_jwt on; }
 --- must_die

@@ -27,7 +27,8 @@ sub parse_steps {
         next if $line eq '' || $line =~ /^#/;
         my %s = (text => $line);
         if ($line =~ s/^with_101\s+//) {
-            die "with_101 must be the first step: '$s{text}'\n" if @steps;
+            die "with_101 must be the first step: '$s{text}'\n"
+                if grep { $_->{op} ne 'protocol' } @steps;
             $s{with_101} = 1;
         }
         if    ($line =~ /^send\s+(.*)$/)       { $s{op} = 'send';
@@ -41,6 +42,9 @@ sub parse_steps {
         elsif ($line =~ /^status\s+(\d{3})$/) {
             die "status must be the first step\n" if @steps;
             @s{qw(op code)} = ('status', $1) }
+        elsif ($line =~ /^protocol\s+(\S+)$/) {
+            die "protocol must be the first step\n" if @steps;
+            @s{qw(op protocol)} = ('protocol', $1) }
         else { die "unknown ws_backend step '$line'\n" }
         die "with_101 applies to a send step\n"
             if $s{with_101} && $s{op} ne 'send';
@@ -187,9 +191,13 @@ sub run {
         $self->rec('recv error no Sec-WebSocket-Key');
         return $self->finish;
     }
+    my $protocol = @steps && $steps[0]{op} eq 'protocol'
+                 ? shift(@steps)->{protocol} : undef;
     my $resp = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
              . "Connection: Upgrade\r\nSec-WebSocket-Accept: "
-             . ws_accept($key) . "\r\n\r\n";
+             . ws_accept($key) . "\r\n"
+             . (defined $protocol ? "Sec-WebSocket-Protocol: $protocol\r\n" : '')
+             . "\r\n";
     if (@steps && $steps[0]{with_101}) {
         my ($bytes, $lines) = WsAgent::Send::build(shift(@steps)->{send});
         $s->write_all($resp . $bytes);

@@ -47,7 +47,8 @@ sub config_text {
     my $valgrind = $self->{valgrind};
     my $indent = sub { join "\n", map { "    $_" } split /\n/, $_[0] // '' };
     my $conf = join '', map { "load_module $_;\n" } @{ $self->{load_modules} };
-    $conf .= "daemon off;\n"
+    $conf .= $self->user_line
+           . "daemon off;\n"
            . 'master_process ' . ($self->{master} && !$valgrind ? 'on' : 'off')
            . ";\nworker_processes $self->{workers};\n"
            . "error_log logs/error.log $self->{log_level};\n"
@@ -69,6 +70,16 @@ sub config_text {
            . join("\n", map { "    $_" } split /\n/, $indent->($s{config}))
            . "\n    }\n}\n";
     return $conf;
+}
+
+# As root, nginx's workers would run as "nobody", who cannot enter a
+# checkout under /root (mode 0700): user_files answered 403 and unix
+# sockets there failed.  Like CPAN's Test::Nginx, a root runner keeps them
+# root, unless TEST_NGINX_WORKER_USER names the user.
+sub user_line {
+    my $user = $ENV{TEST_NGINX_WORKER_USER};
+    return "user $user;\n" if defined $user && length $user;
+    return $> == 0 ? "user root;\n" : '';
 }
 
 sub write_config {

@@ -39,6 +39,9 @@ sub parse_step {
         @s{qw(op expect path)} = ('handshake', 101, $1 // '/');
         $s{headers} = [];
         $s{with} = WsAgent::Send::parse($2);
+    } elsif ($line =~ /^response_header\s+(.*)$/) {
+        my ($h) = parse_header_list($1);
+        @s{qw(op name want)} = ('response_header', @$h);
     } elsif ($line =~ /^port\s+(\d+)$/) {
         @s{qw(op port)} = ('port', $1);
     } elsif ($line =~ /^header\s+(.*)$/) {
@@ -139,6 +142,7 @@ sub step {
         return $hook->($s);
     }
     my $st = $self->stream or return (0, 'no connection: handshake first');
+    return $self->response_header($st, $s) if $op eq 'response_header';
     if ($op eq 'drop') { $st->close; return 1 }
     if ($op eq 'send') {
         my ($bytes) = WsAgent::Send::build($s->{send}, mask => 1);
@@ -195,6 +199,7 @@ sub handshake {
     my ($status) = $status_line =~ m{^HTTP/\d\.\d (\d{3})}
         or return (0, "bad status line '$status_line'");
     my %resp = map { /^([^:]+):\s*(.*)$/ ? (lc $1, $2) : () } @lines;
+    $st->{response} = \%resp;
     return (0, "expected status $s->{expect}, got '$status_line'")
         if $status != $s->{expect};
     return 1 if $status != 101;
@@ -204,6 +209,24 @@ sub handshake {
         if ($resp{'sec-websocket-accept'} // '') ne $want;
     return (0, "101 without 'Upgrade: websocket'")
         if lc($resp{upgrade} // '') ne 'websocket';
+    # RFC 6455 4.1: a subprotocol the client did not offer fails the connection
+    my ($offer) = map { $_->[1] } grep { lc $_->[0] eq 'sec-websocket-protocol' } @h;
+    my $selected = $resp{'sec-websocket-protocol'};
+    return (0, "the 101 selects subprotocol '$selected', not offered")
+        if defined $selected
+           && !grep { $_ eq $selected } split /\s*,\s*/, trim($offer // '');
+    return 1;
+}
+
+# a header of the last handshake's response: "Name: value", or "!Name" absent
+sub response_header {
+    my ($self, $st, $s) = @_;
+    my $got = ($st->{response} // {})->{lc $s->{name}};
+    return defined $got ? (0, "got '$s->{name}: $got', want none") : 1
+        unless defined $s->{want};
+    return (0, "got " . (defined $got ? "'$s->{name}: $got'" : 'no ' . $s->{name})
+               . ", want '$s->{name}: $s->{want}'")
+        if ($got // '') ne $s->{want};
     return 1;
 }
 

@@ -27,6 +27,7 @@ use WsAgent::Http;
 use WsAgent::Backend;
 use WsAgent::WsClient;
 use WsAgent::Redis;
+use WsAgent::Browser;
 
 our @EXPORT = qw(run_tests run_test repeat_each no_shuffle workers master_on
                  master_off log_level no_long_string no_root_location
@@ -221,6 +222,11 @@ sub setup_and_run {
 
     if (has($t, 'ws_client')) {
         $t->{ws_results} = run_ws_client($t);
+    } elsif (has($t, 'browser')) {
+        $t->{browser} = WsAgent::Browser::run(
+            url => "http://$ServerAddr:$ServerPort" . trim(section($t, 'browser')),
+            profile => "$Servroot/browser",
+            timeout => section($t, 'browser_timeout') || 30);
     } elsif (has($t, 'request') || has($t, 'raw_request')) {
         my $bytes = has($t, 'raw_request') ? section($t, 'raw_request')
             : WsAgent::Http::build_request(section($t, 'request'),
@@ -400,6 +406,7 @@ sub check_all {
     my ($t) = @_;
     check_response($t) if $t->{response};
     check_ws_steps($t) if $t->{ws_results};
+    check_browser($t) if $t->{browser};
     check_backend($t) if $t->{backend};
     check_redis($t) if $t->{redis_messages};
     check_error_log($t);
@@ -452,6 +459,26 @@ sub check_ws_steps {
         Test::More::ok($r->{ok}, $label)
             or Test::More::diag("step '$steps->[$k]{text}':\n  $r->{msg}");
     }
+}
+
+# The page's result goes to the block's "--- browser_check eval" sub, which
+# checks it with Test::More: sub { my ($result, $name) = @_; ... }
+sub check_browser {
+    my ($t) = @_;
+    my ($name, $r) = ($t->{name}, $t->{browser});
+    Test::More::note("$name - browser: " . ($r->{chromium} // 'unknown')
+                     . ', ' . ($r->{ms} // '?') . ' ms');
+    Test::More::ok(!$r->{error} && $r->{page},
+                   "$name - browser: the page ran to its result")
+        or Test::More::diag("browser error: " . ($r->{error} // 'no result'));
+    my $check = section($t, 'browser_check');
+    if (ref $check eq 'CODE' && $r->{page}) {
+        eval { $check->($r, $name); 1 }
+            or Test::More::fail("$name - browser_check ran: $@");
+    }
+    Test::More::diag("browser console:\n  " . join("\n  ", @{ $r->{console} || [] })
+                     . ($r->{stderr} ? "\ndriver stderr:\n$r->{stderr}" : ''))
+        if failures() > $t->{failures_before};
 }
 
 sub check_backend {
