@@ -196,8 +196,10 @@ ok($deb && $changes, "the build made ${Pkg}_VERSION_ARCH.deb and .changes")
     my @tags = grep { /^[A-Z]: / } split /\n/, slurp(log_of('lintian')) // '';
     is($lrc, 0, 'lintian ran')
         or diag(tail_of(log_of('lintian'), 30));
-    Test::More::note(join "\n", 'lintian --pedantic:', @tags ? @tags : '(no tags)');
-    my %explained = WsAgent::Debian::explained_tags("$Repo/debian/README.source");
+    Test::More::note(join "\n", 'lintian --pedantic:',
+                     @tags ? @tags : '(no tags)');
+    my %explained =
+        WsAgent::Debian::explained_tags("$Repo/debian/README.source");
     my @new = grep { my ($tag) = /^[A-Z]: [^:]+: (\S+)/;
                      !$explained{$tag // ''} } @tags;
     is(join("\n", @new), '',
@@ -253,7 +255,22 @@ unlike(slurp(server_root() . '/conf/nginx.conf') // 'no nginx.conf',
        qr/^\s*load_module/m, 'the block\'s nginx.conf loads no module itself, '
        . 'only through /etc/nginx/modules-enabled');
 
-# --- purge ---------------------------------------------------------------
+# --- remove, then purge ----------------------------------------------------
+
+is(WsAgent::Debian::apt_get(log_of('remove'), 'remove', $Pkg), 0,
+   "apt-get remove -y $Pkg")
+    or diag(tail_of(log_of('remove'), 40));
+is(WsAgent::Debian::package_status(), 'rc',
+   'dpkg: removed, its configuration kept');
+ok(!-e $WsAgent::Debian::So && !-e $WsAgent::Debian::Available,
+   'the .so and the load file are gone');
+{
+    my $removed = "$WsAgent::Debian::Enabled.removed";
+    ok(!-l $WsAgent::Debian::Enabled
+       && (readlink($removed) // '') eq $WsAgent::Debian::Available,
+       "the modules-enabled link is disabled as $removed");
+}
+nginx_t_ok("the system's nginx -t passes with the package removed");
 
 is(purge(), 0, "apt-get purge -y $Pkg")
     or diag(tail_of(log_of('purge'), 40));
@@ -263,8 +280,8 @@ is_deeply(WsAgent::Debian::system_state(), $Before,
           . 'dpkg --audit as before, no nginx service');
 nginx_t_ok("the system's nginx -t still passes");
 
-Test::More::note(sprintf 'package build %.0f s, whole file %.0f s', $build_s,
-             time - $Started);
+Test::More::note(sprintf 'package build %.0f s, whole file %.0f s',
+                         $build_s, time - $Started);
 
 __DATA__
 
