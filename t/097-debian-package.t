@@ -18,6 +18,7 @@ use strict;
 use warnings;
 
 use Cwd ();
+use File::Find ();
 use File::Temp qw(tempdir);
 use FindBin;
 use Time::HiRes qw(time);
@@ -129,7 +130,10 @@ ok($rc == 0, sprintf 'dpkg-buildpackage -us -uc -b builds the package in a '
 # scripts/build.sh: conf_flags' words, then dpkg-buildflags' CFLAGS and
 # CPPFLAGS and -Werror in --with-cc-opt
 {
-    my ($configure) = (slurp("$src/debian/build/ngx_auto_config.h") // '')
+    my $auto;        # in the build tree, wherever debian/rules put it
+    File::Find::find(sub { $auto //= $File::Find::name
+                               if $_ eq 'ngx_auto_config.h' }, $src);
+    my ($configure) = (slurp($auto // '/nonexistent') // '')
                       =~ /^#define NGX_CONFIGURE "(.*)"$/m;
     my ($flags) = (slurp('/usr/share/nginx/src/conf_flags') // '')
                   =~ /^NGX_CONF_FLAGS=\( *(.*?) *\)$/m;
