@@ -636,6 +636,11 @@ for my $step (@plan) {
                    ($back{down}{$_}{below} // 9e9) - $win{redis}[1] }
              sort keys %{ $back{down} };
     } elsif ($what eq 'redis_pause') {
+        # apart from the outage's end (once every worker held fewer than
+        # the queue again): each loss belongs to one of them
+        my ($last) = sort { $b <=> $a } map { $_->{below} // 0 }
+                     values %{ $back{down} || {} };
+        sleep $last + 1.5 - time if $last && $last + 1.5 > time;
         $win{pause}[0] = time;
         my $r = redis_cmd('CLIENT', 'PAUSE', $PAUSE_MS, 'WRITE');
         $win{pause}[1] = $win{pause}[0] + $PAUSE_MS / 1000;
