@@ -1,6 +1,6 @@
 # Self-test of the harness: standard Test::Nginx sections against stock nginx.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 
 repeat_each(1);
 no_shuffle();

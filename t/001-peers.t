@@ -2,7 +2,7 @@
 # the test client to the scripted backend; a private redis takes PUBLISH.
 # The end of the file proves that wrong expectations do fail.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use File::Temp qw(tempdir);
 use Cwd qw(abs_path);
 
@@ -36,7 +36,7 @@ run_tests();
 my $dir = tempdir(CLEANUP => 1);
 my $lib = abs_path('t/lib');
 (my $wrong = <<'_EOT_') =~ s/\@PROXY\@/$Proxy/;
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 our $Proxy = <<'_EOC_';
 @PROXY@_EOC_
 add_block_preprocessor(sub { $_[0]->set_value(config => $main::Proxy) });
@@ -93,30 +93,35 @@ close $fh;
 
 my $out = do {
     local $ENV{TEST_NGINX_SERVROOT} = "$dir/servroot";
-    local $ENV{TEST_NGINX_PORT} = WsAgent::Util::free_port();
-    `$^X -I$lib $dir/wrong.t 2>&1`;
+    # CPAN's runner takes TEST_NGINX_SERVER_PORT (this file's) before
+    # TEST_NGINX_PORT
+    local $ENV{TEST_NGINX_PORT} = local $ENV{TEST_NGINX_SERVER_PORT}
+        = WsAgent::Util::free_port();
+    # the child runs on this file's runner, CPAN's or the bundled one
+    my $runner = $Test::Nginx::Socket::WsAgent::RunnerLib;
+    `$^X -I$lib -I$runner $dir/wrong.t 2>&1`;
 };
 my $status = $? >> 8;
 ok($status != 0, 'a file with wrong expectations fails') or diag($out);
-like($out, qr/^not ok \d+ - TEST 1: wrong transcript - ws_backend_transcript$/m,
+like($out, qr/^not ok \d+ - (?:\S+ )?TEST 1: wrong transcript - ws_backend_transcript$/m,
      'a wrong backend transcript fails');
-like($out, qr/^ok \d+ - TEST 1: wrong transcript - ws step 3: recv text hello$/m,
+like($out, qr/^ok \d+ - (?:\S+ )?TEST 1: wrong transcript - ws step 3: recv text hello$/m,
      'the right steps of that block pass');
-like($out, qr/^not ok \d+ - TEST 2: wrong recv text - ws step 2: recv text wrong$/m,
+like($out, qr/^not ok \d+ - (?:\S+ )?TEST 2: wrong recv text - ws step 2: recv text wrong$/m,
      'a wrong recv text fails');
 like($out, qr/^#\s+expected: text wrong\n#\s+got: text hello$/m,
      'and says what came instead');
 like($out, qr/^ok \d+ # skip .*ws step 3: send text after/m,
      'the steps after a failed one are skipped');
-like($out, qr/^not ok \d+ - TEST 2: wrong recv text - ws_backend_request_headers$/m,
+like($out, qr/^not ok \d+ - (?:\S+ )?TEST 2: wrong recv text - ws_backend_request_headers$/m,
      'a wrong backend request header fails');
-like($out, qr/^not ok \d+ - TEST 3: missing redis message - redis_messages$/m,
+like($out, qr/^not ok \d+ - (?:\S+ )?TEST 3: missing redis message - redis_messages$/m,
      'a missing redis message fails');
-like($out, qr/^not ok \d+ - TEST 4: the 101 selects a subprotocol not offered - ws step 1: handshake/m,
+like($out, qr/^not ok \d+ - (?:\S+ )?TEST 4: the 101 selects a subprotocol not offered - ws step 1: handshake/m,
      'a 101 selecting a subprotocol that was not offered fails the handshake');
 like($out, qr/^#\s+the 101 selects subprotocol 'other', not offered$/m,
      'and says which');
-like($out, qr/^not ok \d+ - TEST 5: wrong response_header - ws step 2: response_header Sec-WebSocket-Protocol: nope$/m,
+like($out, qr/^not ok \d+ - (?:\S+ )?TEST 5: wrong response_header - ws step 2: response_header Sec-WebSocket-Protocol: nope$/m,
      'a wrong response_header fails');
 is(scalar(() = $out =~ /^not ok/mg), 6, 'exactly the wrong checks fail')
     or diag($out);

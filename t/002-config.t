@@ -2,7 +2,7 @@
 # value, context or combination stops nginx with a message naming the
 # directive.  Only standard Test::Nginx sections.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 
 repeat_each(1);
 no_shuffle();

@@ -2,7 +2,7 @@
 # backend's ack; afterwards every held frame goes first, in order.
 
 use File::Temp qw(tempdir);
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Conf qw(with_changes ws_location);
 
 # a throw-away certificate for the TLS block

@@ -10,7 +10,7 @@
 # needs 28 connections for every offset of the type member, and the ack has
 # 41 bytes, so 40 at most.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Conf qw(with_changes ws_location);
 
 repeat_each(1);

@@ -1,7 +1,7 @@
 # Agent events to Redis pub/sub: the configured types, one envelope each, on
 # the connection's own channel, in order, without ever holding the relay.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Conf qw(with_changes ws_location);
 
 repeat_each(1);

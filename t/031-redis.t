@@ -2,7 +2,7 @@
 # db, unix sockets, reloads.  The relay never waits for Redis; what waited
 # in the queue arrives once Redis is back.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Conf qw(ws_location);
 
 repeat_each(1);

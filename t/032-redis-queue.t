@@ -8,7 +8,7 @@
 # status page and the subscriber, that what arrived plus what was counted
 # as dropped is what was queued, and that queued + in flight never exceed N.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Conf qw(ws_location);
 
 repeat_each(1);

@@ -2,7 +2,7 @@
 # in Prometheus's exposition format; they move exactly as the traffic of the
 # block implies, with two workers, and survive a reload.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Conf qw(with_changes ws_location);
 
 repeat_each(1);

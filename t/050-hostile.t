@@ -9,7 +9,7 @@
 # unmasked frame while gated and a masked backend frame; they are not
 # repeated here.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Conf qw(with_changes ws_location);
 
 repeat_each(1);

@@ -2,7 +2,7 @@
 # bad, in each place they may be carried; a rejected request gets 401 and
 # never reaches the backend; the channel is the verified sub's.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Jwt;
 
 repeat_each(1);

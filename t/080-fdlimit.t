@@ -19,7 +19,7 @@
 # reach the subscriber.  No [alert] or [crit] but those two of nginx's, no
 # crash, no worker exit.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Socket::WsAgent 'no_plan';
 use WsAgent::Conf qw(ws_location);
 
 use File::Temp qw(tempdir);
@@ -87,7 +87,7 @@ sub fd_baseline {
     my $res = WsAgent::Http::send_request($port,
         WsAgent::Http::build_request('GET /plain'), $Valgrind ? 20 : 5);
     my $p = $Valgrind ? $n->{pid} : undef;
-    wait_until(5, sub { ($p) = Test::Nginx::Socket::worker_pids($n->{pid}) })
+    wait_until(5, sub { ($p) = WsAgent::Util::worker_pids($n->{pid}) })
         unless $p;
     my @fds;
     for (1 .. 10) {

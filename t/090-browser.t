@@ -9,7 +9,7 @@
 # browser installs them) the file is skipped when run by hand, and fails
 # under CI=true or scripts/test.sh.
 
-use Test::Nginx::Socket;
+use Test::Nginx::Socket::WsAgent;
 use WsAgent::Browser;
 use WsAgent::Conf qw(ws_location);
 use WsAgent::Jwt;

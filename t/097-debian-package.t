@@ -34,7 +34,7 @@ BEGIN {
     $ENV{TEST_NGINX_LOAD_MODULES} = '';
 }
 
-use Test::Nginx::Socket;
+use Test::Nginx::Socket::WsAgent;
 use WsAgent::Conf qw(ws_location);
 use WsAgent::Debian;
 use WsAgent::Util qw(slurp);

@@ -19,7 +19,8 @@ use WsAgent::Util qw(wait_until kill_pid spit slurp);
 sub new {
     my ($class, %opt) = @_;
     my $self = bless { workers => 1, log_level => 'debug', master => 1,
-                       env => [], load_modules => [], %opt }, $class;
+                       worker_connections => 1024, env => [],
+                       load_modules => [], %opt }, $class;
     $self->{servroot} = File::Spec->rel2abs($self->{servroot});
     return $self;
 }
@@ -39,7 +40,7 @@ sub prepare_servroot {
             if @entries && !-e "$root/conf/nginx.conf" && !-d "$root/logs";
         remove_tree($root);
     }
-    make_path(map { "$root/$_" } qw(conf logs html tmp));
+    make_path(map { "$root/$_" } qw(conf logs html));
 }
 
 sub config_text {
@@ -55,12 +56,13 @@ sub config_text {
            . "pid logs/nginx.pid;\n"
            . join('', map { "env $_;\n" } @{ $self->{env} })
            . "\n" . ($s{main_config} // '') . "\n"
-           . "events {\n    worker_connections 1024;\n}\n\n"
+           . "events {\n    worker_connections $self->{worker_connections};\n}\n\n"
            . "http {\n"
            . "    access_log logs/access.log;\n"
            . "    default_type text/plain;\n"
            . "    keepalive_timeout 68;\n";
-    $conf .= "    ${_}_temp_path tmp/$_;\n"
+    # named and placed as CPAN's runner does, which removes them
+    $conf .= "    ${_}_temp_path ${_}_temp;\n"
         for qw(client_body proxy fastcgi uwsgi scgi);
     $conf .= "\n" . $indent->($s{http_config}) . "\n\n"
            . "    server {\n"
@@ -175,22 +177,8 @@ sub stop {
     kill_pid($pid, signals => [qw(QUIT TERM KILL)], grace => $grace);
 }
 
-# TCP connections nginx still holds on its port (not listening, not in
-# TIME_WAIT: a socket nginx closed has no descriptor left)
-sub client_connections {
-    my ($self) = @_;
-    my $n = 0;
-    for my $file ('/proc/net/tcp', '/proc/net/tcp6') {
-        open my $fh, '<', $file or next;
-        while (my $line = <$fh>) {
-            my ($local, $state) = (split ' ', $line)[1, 3];
-            next unless defined $state && $local =~ /:([0-9A-F]{4})$/;
-            $n++ if hex($1) == $self->{port} && $state ne '0A'
-                    && $state ne '06';
-        }
-    }
-    return $n;
-}
+# TCP connections nginx still holds on its port
+sub client_connections { WsAgent::Util::tcp_connections($_[0]{port}) }
 
 # Valgrind records that matter: memory errors always, leaks only when a
 # frame is in this module (nginx itself exits with pools still allocated).

@@ -14,7 +14,8 @@ use POSIX ();
 
 our @EXPORT_OK = qw(free_port port_is_free parse_duration describe_payload
                     big_payload wait_until kill_pid slurp spit
-                    parse_header_list trim);
+                    parse_header_list trim expected_lines worker_pids
+                    tcp_connections);
 
 my %ports_given;
 
@@ -150,6 +151,44 @@ sub parse_header_list {
         }
     }
     return @out;
+}
+
+# A section's lines: trimmed, without blank lines and "#" comments (an
+# array from "eval" is taken as it is).
+sub expected_lines {
+    my ($text) = @_;
+    return () unless defined $text;
+    return @$text if ref $text eq 'ARRAY';
+    return grep { $_ ne '' && !/^#/ } map { trim($_) } split /\n/, $text;
+}
+
+# The children of $master (nginx's workers), from /proc.
+sub worker_pids {
+    my ($master) = @_;
+    my @w;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $line = <$fh> // next;
+        # pid (comm) state ppid ...: comm may hold spaces
+        push @w, $1 if $line =~ /^(\d+) \(.*\) \S+ (\d+) / && $2 == $master;
+    }
+    return @w;
+}
+
+# TCP connections on local port $port, neither listening nor in TIME_WAIT
+# (a socket its process closed has no descriptor left).
+sub tcp_connections {
+    my ($port) = @_;
+    my $n = 0;
+    for my $file ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $file or next;
+        while (my $line = <$fh>) {
+            my ($local, $state) = (split ' ', $line)[1, 3];
+            next unless defined $state && $local =~ /:([0-9A-F]{4})$/;
+            $n++ if hex($1) == $port && $state ne '0A' && $state ne '06';
+        }
+    }
+    return $n;
 }
 
 1;

@@ -1,0 +1,599 @@
+package WsAgent::Sections;
+
+# The sections of ngx_ws_agent's tests, for Test::Nginx::Socket::WsAgent,
+# which calls these on the runner's hooks (CPAN's or the bundled one):
+#
+#   preprocess      block preprocessor, before nginx starts: fresh ports,
+#                   the private Redis and its subscriber, $TEST_NGINX_*
+#                   expanded in every section, the scripted backend; a
+#                   ws_client/browser block gets a probe request (CPAN's
+#                   runner reaches the checks only through a request)
+#   run_and_check   response-body check, while nginx runs: the client steps
+#                   (or the browser), the Redis messages, the backend's end;
+#                   then the checks of these sections
+#   after_block     test cleanup handler: backend stopped, subscriber
+#                   closed, Redis back up
+#   after_file      cleanup handler: Redis and backend stopped
+#
+# The runner's own checks (status, headers, body, error_log) stay the
+# runner's.
+
+use strict;
+use warnings;
+
+use Cwd ();
+use File::Path qw(make_path remove_tree);
+use POSIX ();
+use Scalar::Util qw(refaddr);
+use Storable ();
+use Time::HiRes qw(time sleep);
+
+use WsAgent::Util qw(free_port wait_until kill_pid slurp trim
+                     parse_header_list expected_lines worker_pids
+                     tcp_connections);
+use WsAgent::Frame;
+use WsAgent::Http;
+use WsAgent::Backend;
+use WsAgent::WsClient;
+use WsAgent::Redis;
+use WsAgent::Browser;
+
+# set by Test::Nginx::Socket::WsAgent: "cpan" or "bundled"; use_redis()
+our ($Runner, $UseRedis) = ('bundled');
+
+# The sections of this plug-in; a block with any of them is ours.
+my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
+              redis_stopped redis_subscribe redis_messages
+              redis_messages_like ws_backend_transcript
+              ws_backend_transcript_like ws_backend_transcripts
+              ws_backend_connections ws_backend_request_headers
+              browser_check browser_timeout);
+
+# Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
+# sections the runner says so itself).
+my %STRICT = (redis_config => 1);
+
+my $PROBE = '/.ws-agent-probe';
+
+my $MainPid = $$;
+my ($State, $Redis, $Backend, $Cur);
+
+# --- per file ---------------------------------------------------------------
+
+sub server_port { Test::Nginx::Socket::server_port() }
+sub server_root { Cwd::abs_path(Test::Nginx::Socket::server_root())
+                  // Test::Nginx::Socket::server_root() }
+
+# The plug-in's files (Redis, backend transcripts, parallel clients'
+# results, the browser profile) live beside the servroot, not in it: CPAN's
+# runner removes the servroot before every nginx start, and refuses to if
+# it holds anything it did not make.
+sub init_once {
+    return if $State;
+    ($State = server_root()) =~ s{/+$}{};
+    $State .= '_ws_agent';
+    remove_tree($State);
+    make_path($State);
+    $ENV{TEST_NGINX_SERVROOT} //= server_root();
+    $ENV{TEST_NGINX_HTML_DIR} //= Test::Nginx::Socket::html_dir();
+    $ENV{TEST_NGINX_SERVER_PORT} //= server_port();
+}
+
+# CPAN's runner writes "listen PORT" (every address); this rewrites that one
+# line of its nginx.conf to 127.0.0.1, after CPAN wrote the file.
+sub listen_on_loopback {
+    no warnings 'redefine';
+    my $write = \&Test::Nginx::Util::write_config_file;
+    *Test::Nginx::Util::write_config_file = sub ($$$) {
+        my @r = $write->(@_);
+        my $file = $Test::Nginx::Util::ConfFile;
+        my $conf = slurp($file) // return @r;
+        my $port = server_port();
+        if ($conf =~ s/^(\s*listen\s+)\Q$port\E\b/${1}127.0.0.1:$port/m) {
+            WsAgent::Util::spit($file, $conf);
+        } else {
+            warn "ws_agent plug-in: no 'listen $port' in $file to put on "
+                 . "127.0.0.1\n";
+        }
+        return @r;
+    };
+}
+
+sub after_file {
+    return unless $$ == $MainPid;
+    if ($Backend) { $Backend->stop; undef $Backend }
+    if ($Redis) { $Redis->stop; undef $Redis }
+}
+
+END { after_file() }
+
+sub failures { scalar grep { !$_ } Test::More->builder->summary }
+
+# --- before nginx starts ----------------------------------------------------
+
+sub value {
+    my ($block, $name) = @_;
+    return undef unless exists $block->{$name} && ref $block->{$name} eq 'ARRAY';
+    return $block->{$name}[0];
+}
+
+sub has { defined value(@_) }
+
+sub preprocess {
+    my ($block) = @_;
+    init_once();
+    return if defined $block->SKIP;
+    $Cur = my $t = { block => $block, failures_before => failures() };
+    $t->{ours} = $UseRedis || grep { has($block, $_) } @OURS;
+
+    # fresh ports per block: the backend's, and TEST_NGINX_RAND_PORT_N
+    # (chosen here, so the client steps know the ports nginx listens on)
+    $ENV{TEST_NGINX_BACKEND_PORT} = free_port();
+    my %rand;
+    for my $name (sections($block)) {
+        my $v = value($block, $name);
+        next if ref $v || !defined $v;
+        $rand{$_} //= free_port() for $v =~ /\$TEST_NGINX_RAND_PORT_(\d+)/g;
+    }
+    $ENV{"TEST_NGINX_RAND_PORT_$_"} = $rand{$_} for keys %rand;
+
+    # Redis first: its port may appear in the configuration
+    if ($UseRedis || grep { /^redis_/ && has($block, $_) } sections($block)) {
+        $Redis ||= WsAgent::Redis->new(port => free_port(),
+                                       dir => "$State/redis");
+        $Redis->ensure(config => expand($block, 'redis_config'),
+                       unix => has($block, 'redis_unix'));
+        $ENV{TEST_NGINX_REDIS_PORT} = $Redis->port;
+        $ENV{TEST_NGINX_REDIS_SOCK} = $Redis->sock_path;
+    }
+
+    # $TEST_NGINX_* in every section, as the bundled runner does (CPAN's
+    # expands only the configuration and a few more)
+    for my $name (sections($block)) {
+        my $v = expand($block, $name);
+        $block->set_value($name, $v) if defined $v && !ref $v;
+    }
+    # error_log lines as the bundled runner reads them: trimmed, no blank
+    # lines or "#" comments
+    for my $name (qw(error_log no_error_log)) {
+        my $v = value($block, $name);
+        $block->set_value($name, [expected_lines($v)]) if defined $v && !ref $v;
+    }
+
+    # nginx_t_fail is the bundled runner's; under CPAN's, nginx must refuse
+    # to start instead
+    $block->set_value('must_die', '')
+        if has($block, 'nginx_t_fail') && $Runner eq 'cpan';
+
+    # the rest is for blocks with our sections only
+    return unless $t->{ours};
+
+    if ($Redis) {
+        $Redis->stop if has($block, 'redis_stopped');
+        if (defined(my $ch = value($block, 'redis_subscribe'))) {
+            $t->{subscriber} = WsAgent::Redis::Subscriber->new($Redis,
+                                                               split ' ', $ch);
+        }
+    }
+    if (has($block, 'ws_backend')) {
+        my $steps = WsAgent::Backend::parse_steps(value($block, 'ws_backend'));
+        $Backend = WsAgent::Backend->start(
+            port => $ENV{TEST_NGINX_BACKEND_PORT}, steps => $steps,
+            dir => "$State/backend");
+        $t->{backend} = $Backend;
+    }
+
+    # "wait" bounds the Redis collection, or is slept before our checks
+    # (the runner would sleep it once more)
+    $t->{wait} = value($block, 'wait');
+    $block->set_value('wait', undef) if defined $t->{wait};
+
+    # CPAN's runner reaches the checks only through a request: a block
+    # with none gets one, to a location of its own
+    my $needs_probe = !grep { has($block, $_) } qw(request raw_request
+                          pipelined_requests must_die nginx_t_fail);
+    if ($needs_probe) {
+        $block->set_value('config', (value($block, 'config') // '')
+                          . "\n    location = $PROBE { return 204; }\n");
+        $block->set_value('request', "GET $PROBE");
+        $block->set_value('error_code', 204);
+        $t->{probe} = 1;
+    }
+}
+
+sub sections {
+    my ($block) = @_;
+    return grep { !/^_/ && $_ ne 'name' && $_ ne 'description'
+                  && ref $block->{$_} eq 'ARRAY' } keys %$block;
+}
+
+# A section's value with the $TEST_NGINX_* that are set expanded (refs are
+# left alone); an unset one is left as text, or is an error in a
+# configuration section.
+sub expand {
+    my ($block, $name) = @_;
+    my $v = value($block, $name);
+    return $v if ref $v || !defined $v;
+    $v =~ s{\$(TEST_NGINX_[A-Z0-9_]+)}{
+        defined $ENV{$1} ? $ENV{$1}
+        : $STRICT{$name} ? die "no environment variable $1 for --- $name\n"
+        : "\$$1"
+    }ge;
+    return $v;
+}
+
+# --- while nginx runs: the response-body check ------------------------------
+
+sub run_and_check {
+    my ($block, $body, $req_idx, $rep_idx, $dry_run) = @_;
+    my $t = $Cur;
+    return unless $t && $t->{ours} && refaddr($t->{block}) == refaddr($block);
+    return if $t->{ran}++ || $dry_run;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $name = $block->name;
+    $name .= " (repeat " . ($rep_idx + 1) . ")"
+        if Test::Nginx::Socket::repeat_each() > 1;
+    $t->{name} = $name;
+
+    if (has($block, 'ws_client')) {
+        $t->{ws_results} = run_ws_client($t);
+    } elsif (has($block, 'browser')) {
+        $t->{browser} = WsAgent::Browser::run(
+            url => "http://127.0.0.1:" . server_port()
+                   . trim(value($block, 'browser')),
+            profile => "$State/browser",
+            timeout => value($block, 'browser_timeout') || 30);
+    }
+    if ($t->{subscriber}) {
+        my @want = expected_lines(value($block, 'redis_messages')
+                                  // value($block, 'redis_messages_like'));
+        $t->{redis_messages} = [$t->{subscriber}->collect(scalar @want,
+                                    $t->{wait} || 2, 0.1)];
+    }
+    if ($t->{backend}) {
+        my @open = $t->{backend}->wait_done(value($block, 'timeout') || 3);
+        $t->{backend_open} = \@open;
+    }
+    sleep $t->{wait} if $t->{wait} && !$t->{subscriber};
+    # CPAN's runner reads error.log with nginx running: first let nginx
+    # finish the block's connections (the bundled one stops nginx instead)
+    wait_until(2, sub { tcp_connections(server_port()) == 0 })
+        if $Runner eq 'cpan';
+
+    check_ws_steps($t) if $t->{ws_results};
+    check_browser($t) if $t->{browser};
+    check_backend($t) if $t->{backend};
+    check_redis($t) if $t->{redis_messages};
+}
+
+# --- after the block ---------------------------------------------------------
+
+sub after_block {
+    my ($block) = @_;
+    my $t = $Cur or return;
+    undef $Cur;
+    if ($Backend) { $Backend->stop; undef $Backend }
+    $t->{subscriber}->close if $t->{subscriber};
+    $Redis->start if $Redis && !$Redis->running;    # after redis_stop(ped)
+    # the bundled runner prints the block's error.log itself
+    print_error_log($t) if $Runner eq 'cpan' && $t->{ours}
+                           && failures() > $t->{failures_before};
+}
+
+sub print_error_log {
+    my ($t) = @_;
+    my $file = server_root() . '/logs/error.log';
+    my @lines = split /\n/, slurp($file) // '';
+    my $note = '';
+    if (@lines > 100) {
+        @lines = grep { m{^\d{4}/\d\d/\d\d [\d:]+ \[(?!debug)} } @lines;
+        $note = " (debug lines left out: see $file)";
+    }
+    splice @lines, 0, @lines - 100 if @lines > 100;
+    Test::More::diag("--- error.log of " . ($t->{name} // $t->{block}->name)
+                     . "$note:\n" . join "\n", @lines);
+}
+
+# --- the WebSocket client ----------------------------------------------------
+
+sub master_pid {
+    my ($pid) = (slurp(server_root() . '/logs/nginx.pid') // '') =~ /(\d+)/;
+    return $pid;
+}
+
+sub ws_hooks {
+    my ($t) = @_;
+    my $sub = $t->{subscriber};
+    return {
+        # what Redis sent the subscriber before it died is read to EOF:
+        # events published right before the stop are not lost here
+        redis_stop  => sub {
+            $sub->drain(0.3) if $sub;
+            $Redis->stop;
+            $sub->drain(0.3) if $sub;
+            1;
+        },
+        nginx_reload => sub {
+            my $pid = master_pid() or return (0, 'nginx_reload: no nginx.pid');
+            kill 'HUP', $pid;
+            1;
+        },
+        # SIGKILL every worker of this block's master (it spawns new ones)
+        nginx_kill_workers => sub {
+            my @w = worker_pids(master_pid() // 0);
+            return (0, 'nginx_kill_workers: no worker found') unless @w;
+            kill 'KILL', @w;
+            1;
+        },
+        # a plain GET in the middle of the steps; the body must match
+        http_get => sub {
+            my ($s) = @_;
+            my $res = WsAgent::Http::send_request(server_port(),
+                WsAgent::Http::build_request("GET $s->{path}"), 3);
+            return (0, "GET $s->{path}: $res->{error}") if $res->{error};
+            my $body = $res->{body} // '';
+            return (1, "GET $s->{path}: $res->{status}")
+                if !defined $s->{want} || $body =~ /$s->{want}/s;
+            return (0, "GET $s->{path}: $res->{status}, body does not match "
+                       . "/$s->{want}/:\n$body");
+        },
+        redis_start => sub {
+            return $Redis->start unless $sub;
+            # the subscriber is back before nginx can reach Redis again
+            $Redis->start(closed => 1);
+            $sub->subscribe(via_unix => 1);
+            $Redis->open_port;
+            1;
+        },
+        redis_cmd   => sub {
+            my ($s) = @_;
+            my $r = WsAgent::Redis::reply_text($Redis->command(@{ $s->{args} }));
+            return (0, "redis replied $r") if $r =~ /^\(error\)/
+                                              && !defined $s->{want};
+            return (0, "redis replied '$r', want '$s->{want}'")
+                if defined $s->{want} && $r ne $s->{want};
+            return (1, "redis replied $r");
+        },
+        $Redis ? () : (redis_stop => undef, redis_start => undef,
+                       redis_cmd => undef),
+    };
+}
+
+sub run_ws_client {
+    my ($t) = @_;
+    my $text = value($t->{block}, 'ws_client');
+    my $steps = WsAgent::WsClient::parse_steps($text);
+    my %run = (port => server_port(), hooks => ws_hooks($t));
+    unless (@$steps && $steps->[0]{op} eq 'parallel') {
+        $steps = WsAgent::WsClient::parse_steps($text =~ s/\$i\b/1/gr);
+        return { steps => $steps,
+                 results => WsAgent::WsClient->run(%run, steps => $steps) };
+    }
+
+    # "parallel N": N copies of the remaining steps, each in its own process
+    my $n = shift(@$steps)->{n};
+    my $dir = "$State/clients";
+    make_path($dir);
+    my %kids;
+    for my $i (1 .. $n) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            # the child reports through a file and never returns to the runner
+            srand;
+            eval {
+                my $r = eval {
+                    my $mine = WsAgent::WsClient::parse_steps(
+                        ($text =~ s/\$i\b/$i/gr) =~ s/^\s*parallel\s+\d+\s*$//mr);
+                    WsAgent::WsClient->run(%run, steps => $mine);
+                } || [{ ok => 0, msg => "client died: $@" }];
+                Storable::nstore($r, "$dir/client-$i");
+            };
+            print STDERR "parallel client $i: $@" if $@;
+            POSIX::_exit(0);
+        }
+        $kids{$pid} = $i;
+    }
+    wait_until(60, sub {
+        delete $kids{$_} for grep { waitpid($_, POSIX::WNOHANG()) } keys %kids;
+        !%kids;
+    });
+    kill_pid($_) for keys %kids;
+    my @all = map { -e "$dir/client-$_" ? Storable::retrieve("$dir/client-$_")
+                    : [{ ok => 0, msg => 'client did not finish' }] } 1 .. $n;
+    unlink glob "$dir/client-*";
+    my @results;
+    for my $k (0 .. $#$steps) {
+        my @bad = grep { !($all[$_][$k] // {})->{ok}
+                         && !($all[$_][$k] // {})->{skip} } 0 .. $n - 1;
+        my @skipped = grep { ($all[$_][$k] // {})->{skip} } 0 .. $n - 1;
+        push @results, @skipped == $n ? { skip => 1, msg => 'earlier steps failed' }
+            : { ok => !@bad, msg => @bad . " of $n copies failed:\n"
+                . join "\n", map { "  copy " . ($_ + 1) . ": "
+                                   . ($all[$_][$k] // {})->{msg} // 'no result' }
+                             @bad[0 .. ($#bad < 4 ? $#bad : 4)] };
+    }
+    return { steps => $steps, results => \@results, parallel => $n };
+}
+
+# --- checks -----------------------------------------------------------------
+
+sub short { my $s = shift; length $s > 70 ? substr($s, 0, 67) . '...' : $s }
+
+sub check_ws_steps {
+    my ($t) = @_;
+    my ($steps, $results) = @{ $t->{ws_results} }{qw(steps results)};
+    my $tag = $t->{ws_results}{parallel} ? " (x$t->{ws_results}{parallel})" : '';
+    for my $k (0 .. $#$steps) {
+        my $r = $results->[$k];
+        my $label = "$t->{name} - ws step " . ($k + 1) . "$tag: "
+                  . short($steps->[$k]{text});
+        if ($r->{skip}) {
+            Test::More->builder->skip("$label ($r->{msg})");
+            next;
+        }
+        Test::More::ok($r->{ok}, $label)
+            or Test::More::diag("step '$steps->[$k]{text}':\n  $r->{msg}");
+    }
+}
+
+# The page's result goes to the block's "--- browser_check eval" sub, which
+# checks it with Test::More: sub { my ($result, $name) = @_; ... }
+sub check_browser {
+    my ($t) = @_;
+    my ($name, $r) = ($t->{name}, $t->{browser});
+    Test::More::note("$name - browser: " . ($r->{chromium} // 'unknown')
+                     . ', ' . ($r->{ms} // '?') . ' ms');
+    Test::More::ok(!$r->{error} && $r->{page},
+                   "$name - browser: the page ran to its result")
+        or Test::More::diag("browser error: " . ($r->{error} // 'no result'));
+    my $check = value($t->{block}, 'browser_check');
+    if (ref $check eq 'CODE' && $r->{page}) {
+        eval { $check->($r, $name); 1 }
+            or Test::More::fail("$name - browser_check ran: $@");
+    }
+    Test::More::diag("browser console:\n  " . join("\n  ", @{ $r->{console} || [] })
+                     . ($r->{stderr} ? "\ndriver stderr:\n$r->{stderr}" : ''))
+        if failures() > $t->{failures_before};
+}
+
+sub check_backend {
+    my ($t) = @_;
+    my ($name, $b, $block) = ($t->{name}, $t->{backend}, $t->{block});
+    Test::More::diag("$name - backend connection(s) @{ $t->{backend_open} } "
+                     . "still open when checked")
+        if @{ $t->{backend_open} || [] };
+    if (defined(my $n = value($block, 'ws_backend_connections'))) {
+        Test::More::is($b->connections, trim($n),
+                       "$name - ws_backend_connections");
+    }
+    my $first = $b->transcript(1);
+    if (has($block, 'ws_backend_transcript')) {
+        my $want = join '', map { "$_\n" }
+                   expected_lines(value($block, 'ws_backend_transcript'));
+        my $got = defined $first ? join('', map { "$_\n" } @$first)
+                                 : "(no backend connection)\n";
+        Test::Base::is($got, $want, "$name - ws_backend_transcript");
+    }
+    if (has($block, 'ws_backend_transcript_like')) {
+        my @re = expected_lines(value($block, 'ws_backend_transcript_like'));
+        my @got = @{ $first || [] };
+        my @bad = grep { ($got[$_] // '') !~ /$re[$_]/ } 0 .. $#re;
+        Test::More::ok(!@bad && @got == @re, "$name - ws_backend_transcript_like")
+            or Test::More::diag("transcript:\n  " . join("\n  ", @got)
+                . "\nexpected lines matching:\n  " . join "\n  ", @re);
+    }
+    if (has($block, 'ws_backend_transcripts')) {
+        # several connections: compared as a multiset (accept order is racy)
+        my $want = value($block, 'ws_backend_transcripts');
+        my @want = sort map { join '', map { "$_\n" } expected_lines($_) }
+                   ref $want ? @$want : split /\n\s*\n/, $want;
+        my @got = sort map { join '', map { "$_\n" } @{ $b->transcript($_) } }
+                  1 .. $b->connections;
+        Test::Base::is(join("----\n", @got), join("----\n", @want),
+                       "$name - ws_backend_transcripts (any order)")
+            or Test::More::diag(transcripts_summary(\@got, \@want));
+    }
+    if (has($block, 'ws_backend_request_headers')) {
+        my $req = $b->request(1);
+        my @bad;
+        for my $h (parse_header_list(value($block, 'ws_backend_request_headers'),
+                                     'lines')) {
+            my ($hname, $want) = @$h;
+            my @got = map { $_->[1] } grep { lc $_->[0] eq lc $hname }
+                      @{ $req ? $req->{headers} : [] };
+            push @bad, defined $want
+                ? (grep({ $_ eq $want } @got) ? () : "$hname: $want (got: "
+                   . (@got ? join(', ', @got) : 'none') . ")")
+                : (@got ? "!$hname (got: @got)" : ());
+        }
+        Test::More::ok($req && !@bad, "$name - ws_backend_request_headers")
+            or Test::More::diag($req ? "request:\n$req->{request_line}\n"
+                . join('', map { "$_->[0]: $_->[1]\n" } @{ $req->{headers} })
+                . "mismatch:\n  " . join("\n  ", @bad)
+                : 'the backend got no request');
+    }
+}
+
+# How many transcripts are not the expected ones (the diff says how).
+sub transcripts_summary {
+    my ($got, $want) = @_;
+    my %left;
+    $left{$_}++ for @$want;
+    my $odd = grep { !($left{$_} && $left{$_}--) } @$got;
+    return "$odd of " . @$got . " transcripts are not expected ones"
+         . (@$got == @$want ? '' : " (want " . @$want . ")");
+}
+
+# Pub/sub orders messages within a channel, not across channels: both
+# sides are compared channel by channel (stable, in the order first seen
+# in the expectation).
+sub by_channel {
+    my ($first, @pairs) = @_;
+    my %rank;
+    my $n = 0;
+    $rank{$_} //= $n++ for @$first, map { $_->[0] } @pairs;
+    my $i = 0;
+    return map { $_->[1] }
+           sort { $rank{$a->[1][0]} <=> $rank{$b->[1][0]} || $a->[0] <=> $b->[0] }
+           map { [$i++, $_] } @pairs;
+}
+
+sub check_redis {
+    my ($t) = @_;
+    my ($name, $block) = ($t->{name}, $t->{block});
+    my @wantch = map { (split ' ', $_, 2)[0] }
+                 expected_lines(value($block, 'redis_messages')
+                                // value($block, 'redis_messages_like'));
+    $t->{redis_messages} = [by_channel(\@wantch, @{ $t->{redis_messages} })];
+    my @got = map { "$_->[0] $_->[1]" } @{ $t->{redis_messages} };
+    if (has($block, 'redis_messages')) {
+        Test::Base::is(join('', map { "$_\n" } @got),
+            join('', map { "$_\n" } expected_lines(value($block, 'redis_messages'))),
+            "$name - redis_messages");
+    }
+    if (has($block, 'redis_messages_like')) {
+        my @want = expected_lines(value($block, 'redis_messages_like'));
+        my @bad = grep {
+            my ($ch, $re) = split ' ', $want[$_], 2;
+            my ($gch, $gmsg) = @{ $t->{redis_messages}[$_] || [] };
+            !defined $gch || $gch ne $ch || $gmsg !~ /$re/;
+        } 0 .. $#want;
+        Test::More::ok(!@bad && @got == @want, "$name - redis_messages_like")
+            or Test::More::diag(@got + @want <= 60
+                ? "got:\n  " . join("\n  ", @got)
+                  . "\nwant:\n  " . join "\n  ", @want
+                : redis_like_summary(\@want, $t->{redis_messages}));
+    }
+}
+
+# Too many messages to list: the counts, then per channel that differs
+# its counts and its first difference.
+sub redis_like_summary {
+    my ($want, $got) = @_;
+    my (%w, %g, @order);
+    for (@$want) {
+        my ($ch, $re) = split ' ', $_, 2;
+        push @order, $ch unless $w{$ch};
+        push @{ $w{$ch} }, $re;
+    }
+    push @{ $g{$_->[0]} }, $_->[1] for @$got;
+    push @order, grep { !$w{$_} } sort keys %g;
+    my @lines;
+    for my $ch (@order) {
+        my @re = @{ $w{$ch} || [] };
+        my @m = @{ $g{$ch} || [] };
+        my ($k) = grep { $_ > $#m || $_ > $#re || $m[$_] !~ /$re[$_]/ }
+                  0 .. ($#m > $#re ? $#m : $#re);
+        next unless defined $k;
+        push @lines, "$ch: got " . @m . ", want " . @re
+                     . "; first difference at #" . ($k + 1) . ":",
+                     "    want: " . ($re[$k] // '(none)'),
+                     "    got:  " . ($m[$k] // '(none)');
+    }
+    my $bad = @lines / 3;
+    splice @lines, 30 if @lines > 30;
+    return "got " . @$got . " messages, want " . @$want . "; $bad of "
+         . @order . " channels differ\n  " . join "\n  ", @lines;
+}
+
+1;
