@@ -10,7 +10,9 @@ package WsAgent::Sections;
 #                   runner reaches the checks only through a request)
 #   run_and_check   response-body check, while nginx runs: the client steps
 #                   (or the browser), the Redis messages, the backend's end;
-#                   then the checks of these sections
+#                   then the checks of these sections; under CPAN's runner
+#                   nginx is stopped then, as the bundled runner stops it
+#                   before the error_log checks
 #   after_block     test cleanup handler: backend stopped, subscriber
 #                   closed, Redis back up
 #   after_file      cleanup handler: Redis and backend stopped
@@ -29,8 +31,7 @@ use Storable ();
 use Time::HiRes qw(time sleep);
 
 use WsAgent::Util qw(free_port wait_until kill_pid slurp trim
-                     parse_header_list expected_lines worker_pids
-                     tcp_connections);
+                     parse_header_list expected_lines worker_pids);
 use WsAgent::Frame;
 use WsAgent::Http;
 use WsAgent::Backend;
@@ -82,7 +83,7 @@ sub init_once {
 # CPAN's runner writes "listen PORT" (every address); this rewrites that one
 # line of its nginx.conf to 127.0.0.1, after CPAN wrote the file.
 sub listen_on_loopback {
-    no warnings 'redefine';
+    no warnings qw(redefine once);
     my $write = \&Test::Nginx::Util::write_config_file;
     *Test::Nginx::Util::write_config_file = sub ($$$) {
         my @r = $write->(@_);
@@ -165,6 +166,12 @@ sub preprocess {
     $block->set_value('must_die', '')
         if has($block, 'nginx_t_fail') && $Runner eq 'cpan';
 
+    # "wait" bounds the Redis collection, or is slept before our checks
+    # (and before nginx stops under CPAN's runner): the runner would sleep
+    # it once more
+    $t->{wait} = value($block, 'wait');
+    $block->set_value('wait', undef) if defined $t->{wait};
+
     # the rest is for blocks with our sections only
     return unless $t->{ours};
 
@@ -182,11 +189,6 @@ sub preprocess {
             dir => "$State/backend");
         $t->{backend} = $Backend;
     }
-
-    # "wait" bounds the Redis collection, or is slept before our checks
-    # (the runner would sleep it once more)
-    $t->{wait} = value($block, 'wait');
-    $block->set_value('wait', undef) if defined $t->{wait};
 
     # CPAN's runner reaches the checks only through a request: a block
     # with none gets one, to a location of its own
@@ -227,7 +229,7 @@ sub expand {
 sub run_and_check {
     my ($block, $body, $req_idx, $rep_idx, $dry_run) = @_;
     my $t = $Cur;
-    return unless $t && $t->{ours} && refaddr($t->{block}) == refaddr($block);
+    return unless $t && refaddr($t->{block}) == refaddr($block);
     return if $t->{ran}++ || $dry_run;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
     my $name = $block->name;
@@ -235,6 +237,24 @@ sub run_and_check {
         if Test::Nginx::Socket::repeat_each() > 1;
     $t->{name} = $name;
 
+    run_peers($t) if $t->{ours};
+    sleep $t->{wait} if $t->{wait} && !$t->{subscriber};
+    if ($t->{ours}) {
+        check_ws_steps($t) if $t->{ws_results};
+        check_browser($t) if $t->{browser};
+        check_backend($t) if $t->{backend};
+        check_redis($t) if $t->{redis_messages};
+    }
+    # the error_log checks come next: under CPAN's runner, which reads
+    # error.log with nginx still running, nginx stops first, as the bundled
+    # runner stops it, so they see what nginx logs until it exits (at
+    # worker exit, say); CPAN's runner starts a new one for the next block
+    stop_nginx() if $Runner eq 'cpan';
+}
+
+sub run_peers {
+    my ($t) = @_;
+    my $block = $t->{block};
     if (has($block, 'ws_client')) {
         $t->{ws_results} = run_ws_client($t);
     } elsif (has($block, 'browser')) {
@@ -254,16 +274,22 @@ sub run_and_check {
         my @open = $t->{backend}->wait_done(value($block, 'timeout') || 3);
         $t->{backend_open} = \@open;
     }
-    sleep $t->{wait} if $t->{wait} && !$t->{subscriber};
-    # CPAN's runner reads error.log with nginx running: first let nginx
-    # finish the block's connections (the bundled one stops nginx instead)
-    wait_until(2, sub { tcp_connections(server_port()) == 0 })
-        if $Runner eq 'cpan';
+}
 
-    check_ws_steps($t) if $t->{ws_results};
-    check_browser($t) if $t->{browser};
-    check_backend($t) if $t->{backend};
-    check_redis($t) if $t->{redis_messages};
+# QUIT, then TERM, then KILL, 2 s each, as the bundled runner stops nginx.
+# The master is not our child (CPAN's nginx is a daemon): a zombie waiting
+# for init to reap it counts as gone.
+sub stop_nginx {
+    my $pid = master_pid() or return;
+    my $gone = sub {
+        my $stat = slurp("/proc/$pid/stat") // return 1;
+        return $stat =~ /^\d+ \(.*\) Z /;
+    };
+    for my $sig (qw(QUIT TERM KILL)) {
+        return if $gone->();
+        kill $sig, $pid;
+        return if wait_until(2, $gone);
+    }
 }
 
 # --- after the block ---------------------------------------------------------
@@ -276,7 +302,7 @@ sub after_block {
     $t->{subscriber}->close if $t->{subscriber};
     $Redis->start if $Redis && !$Redis->running;    # after redis_stop(ped)
     # the bundled runner prints the block's error.log itself
-    print_error_log($t) if $Runner eq 'cpan' && $t->{ours}
+    print_error_log($t) if $Runner eq 'cpan'
                            && failures() > $t->{failures_before};
 }
 

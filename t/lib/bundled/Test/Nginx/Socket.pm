@@ -199,6 +199,11 @@ sub setup_and_run {
     my ($t, $last) = @_;
     my $name = $t->{name};
 
+    # Perl run once the servroot is there, before nginx.conf is written
+    if (defined(my $code = section($t, 'post_setup_server_root'))) {
+        eval "package main; $code; 1"
+            or die "post_setup_server_root failed: $@";
+    }
     $Nginx->write_config(map { $_ => section($t, $_) }
                          qw(main_config http_config config));
     write_user_files(section($t, 'user_files')) if has($t, 'user_files');
