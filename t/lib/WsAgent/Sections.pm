@@ -120,9 +120,29 @@ sub value {
 
 sub has { defined value(@_) }
 
+# Sets a section, keeping what it was: the bundled runner repeats a block
+# (repeat_each) by preprocessing the same block again, which must start from
+# the block as the file's preprocessors left it, not with our changes.
+sub change {
+    my ($block, $name, @value) = @_;
+    my $orig = $block->{_ws_agent_orig} ||= {};
+    $orig->{$name} = $block->{$name} unless exists $orig->{$name};
+    $block->set_value($name, @value);
+}
+
+sub undo_changes {
+    my ($block) = @_;
+    my $orig = delete $block->{_ws_agent_orig} or return;
+    for my $name (keys %$orig) {
+        if (defined $orig->{$name}) { $block->{$name} = $orig->{$name} }
+        else { delete $block->{$name} }
+    }
+}
+
 sub preprocess {
     my ($block) = @_;
     init_once();
+    undo_changes($block);
     return if defined $block->SKIP;
     $Cur = my $t = { block => $block, failures_before => failures() };
     $t->{ours} = $UseRedis || grep { has($block, $_) } @OURS;
@@ -152,25 +172,25 @@ sub preprocess {
     # expands only the configuration and a few more)
     for my $name (sections($block)) {
         my $v = expand($block, $name);
-        $block->set_value($name, $v) if defined $v && !ref $v;
+        change($block, $name, $v) if defined $v && !ref $v;
     }
     # error_log lines as the bundled runner reads them: trimmed, no blank
     # lines or "#" comments
     for my $name (qw(error_log no_error_log)) {
         my $v = value($block, $name);
-        $block->set_value($name, [expected_lines($v)]) if defined $v && !ref $v;
+        change($block, $name, [expected_lines($v)]) if defined $v && !ref $v;
     }
 
     # nginx_t_fail is the bundled runner's; under CPAN's, nginx must refuse
     # to start instead
-    $block->set_value('must_die', '')
+    change($block, 'must_die', '')
         if has($block, 'nginx_t_fail') && $Runner eq 'cpan';
 
     # "wait" bounds the Redis collection, or is slept before our checks
     # (and before nginx stops under CPAN's runner): the runner would sleep
     # it once more
     $t->{wait} = value($block, 'wait');
-    $block->set_value('wait', undef) if defined $t->{wait};
+    change($block, 'wait', undef) if defined $t->{wait};
 
     # the rest is for blocks with our sections only
     return unless $t->{ours};
@@ -195,10 +215,10 @@ sub preprocess {
     my $needs_probe = !grep { has($block, $_) } qw(request raw_request
                           pipelined_requests must_die nginx_t_fail);
     if ($needs_probe) {
-        $block->set_value('config', (value($block, 'config') // '')
+        change($block, 'config', (value($block, 'config') // '')
                           . "\n    location = $PROBE { return 204; }\n");
-        $block->set_value('request', "GET $PROBE");
-        $block->set_value('error_code', 204);
+        change($block, 'request', "GET $PROBE");
+        change($block, 'error_code', 204);
         $t->{probe} = 1;
     }
 }
@@ -229,27 +249,28 @@ sub expand {
 sub run_and_check {
     my ($block, $body, $req_idx, $rep_idx, $dry_run) = @_;
     my $t = $Cur;
-    return unless $t && refaddr($t->{block}) == refaddr($block);
-    return if $t->{ran}++ || $dry_run;
+    return unless $t && refaddr($t->{block}) == refaddr($block) && !$dry_run;
     local $Test::Builder::Level = $Test::Builder::Level + 1;
-    my $name = $block->name;
-    $name .= " (repeat " . ($rep_idx + 1) . ")"
-        if Test::Nginx::Socket::repeat_each() > 1;
-    $t->{name} = $name;
-
-    run_peers($t) if $t->{ours};
-    sleep $t->{wait} if $t->{wait} && !$t->{subscriber};
-    if ($t->{ours}) {
-        check_ws_steps($t) if $t->{ws_results};
-        check_browser($t) if $t->{browser};
-        check_backend($t) if $t->{backend};
-        check_redis($t) if $t->{redis_messages};
+    my $repeat = Test::Nginx::Socket::repeat_each();
+    # the bundled runner repeats the whole block, CPAN's only the request
+    # (same nginx, same fixtures): our sections run at its first repetition
+    unless ($t->{ran}++) {
+        $t->{name} = $block->name
+                   . ($repeat > 1 ? " (repeat " . ($rep_idx + 1) . ")" : '');
+        run_peers($t) if $t->{ours};
+        sleep $t->{wait} if $t->{wait} && !$t->{subscriber};
+        if ($t->{ours}) {
+            check_ws_steps($t) if $t->{ws_results};
+            check_browser($t) if $t->{browser};
+            check_backend($t) if $t->{backend};
+            check_redis($t) if $t->{redis_messages};
+        }
     }
     # the error_log checks come next: under CPAN's runner, which reads
     # error.log with nginx still running, nginx stops first, as the bundled
     # runner stops it, so they see what nginx logs until it exits (at
     # worker exit, say); CPAN's runner starts a new one for the next block
-    stop_nginx() if $Runner eq 'cpan';
+    stop_nginx() if $Runner eq 'cpan' && $rep_idx + 1 >= $repeat;
 }
 
 sub run_peers {
