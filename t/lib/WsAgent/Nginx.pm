@@ -56,7 +56,8 @@ sub config_text {
            . "pid logs/nginx.pid;\n"
            . join('', map { "env $_;\n" } @{ $self->{env} })
            . "\n" . ($s{main_config} // '') . "\n"
-           . "events {\n    worker_connections $self->{worker_connections};\n}\n\n"
+           . "events {\n"
+           . "    worker_connections $self->{worker_connections};\n}\n\n"
            . "http {\n"
            . "    access_log logs/access.log;\n"
            . "    default_type text/plain;\n"

@@ -114,7 +114,7 @@ sub failures { scalar grep { !$_ } Test::More->builder->summary }
 
 sub value {
     my ($block, $name) = @_;
-    return undef unless exists $block->{$name} && ref $block->{$name} eq 'ARRAY';
+    return undef unless ref $block->{$name} eq 'ARRAY';
     return $block->{$name}[0];
 }
 

@@ -85,9 +85,12 @@ if ($Runner eq 'cpan') {
     WsAgent::Sections::listen_on_loopback();
 }
 
+# preprocessors added first run last: ours after the file's own
 Test::Nginx::Socket::add_block_preprocessor(\&WsAgent::Sections::preprocess);
-Test::Nginx::Socket::add_response_body_check(\&WsAgent::Sections::run_and_check);
-Test::Nginx::Socket::add_test_cleanup_handler(\&WsAgent::Sections::after_block);
+Test::Nginx::Socket::add_response_body_check(
+    \&WsAgent::Sections::run_and_check);
+Test::Nginx::Socket::add_test_cleanup_handler(
+    \&WsAgent::Sections::after_block);
 Test::Nginx::Socket::add_cleanup_handler(\&WsAgent::Sections::after_file);
 
 1;
