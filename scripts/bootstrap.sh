@@ -9,10 +9,14 @@
 #                                 playwright-core into t/browser/node_modules
 #                                 (pinned by t/browser/package-lock.json; it
 #                                 drives /usr/bin/chromium, never downloads one)
+#   scripts/bootstrap.sh prometheus  also Debian's prometheus (with promtool);
+#                                 its system service is stopped and disabled:
+#                                 the tests run private ones on loopback
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 browser=
+prometheus=
 
 pkgs="nginx nginx-dev gcc make libc6-dev libssl-dev libyajl-dev
       libhiredis-dev redis-server perl libtest-base-perl libipc-run-perl
@@ -28,6 +32,8 @@ for extra in "$@"; do
                   # a Node.js that is there already (with its own npm) is used
                   command -v node > /dev/null || pkgs="$pkgs nodejs"
                   command -v npm > /dev/null || pkgs="$pkgs npm" ;;
+        prometheus) prometheus=1
+                  pkgs="$pkgs prometheus" ;;
         *) echo "bootstrap.sh: unknown extra \"$extra\"" >&2; exit 2 ;;
     esac
 done
@@ -52,6 +58,22 @@ else
     # the nginx and redis packages start services; the project never uses them
     apt-get install -y -qq --no-install-recommends $missing > /dev/null
     echo "bootstrap: done"
+fi
+
+# Debian's prometheus starts a server on *:9090 as it installs (where init
+# runs services) and at every boot; the project never uses it, so one this
+# run installed is stopped and disabled (one that was there is left alone)
+if [ -n "$prometheus" ]; then
+    case " $missing " in *" prometheus "*)
+        if [ -d /run/systemd/system ]; then
+            systemctl disable --now prometheus.service > /dev/null 2>&1 || true
+        elif [ -x /etc/init.d/prometheus ]; then
+            /etc/init.d/prometheus stop > /dev/null 2>&1 || true
+            update-rc.d prometheus disable > /dev/null 2>&1 || true
+        fi
+        echo "bootstrap: the prometheus service is stopped and disabled" ;;
+    esac
+    echo "bootstrap: $(prometheus --version 2>&1 | head -n 1)"
 fi
 
 # npm keeps a copy of the lock it installed in node_modules: a newer

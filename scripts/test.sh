@@ -12,11 +12,13 @@ cd "$repo"
 
 extras=
 [ -n "${TEST_NGINX_USE_VALGRIND:-}" ] && extras=valgrind
-scripts/bootstrap.sh fuzz browser $extras
+scripts/bootstrap.sh fuzz browser prometheus $extras
 scripts/build.sh
 
-# t/090-browser.t fails here, not skips, if the browser is missing
+# t/090-browser.t fails here, not skips, if the browser is missing; so do
+# the Prometheus files (t/095, t/096) without prometheus and promtool
 export WS_AGENT_BROWSER_REQUIRED=1
+export WS_AGENT_PROMETHEUS_REQUIRED=1
 
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 export TEST_NGINX_LOAD_MODULES="$repo/build/ngx_ws_agent_module.so"
