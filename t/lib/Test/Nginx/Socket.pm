@@ -28,6 +28,7 @@ use WsAgent::Backend;
 use WsAgent::WsClient;
 use WsAgent::Redis;
 use WsAgent::Browser;
+use WsAgent::Prometheus;
 
 our @EXPORT = qw(run_tests run_test repeat_each no_shuffle workers master_on
                  master_off log_level no_long_string no_root_location
@@ -50,7 +51,7 @@ my %Opt = (repeat_each => 1, workers => 1, master => 1, log_level => 'debug');
 my @Preprocessors;
 my @EnvToNginx;
 my $UseRedis;
-my ($Nginx, $Backend, $Redis);
+my ($Nginx, $Backend, $Redis, $Prometheus);
 my $MainPid = $$;
 
 # Sections holding nginx/redis configuration: an unknown $TEST_NGINX_* in
@@ -76,6 +77,7 @@ sub use_redis     { $UseRedis = 1 }
 END {
     if ($$ == $MainPid) {
         my $keep = $ENV{TEST_NGINX_NO_CLEAN};
+        $Prometheus->stop if $Prometheus;
         $Nginx->stop if $Nginx && !$keep;
         $Backend->stop if $Backend;
         $Redis->stop if $Redis;
@@ -219,6 +221,7 @@ sub setup_and_run {
         return $t->{done} = 1;
     }
     die "nginx did not start: $why\n" unless $ok;
+    start_prometheus($t) if has($t, 'prometheus');
 
     if (has($t, 'ws_client')) {
         $t->{ws_results} = run_ws_client($t);
@@ -246,10 +249,56 @@ sub setup_and_run {
         $t->{backend_open} = \@open;
     }
     sleep section($t, 'wait') if section($t, 'wait') && !$t->{subscriber};
+    check_prometheus($t) if $t->{prometheus};
+}
+
+# "--- prometheus: /metrics": a private Prometheus scrapes that path of the
+# block's server (job ws_agent) every "prometheus_interval" (default
+# 200ms), evaluating the "prometheus_rules" files (paths from the
+# repository); the client starts once the target was scraped.
+sub start_prometheus {
+    my ($t) = @_;
+    if (my $why = WsAgent::Prometheus::missing()) {
+        die "--- prometheus: $why (scripts/bootstrap.sh prometheus)\n";
+    }
+    my $since = time;
+    $Prometheus = WsAgent::Prometheus->new(
+        dir => "$Servroot/prometheus",
+        target => "$ServerAddr:$ServerPort",
+        path => trim(section($t, 'prometheus')),
+        interval => trim(section($t, 'prometheus_interval') // '200ms'),
+        rules => [map { Cwd::abs_path($_) // die "no rule file $_\n" }
+                  split ' ', section($t, 'prometheus_rules') // '']);
+    $Prometheus->start;
+    $Prometheus->wait_scraped($since);
+    $t->{prometheus} = $Prometheus;
+}
+
+# The block's "--- prometheus_check eval" sub, while nginx and Prometheus
+# still run (after the client and the backend are done): it queries
+# Prometheus and checks with Test::More, sub { my ($prom, $name) = @_ }.
+sub check_prometheus {
+    my ($t) = @_;
+    my $name = $t->{name};
+    my $check = section($t, 'prometheus_check');
+    if (ref $check eq 'CODE') {
+        eval { $check->($t->{prometheus}, $name); 1 }
+            or Test::More::fail("$name - prometheus_check ran: $@");
+    } elsif (has($t, 'prometheus_check')) {
+        # an "eval" that did not compile leaves no sub: that is a failure
+        Test::More::fail("$name - prometheus_check is a sub (--- "
+                         . "prometheus_check eval: sub { ... })");
+    }
+    if (failures() > $t->{failures_before}) {
+        my @log = split /\n/, $t->{prometheus}->log_text;
+        splice @log, 0, @log - 30 if @log > 30;
+        Test::More::diag("prometheus log:\n  " . join "\n  ", @log) if @log;
+    }
 }
 
 sub teardown {
     my ($t, $last) = @_;
+    if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
     unless ($last && $ENV{TEST_NGINX_NO_CLEAN}) {
         $Nginx->stop;
     }
