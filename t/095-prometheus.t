@@ -98,13 +98,14 @@ sub family_of {
     return undef;
 }
 
-# Every PromQL text of the dashboard: [where, expr], panel targets (also
-# inside rows) and the templating queries' label_values() selectors.
+# Every PromQL text of the dashboard: [where, expr, legend], panel targets
+# (also inside rows) and the templating queries' label_values() selectors.
 sub dashboard_queries {
     my $d = JSON::PP::decode_json(slurp($DASHBOARD) // die "no $DASHBOARD\n");
     my @q;
     for my $p (map { ($_, @{ $_->{panels} || [] }) } @{ $d->{panels} }) {
-        push @q, map { ["panel \"$p->{title}\" $_->{refId}", $_->{expr}] }
+        push @q, map { ["panel \"$p->{title}\" $_->{refId}", $_->{expr},
+                        $_->{legendFormat} // ''] }
                  @{ $p->{targets} || [] };
     }
     for my $v (@{ $d->{templating}{list} }) {
@@ -112,7 +113,7 @@ sub dashboard_queries {
         my $text = ref $v->{query} ? $v->{query}{query} : $v->{query};
         my ($sel) = $text =~ /^label_values\((.+),\s*\w+\)$/
             or die "variable $v->{name}: not label_values(SELECTOR, LABEL)\n";
-        push @q, ["variable \$$v->{name}", $sel];
+        push @q, ["variable \$$v->{name}", $sel, ''];
     }
     return @q;
 }
@@ -288,10 +289,18 @@ sub {
     my @unshown = grep { !$shown{$_} } sort keys %$family;
     is("@unshown", '', "$name - $main::DASHBOARD shows every exported family");
     for my $q (@queries) {
-        my ($where, $expr) = @$q;
+        my ($where, $expr, $legend) = @$q;
         my $res = eval { $prom->query(grafana_expand($expr)) };
-        ok($res && @$res, "$name - $main::DASHBOARD $where runs and finds series")
-            or diag($@ ? "$expr: $@" : "$expr: no series");
+        # and its series have the labels its legend shows ({{code}} ...)
+        my @missing;
+        for my $l ($legend =~ /\{\{\s*(\w+)\s*\}\}/g) {
+            push @missing, $l
+                if grep { !defined $_->{metric}{$l} } @{ $res || [] };
+        }
+        ok($res && @$res && !@missing,
+           "$name - $main::DASHBOARD $where runs and finds series")
+            or diag($@ ? "$expr: $@" : !@{ $res || [] } ? "$expr: no series"
+                    : "$expr: no label @missing for the legend '$legend'");
     }
 }
 --- ws_backend_connections: 5
