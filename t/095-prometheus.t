@@ -27,6 +27,9 @@ if (my $why = WsAgent::Prometheus::missing()) {
          . "need it)");
     exit;
 }
+# under valgrind nginx is one process: no two workers to scrape
+plan skip_all => 'the Prometheus test needs two workers; under valgrind '
+                 . 'nginx is one process' if $ENV{TEST_NGINX_USE_VALGRIND};
 plan 'no_plan';
 
 repeat_each(1);
