@@ -68,6 +68,7 @@ static ngx_conf_post_handler_pt  ngx_ws_agent_positive_msec_p =
     ngx_ws_agent_check_positive_msec;
 
 
+/* constant: the default of ws_agent_events, which the merged list points to */
 static ngx_str_t  ngx_ws_agent_default_events[] = {
     ngx_string("agent_started"),
     ngx_string("agent_thinking"),
@@ -1006,7 +1007,7 @@ ngx_ws_agent_access_handler(ngx_http_request_t *r)
      * dropped before the request goes upstream.
      */
 
-    while ((h = ngx_ws_agent_find_header(r, &ext)) != NULL) {
+    while ((h = ngx_ws_agent_find_header(&r->headers_in.headers, &ext)) != NULL) {
         if (ngx_ws_agent_remove_header(r, h) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }

@@ -9,6 +9,9 @@
 #                                 playwright-core into t/browser/node_modules
 #                                 (pinned by t/browser/package-lock.json; it
 #                                 drives /usr/bin/chromium, never downloads one)
+#   scripts/bootstrap.sh debian   also what dpkg-buildpackage and lintian need
+#                                 to build and check the Debian package
+#                                 (debian/, t/097-debian-package.t)
 #   scripts/bootstrap.sh prometheus  also Debian's prometheus (with promtool);
 #                                 its system service is stopped and disabled:
 #                                 the tests run private ones on loopback
@@ -27,6 +30,7 @@ for extra in "$@"; do
     case "$extra" in
         fuzz)     pkgs="$pkgs clang libclang-rt-14-dev" ;;
         valgrind) pkgs="$pkgs valgrind" ;;
+        debian)   pkgs="$pkgs build-essential dpkg-dev debhelper fakeroot lintian" ;;
         browser)  browser=1
                   pkgs="$pkgs chromium"
                   # a Node.js that is there already (with its own npm) is used

@@ -3,12 +3,18 @@
 # hundreds of connections/s with random ack delays (0-500 ms), messages
 # before and after the ack, clean closes and drops, events to a real
 # redis-server; Redis killed and restarted, nginx -s reload, a worker
-# SIGKILLed and the backend SIGKILLed mid-gate, once each.  Checks at the
-# end: every message a client sent reached the backend in order, every
-# event of a connection reached the subscriber while Redis was up, no
-# [alert]/[crit]; and over ONE worker's lifetime (the faults replace the
-# others: reload at 4 % of the run, one new worker killed at 7 %, the
-# other lives to the end; every worker sampled each second, per pid): its
+# SIGKILLed, Redis paused (CLIENT PAUSE) and the backend SIGKILLed
+# mid-gate, once each.  Checks at the end: every message a client sent
+# reached the backend in order; every event lost is counted: what the
+# surviving workers' connections lost (access log: events handed to the
+# publisher; subscriber: events received) equals the module's counters,
+# only events handed while Redis was away are missing, and each worker lost
+# what ws_agent_redis_queue promises (what it took in during the outage
+# beyond the queue's size, no more, no less; it held the queue's size,
+# never more); no [alert]/[crit]; and over ONE worker's lifetime (the
+# faults replace the others: reload at 4 % of the run, one new worker
+# killed at 7 %, the other lives to the end; every worker sampled each
+# second, per pid): its
 # RSS after warm-up vs at its end grows by at most SOAK_RSS_GROWTH_KB
 # (2048), its descriptors other than TCP connections do not grow, and at
 # its end only its Redis connection is open.
@@ -19,6 +25,8 @@
 #   SOAK_MODULE=/path/to.so            a module already built (else build.sh)
 #   SOAK_DIR=/path                     where logs go (default a new /tmp dir)
 #   SOAK_RSS_GROWTH_KB=2048            the RSS growth bound, one worker's life
+#   SOAK_QUEUE=10000                   ws_agent_redis_queue (small: the
+#                                      outages overflow it)
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)

@@ -12,12 +12,14 @@ cd "$repo"
 
 extras=
 [ -n "${TEST_NGINX_USE_VALGRIND:-}" ] && extras=valgrind
-scripts/bootstrap.sh fuzz browser prometheus $extras
+scripts/bootstrap.sh fuzz browser debian prometheus $extras
 scripts/build.sh
 
-# t/090-browser.t fails here, not skips, if the browser is missing; so do
-# the Prometheus files (t/095, t/096) without prometheus and promtool
+# t/090-browser.t and t/097-debian-package.t fail here, not skip, if the
+# browser or the Debian build tools are missing; so do the Prometheus files
+# (t/095, t/096) without prometheus and promtool
 export WS_AGENT_BROWSER_REQUIRED=1
+export WS_AGENT_DEBIAN_REQUIRED=1
 export WS_AGENT_PROMETHEUS_REQUIRED=1
 
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}

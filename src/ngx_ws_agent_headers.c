@@ -10,13 +10,13 @@
 
 
 ngx_table_elt_t *
-ngx_ws_agent_find_header(ngx_http_request_t *r, ngx_str_t *name)
+ngx_ws_agent_find_header(ngx_list_t *headers, ngx_str_t *name)
 {
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    part = &r->headers_in.headers.part;
+    part = &headers->part;
     h = part->elts;
 
     for (i = 0; /* void */; i++) {
@@ -31,7 +31,7 @@ ngx_ws_agent_find_header(ngx_http_request_t *r, ngx_str_t *name)
             i = 0;
         }
 
-        if (h[i].key.len == name->len
+        if (h[i].hash != 0 && h[i].key.len == name->len
             && ngx_strncasecmp(h[i].key.data, name->data, name->len) == 0)
         {
             return &h[i];

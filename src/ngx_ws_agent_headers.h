@@ -13,8 +13,11 @@
 #include <ngx_http.h>
 
 
-/* the first request header of that name, or NULL */
-ngx_table_elt_t *ngx_ws_agent_find_header(ngx_http_request_t *r,
+/*
+ * The first header of that name in a request's or a response's list, or
+ * NULL; one whose hash is 0 is deleted, and skipped.
+ */
+ngx_table_elt_t *ngx_ws_agent_find_header(ngx_list_t *headers,
     ngx_str_t *name);
 
 /* takes one header out of the request before it goes upstream */

@@ -701,7 +701,7 @@ ngx_ws_agent_jwt_find(ngx_http_request_t *r, ngx_ws_agent_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    h = ngx_ws_agent_find_header(r, &name);
+    h = ngx_ws_agent_find_header(&r->headers_in.headers, &name);
 
     if (h == NULL) {
         return NGX_DECLINED;
@@ -812,44 +812,21 @@ ngx_int_t
 ngx_ws_agent_jwt_select_protocol(ngx_http_request_t *r,
     ngx_ws_agent_ctx_t *ctx)
 {
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
+    ngx_str_t         name = ngx_string("Sec-WebSocket-Protocol");
     ngx_table_elt_t  *h;
 
     if (ctx->jwt_protocol.len == 0) {
         return NGX_OK;
     }
 
-    part = &r->headers_out.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].hash == 0
-            || h[i].key.len != sizeof("Sec-WebSocket-Protocol") - 1
-            || ngx_strncasecmp(h[i].key.data,
-                               (u_char *) "Sec-WebSocket-Protocol",
-                               sizeof("Sec-WebSocket-Protocol") - 1)
-               != 0)
-        {
-            continue;
-        }
-
-        if (h[i].value.len) {
+    while ((h = ngx_ws_agent_find_header(&r->headers_out.headers, &name))
+           != NULL)
+    {
+        if (h->value.len) {
             return NGX_OK;              /* the backend's choice */
         }
 
-        h[i].hash = 0;                  /* an empty one selects nothing */
+        h->hash = 0;                    /* an empty one selects nothing */
     }
 
     h = ngx_list_push(&r->headers_out.headers);

@@ -10,10 +10,11 @@
  * new socket never meets the old one's fd number half-freed, and graceful
  * shutdown never waits for it.
  *
- * Events are items on two queues: "waiting" (not yet sent) and "in_flight"
- * (sent, reply pending; at most NGX_WS_AGENT_REDIS_WINDOW, pipelined).  When
- * the connection goes, the in-flight items go back to the front of the
- * waiting queue, in order, and are sent again once Redis is back.
+ * The commands the worker holds are its queue (ngx_ws_agent_redis_queue_t,
+ * below): every change to it goes through the ngx_ws_agent_redis_queue_*()
+ * functions, which keep its counts, its bound and the status page's
+ * figures; every loss goes through ngx_ws_agent_redis_lost(), which counts
+ * it and has it logged.
  */
 
 #include <ngx_config.h>
@@ -34,6 +35,7 @@
 #define NGX_WS_AGENT_REDIS_BACKOFF_MIN  100
 #define NGX_WS_AGENT_REDIS_BACKOFF_MAX  5000
 #define NGX_WS_AGENT_REDIS_EXIT_FLUSH   500
+#define NGX_WS_AGENT_REDIS_LOSS_WINDOW  1000
 
 
 /* an event, as the RESP command that publishes it */
@@ -44,6 +46,38 @@ typedef struct {
 } ngx_ws_agent_item_t;
 
 
+/*
+ * The events the worker holds for Redis, at most ws_agent_redis_queue of
+ * them in all, in three lines, each in the order its events are sent:
+ *   resend     sent on a connection lost before Redis replied: they go
+ *              first on the next one (Redis may have published them, then
+ *              a subscriber sees their seq twice)
+ *   waiting    never sent
+ *   in_flight  sent on this connection, reply pending (pipelined, at most
+ *              NGX_WS_AGENT_REDIS_WINDOW)
+ * Only an event never sent may be dropped, so a drop counted is an event
+ * Redis never had: when the queue is full the oldest waiting event gives
+ * way, and when none is waiting (all were sent) the new one is dropped.
+ */
+typedef struct {
+    ngx_queue_t                   resend;
+    ngx_queue_t                   waiting;
+    ngx_queue_t                   in_flight;
+    ngx_uint_t                    nresend;
+    ngx_uint_t                    nwaiting;
+    ngx_uint_t                    nin_flight;
+    ngx_uint_t                    size;         /* ws_agent_redis_queue */
+} ngx_ws_agent_redis_queue_t;
+
+
+typedef enum {
+    NGX_WS_AGENT_LOST_OLDEST = 0,               /* gave way to a new one */
+    NGX_WS_AGENT_LOST_NEW,                      /* the queue was all sent */
+    NGX_WS_AGENT_LOST_REFUSED,                  /* Redis answered an error */
+    NGX_WS_AGENT_NLOST
+} ngx_ws_agent_lost_e;
+
+
 typedef struct {
     ngx_ws_agent_main_conf_t     *conf;
     ngx_log_t                    *log;
@@ -52,16 +86,14 @@ typedef struct {
     ngx_event_t                   retry;
     ngx_msec_t                    backoff;
 
-    ngx_queue_t                   waiting;
-    ngx_queue_t                   in_flight;
-    ngx_uint_t                    nwaiting;
-    ngx_uint_t                    nin_flight;
+    ngx_ws_agent_redis_queue_t    queue;
 
-    ngx_uint_t                    dropped_unlogged;
-    time_t                        drop_logged;
-    ngx_uint_t                    errors_unlogged;
+    /* losses not logged yet: one line per kind at the end of a window */
+    ngx_event_t                   loss_log;
+    ngx_uint_t                    unlogged[NGX_WS_AGENT_NLOST];
+    u_char                        refused[NGX_WS_AGENT_ERROR_LEN];
+
     ngx_ws_agent_worker_stats_t  *stats;        /* this worker's slot */
-    time_t                        error_logged;
     time_t                        down_logged_at;
 
     unsigned                      active:1;    /* configured here */
@@ -71,6 +103,26 @@ typedef struct {
     unsigned                      writing:1;   /* in redisAsyncHandleWrite */
 } ngx_ws_agent_redis_t;
 
+
+static void ngx_ws_agent_redis_queue_init(ngx_ws_agent_redis_t *rs);
+static ngx_uint_t ngx_ws_agent_redis_queue_held(ngx_ws_agent_redis_t *rs);
+static ngx_int_t ngx_ws_agent_redis_queue_room(ngx_ws_agent_redis_t *rs);
+static void ngx_ws_agent_redis_queue_add(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_item_t *item);
+static ngx_ws_agent_item_t *ngx_ws_agent_redis_queue_next(
+    ngx_ws_agent_redis_t *rs);
+static void ngx_ws_agent_redis_queue_sent(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_item_t *item);
+static void ngx_ws_agent_redis_queue_answered(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_item_t *item);
+static void ngx_ws_agent_redis_queue_requeue(ngx_ws_agent_redis_t *rs);
+static void ngx_ws_agent_redis_queue_free(ngx_ws_agent_redis_t *rs,
+    ngx_uint_t *unsent, ngx_uint_t *unanswered);
+static void ngx_ws_agent_redis_queue_gauges(ngx_ws_agent_redis_t *rs);
+static void ngx_ws_agent_redis_lost(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_lost_e kind, ngx_uint_t n);
+static void ngx_ws_agent_redis_loss_log(ngx_event_t *ev);
+static void ngx_ws_agent_redis_log_losses(ngx_ws_agent_redis_t *rs);
 
 static void *ngx_ws_agent_redis_create_integer(const redisReadTask *task,
     long long value);
@@ -94,7 +146,6 @@ static void ngx_ws_agent_redis_setup(ngx_ws_agent_redis_t *rs,
 static void ngx_ws_agent_redis_on_publish(redisAsyncContext *ac,
     void *reply, void *data);
 static void ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs);
-static void ngx_ws_agent_redis_drop_oldest(ngx_ws_agent_redis_t *rs);
 
 static void ngx_ws_agent_redis_add_read(void *data);
 static void ngx_ws_agent_redis_del_read(void *data);
@@ -127,13 +178,17 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
     rs->active = 1;
     rs->backoff = NGX_WS_AGENT_REDIS_BACKOFF_MIN;
 
-    ngx_queue_init(&rs->waiting);
-    ngx_queue_init(&rs->in_flight);
+    ngx_ws_agent_redis_queue_init(rs);
 
     rs->retry.handler = ngx_ws_agent_redis_retry;
     rs->retry.data = rs;
     rs->retry.log = cycle->log;
     rs->retry.cancelable = 1;
+
+    rs->loss_log.handler = ngx_ws_agent_redis_loss_log;
+    rs->loss_log.data = rs;
+    rs->loss_log.log = cycle->log;
+    rs->loss_log.cancelable = 1;
 
     ngx_ws_agent_redis_connect(rs);
 
@@ -155,8 +210,9 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
         return NGX_DECLINED;
     }
 
-    if (rs->nwaiting + rs->nin_flight >= rs->conf->queue) {
-        ngx_ws_agent_redis_drop_oldest(rs);
+    if (ngx_ws_agent_redis_queue_room(rs) != NGX_OK) {
+        /* dropped and counted: taken all the same, its seq is the gap */
+        return NGX_OK;
     }
 
     len = 0;
@@ -199,59 +255,26 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
     item->len = p - item->data;
     *p = '\0';
 
-    ngx_queue_insert_tail(&rs->waiting, &item->queue);
-    rs->nwaiting++;
-
+    ngx_ws_agent_redis_queue_add(rs, item);
     ngx_ws_agent_redis_send(rs);
-
-    rs->stats->queued = rs->nwaiting;
 
     return NGX_OK;
 }
 
 
-/* the waiting queue is full: the oldest event gives way, counted */
-
-static void
-ngx_ws_agent_redis_drop_oldest(ngx_ws_agent_redis_t *rs)
-{
-    ngx_queue_t  *q;
-
-    ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_OVERFLOW, 1);
-    rs->dropped_unlogged++;
-
-    if (!ngx_queue_empty(&rs->waiting)) {
-        q = ngx_queue_head(&rs->waiting);
-        ngx_queue_remove(q);
-        rs->nwaiting--;
-        ngx_free(ngx_queue_data(q, ngx_ws_agent_item_t, queue));
-    }
-
-    if (ngx_time() != rs->drop_logged) {
-        ngx_log_error(NGX_LOG_WARN, rs->log, 0,
-                      "ws_agent: Redis queue full (%ui events), dropped "
-                      "%ui oldest event(s)",
-                      rs->conf->queue, rs->dropped_unlogged);
-        rs->drop_logged = ngx_time();
-        rs->dropped_unlogged = 0;
-    }
-}
-
-
-/* pipelines waiting events while the window allows */
+/* pipelines held events (those to send again first) while the window allows */
 
 static void
 ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
 {
-    ngx_queue_t          *q;
     ngx_ws_agent_item_t  *item;
 
-    while (rs->ready
-           && rs->nin_flight < NGX_WS_AGENT_REDIS_WINDOW
-           && !ngx_queue_empty(&rs->waiting))
-    {
-        q = ngx_queue_head(&rs->waiting);
-        item = ngx_queue_data(q, ngx_ws_agent_item_t, queue);
+    while (rs->ready && rs->queue.nin_flight < NGX_WS_AGENT_REDIS_WINDOW) {
+
+        item = ngx_ws_agent_redis_queue_next(rs);
+        if (item == NULL) {
+            return;
+        }
 
         if (redisAsyncFormattedCommand(rs->ac, ngx_ws_agent_redis_on_publish,
                                        item, (const char *) item->data,
@@ -261,14 +284,8 @@ ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
             return;
         }
 
-        ngx_queue_remove(q);
-        rs->nwaiting--;
-        ngx_queue_insert_tail(&rs->in_flight, q);
-        rs->nin_flight++;
+        ngx_ws_agent_redis_queue_sent(rs, item);
     }
-
-    rs->stats->queued = rs->nwaiting;
-    rs->stats->in_flight = rs->nin_flight;
 }
 
 
@@ -284,23 +301,13 @@ ngx_ws_agent_redis_on_publish(redisAsyncContext *ac, void *reply, void *data)
         return;
     }
 
-    ngx_queue_remove(&item->queue);
-    rs->nin_flight--;
-    ngx_free(item);
+    ngx_ws_agent_redis_queue_answered(rs, item);
 
     if (rr->type == REDIS_REPLY_ERROR) {
-        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_REDIS_ERROR, 1);
         ngx_ws_agent_redis_error(rs, rr->str, rr->len);
-        rs->errors_unlogged++;
-
-        if (ngx_time() != rs->error_logged) {
-            ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                          "ws_agent: Redis refused PUBLISH (%ui event(s) "
-                          "lost): %*s", rs->errors_unlogged,
-                          (size_t) rr->len, rr->str);
-            rs->error_logged = ngx_time();
-            rs->errors_unlogged = 0;
-        }
+        ngx_cpystrn(rs->refused, (u_char *) rr->str,
+                    ngx_min((size_t) rr->len + 1, NGX_WS_AGENT_ERROR_LEN));
+        ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_REFUSED, 1);
 
     } else {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_PUBLISHED, 1);
@@ -310,6 +317,266 @@ ngx_ws_agent_redis_on_publish(redisAsyncContext *ac, void *reply, void *data)
     ngx_ws_agent_redis_send(rs);
 }
 
+
+/* the queue: the only functions that change its lines and counts */
+
+static void
+ngx_ws_agent_redis_queue_init(ngx_ws_agent_redis_t *rs)
+{
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    ngx_queue_init(&q->resend);
+    ngx_queue_init(&q->waiting);
+    ngx_queue_init(&q->in_flight);
+    q->size = rs->conf->queue;
+}
+
+
+static ngx_uint_t
+ngx_ws_agent_redis_queue_held(ngx_ws_agent_redis_t *rs)
+{
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    return q->nresend + q->nwaiting + q->nin_flight;
+}
+
+
+/*
+ * Makes room for one event: NGX_OK when there is room (an oldest waiting
+ * event may have given way), NGX_DECLINED when the new one is dropped;
+ * either drop is counted
+ */
+
+static ngx_int_t
+ngx_ws_agent_redis_queue_room(ngx_ws_agent_redis_t *rs)
+{
+    ngx_queue_t                 *h;
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    if (ngx_ws_agent_redis_queue_held(rs) < q->size) {
+        return NGX_OK;
+    }
+
+    if (q->nwaiting == 0) {
+        ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_NEW, 1);
+        return NGX_DECLINED;
+    }
+
+    h = ngx_queue_head(&q->waiting);
+    ngx_queue_remove(h);
+    q->nwaiting--;
+    ngx_free(ngx_queue_data(h, ngx_ws_agent_item_t, queue));
+
+    ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_OLDEST, 1);
+    ngx_ws_agent_redis_queue_gauges(rs);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_ws_agent_redis_queue_add(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_item_t *item)
+{
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    ngx_queue_insert_tail(&q->waiting, &item->queue);
+    q->nwaiting++;
+
+    ngx_ws_agent_redis_queue_gauges(rs);
+}
+
+
+/* the event to send next: one to send again first, then the oldest waiting */
+
+static ngx_ws_agent_item_t *
+ngx_ws_agent_redis_queue_next(ngx_ws_agent_redis_t *rs)
+{
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    if (q->nresend) {
+        return ngx_queue_data(ngx_queue_head(&q->resend),
+                              ngx_ws_agent_item_t, queue);
+    }
+
+    if (q->nwaiting) {
+        return ngx_queue_data(ngx_queue_head(&q->waiting),
+                              ngx_ws_agent_item_t, queue);
+    }
+
+    return NULL;
+}
+
+
+/* the event queue_next() gave is with hiredis now: its reply is awaited */
+
+static void
+ngx_ws_agent_redis_queue_sent(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_item_t *item)
+{
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    if (q->nresend) {
+        q->nresend--;
+
+    } else {
+        q->nwaiting--;
+    }
+
+    ngx_queue_remove(&item->queue);
+    ngx_queue_insert_tail(&q->in_flight, &item->queue);
+    q->nin_flight++;
+
+    ngx_ws_agent_redis_queue_gauges(rs);
+}
+
+
+/* replies come in the order of the commands: item is in_flight's head */
+
+static void
+ngx_ws_agent_redis_queue_answered(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_item_t *item)
+{
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    ngx_queue_remove(&item->queue);
+    q->nin_flight--;
+    ngx_free(item);
+
+    ngx_ws_agent_redis_queue_gauges(rs);
+}
+
+
+/*
+ * The connection is gone: the events in flight were sent before those
+ * still to send again, so they go in front of them, in order
+ */
+
+static void
+ngx_ws_agent_redis_queue_requeue(ngx_ws_agent_redis_t *rs)
+{
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    if (q->nin_flight == 0) {
+        return;
+    }
+
+    ngx_queue_add(&q->in_flight, &q->resend);
+    ngx_queue_init(&q->resend);
+    ngx_queue_add(&q->resend, &q->in_flight);
+    ngx_queue_init(&q->in_flight);
+
+    q->nresend += q->nin_flight;
+    q->nin_flight = 0;
+
+    ngx_ws_agent_redis_queue_gauges(rs);
+}
+
+
+/*
+ * Worker exit: everything held is freed; how many were never sent, and how
+ * many were sent without a reply (Redis may still publish those)
+ */
+
+static void
+ngx_ws_agent_redis_queue_free(ngx_ws_agent_redis_t *rs, ngx_uint_t *unsent,
+    ngx_uint_t *unanswered)
+{
+    ngx_uint_t                   i;
+    ngx_queue_t                 *line[3], *h;
+    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+
+    *unsent = q->nwaiting;
+    *unanswered = q->nresend + q->nin_flight;
+
+    line[0] = &q->resend;
+    line[1] = &q->waiting;
+    line[2] = &q->in_flight;
+
+    for (i = 0; i < 3; i++) {
+        while (!ngx_queue_empty(line[i])) {
+            h = ngx_queue_head(line[i]);
+            ngx_queue_remove(h);
+            ngx_free(ngx_queue_data(h, ngx_ws_agent_item_t, queue));
+        }
+    }
+
+    q->nresend = 0;
+    q->nwaiting = 0;
+    q->nin_flight = 0;
+
+    ngx_ws_agent_redis_queue_gauges(rs);
+}
+
+
+/* the status page's per-worker figures: queued (not in flight), in_flight */
+
+static void
+ngx_ws_agent_redis_queue_gauges(ngx_ws_agent_redis_t *rs)
+{
+    rs->stats->queued = rs->queue.nresend + rs->queue.nwaiting;
+    rs->stats->in_flight = rs->queue.nin_flight;
+}
+
+
+/*
+ * Losses: counted at once, logged at the end of a window that the first
+ * one opens (NGX_WS_AGENT_REDIS_LOSS_WINDOW), one line per kind with its
+ * number, so the lines add up to the counters and an outage does not log
+ * every event; what is left at worker exit is logged then.
+ */
+
+static void
+ngx_ws_agent_redis_lost(ngx_ws_agent_redis_t *rs, ngx_ws_agent_lost_e kind,
+    ngx_uint_t n)
+{
+    ngx_ws_agent_count(kind == NGX_WS_AGENT_LOST_REFUSED
+                       ? NGX_WS_AGENT_EVENTS_REDIS_ERROR
+                       : NGX_WS_AGENT_EVENTS_OVERFLOW, n);
+
+    rs->unlogged[kind] += n;
+
+    if (!rs->loss_log.timer_set && !rs->exiting) {
+        ngx_add_timer(&rs->loss_log, NGX_WS_AGENT_REDIS_LOSS_WINDOW);
+    }
+}
+
+
+static void
+ngx_ws_agent_redis_loss_log(ngx_event_t *ev)
+{
+    ngx_ws_agent_redis_log_losses(ev->data);
+}
+
+
+static void
+ngx_ws_agent_redis_log_losses(ngx_ws_agent_redis_t *rs)
+{
+    ngx_uint_t  *n = rs->unlogged;
+
+    if (n[NGX_WS_AGENT_LOST_OLDEST]) {
+        ngx_log_error(NGX_LOG_WARN, rs->log, 0,
+                      "ws_agent: Redis queue full (%ui events), dropped "
+                      "%ui oldest unsent event(s)",
+                      rs->queue.size, n[NGX_WS_AGENT_LOST_OLDEST]);
+    }
+
+    if (n[NGX_WS_AGENT_LOST_NEW]) {
+        ngx_log_error(NGX_LOG_WARN, rs->log, 0,
+                      "ws_agent: Redis queue full (%ui events, all sent and "
+                      "awaiting replies), dropped %ui new event(s)",
+                      rs->queue.size, n[NGX_WS_AGENT_LOST_NEW]);
+    }
+
+    if (n[NGX_WS_AGENT_LOST_REFUSED]) {
+        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
+                      "ws_agent: Redis refused PUBLISH (%ui event(s) "
+                      "lost): %s", n[NGX_WS_AGENT_LOST_REFUSED],
+                      rs->refused);
+    }
+
+    ngx_memzero(rs->unlogged, sizeof(rs->unlogged));
+}
 
 /*
  * Every PUBLISH is answered with an integer at the top level: the reader
@@ -485,7 +752,8 @@ ngx_ws_agent_redis_setup(ngx_ws_agent_redis_t *rs, ngx_uint_t step)
     if (rs->down_logged) {
         ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
                       "ws_agent: Redis %V connected again, %ui event(s) "
-                      "waiting", &wmcf->addr, rs->nwaiting);
+                      "waiting", &wmcf->addr,
+                      ngx_ws_agent_redis_queue_held(rs));
 
     } else {
         ngx_log_error(NGX_LOG_INFO, rs->log, 0,
@@ -536,15 +804,8 @@ ngx_ws_agent_redis_on_disconnect(const redisAsyncContext *ac, int status)
     rs->ready = 0;
     rs->stats->connected = 0;
 
-    /* unanswered events go back to the front of the line, in order */
-    if (!ngx_queue_empty(&rs->in_flight)) {
-        ngx_queue_add(&rs->in_flight, &rs->waiting);
-        ngx_queue_init(&rs->waiting);
-        ngx_queue_add(&rs->waiting, &rs->in_flight);
-        ngx_queue_init(&rs->in_flight);
-        rs->nwaiting += rs->nin_flight;
-        rs->nin_flight = 0;
-    }
+    /* unanswered events are sent again first on the next connection */
+    ngx_ws_agent_redis_queue_requeue(rs);
 
     if (rs->exiting) {
         return;
@@ -582,7 +843,7 @@ ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs, const char *why)
         ngx_log_error(NGX_LOG_WARN, rs->log, 0,
                       "ws_agent: Redis %V still unavailable (%s), %ui "
                       "event(s) waiting", &rs->conf->addr, why,
-                      rs->nwaiting + rs->nin_flight);
+                      ngx_ws_agent_redis_queue_held(rs));
 
         rs->down_logged_at = ngx_time();
         return;
@@ -647,8 +908,9 @@ ngx_ws_agent_redis_retry(ngx_event_t *ev)
 
 
 /*
- * Worker exit: waiting events get a short, bounded chance to reach Redis,
- * then everything is freed; what is left is counted and logged.
+ * Worker exit: held events get a short, bounded chance to reach Redis,
+ * then everything is freed; what is left is counted and logged, and so
+ * are the losses of the last window.
  */
 
 void
@@ -656,9 +918,8 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
 {
     int                    rc;
     ngx_msec_t             start, left;
-    ngx_queue_t           *q;
     struct pollfd          pfd;
-    ngx_uint_t             lost;
+    ngx_uint_t             unsent, unanswered;
     redisAsyncContext     *ac;
     ngx_ws_agent_redis_t  *rs = &ngx_ws_agent_redis;
 
@@ -673,9 +934,7 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
     start = ngx_current_msec;
     ngx_time_update();
 
-    while (rs->ready && rs->ac
-           && (rs->nwaiting || rs->nin_flight))
-    {
+    while (rs->ready && rs->ac && ngx_ws_agent_redis_queue_held(rs)) {
         ngx_time_update();
         left = NGX_WS_AGENT_REDIS_EXIT_FLUSH - (ngx_current_msec - start);
 
@@ -712,32 +971,31 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
         rs->ac = NULL;
     }
 
-    lost = 0;
-
-    while (!ngx_queue_empty(&rs->waiting)) {
-        q = ngx_queue_head(&rs->waiting);
-        ngx_queue_remove(q);
-        ngx_free(ngx_queue_data(q, ngx_ws_agent_item_t, queue));
-        lost++;
+    if (rs->loss_log.timer_set) {
+        ngx_del_timer(&rs->loss_log);
     }
 
-    while (!ngx_queue_empty(&rs->in_flight)) {
-        q = ngx_queue_head(&rs->in_flight);
-        ngx_queue_remove(q);
-        ngx_free(ngx_queue_data(q, ngx_ws_agent_item_t, queue));
-        lost++;
+    ngx_ws_agent_redis_log_losses(rs);
+
+    ngx_ws_agent_redis_queue_free(rs, &unsent, &unanswered);
+
+    if (unsent + unanswered) {
+        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_LOST_AT_EXIT,
+                           unsent + unanswered);
     }
 
-    if (lost) {
-        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_LOST_AT_EXIT, lost);
-
+    if (unsent) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
-                      "ws_agent: worker exiting with %ui event(s) not "
-                      "published to Redis %V", lost, &rs->conf->addr);
+                      "ws_agent: worker exiting with %ui event(s) not sent "
+                      "to Redis %V", unsent, &rs->conf->addr);
     }
 
-    rs->nwaiting = 0;
-    rs->nin_flight = 0;
+    if (unanswered) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "ws_agent: worker exiting with %ui event(s) sent to "
+                      "Redis %V and awaiting a reply (Redis may still "
+                      "publish them)", unanswered, &rs->conf->addr);
+    }
 }
 
 

@@ -121,6 +121,18 @@ like($out, qr/^not ok \d+ - TEST 5: wrong response_header - ws step 2: response_
 is(scalar(() = $out =~ /^not ok/mg), 6, 'exactly the wrong checks fail')
     or diag($out);
 
+# --- where "pieces" cuts ------------------------------------------------------
+
+is_deeply([WsAgent::Stream::cut_points('1,4..6,9', 10)], [1, 4, 5, 6, 9],
+          'pieces 1,4..6,9 cuts before those bytes');
+is_deeply([WsAgent::Stream::cut_points('every 3', 10)], [3, 6, 9],
+          'pieces every 3 cuts every 3 bytes');
+ok(!eval { WsAgent::Stream::cut_points('4,10', 10); 1 }
+   && $@ =~ /cut 10 is not inside the 10 bytes/,
+   'a cut at the end is a mistake in the test');
+ok(!eval { WsAgent::Stream::cut_points('5,4', 10); 1 }
+   && $@ =~ /must ascend/, 'cuts ascend');
+
 __DATA__
 
 === TEST 1: echo through stock proxy_pass; request headers reach the backend
@@ -363,3 +375,28 @@ send text hi
 recv text hi
 --- ws_backend_request_headers
 Sec-WebSocket-Protocol: bearer.x, chat
+
+
+
+=== TEST 16: pieces at byte offsets, several messages in one write, $user from the upgrade request
+--- ws_backend
+send text {"user":"$user"} pieces 1,5..7 gap 1ms
+send texts a | b$user | c pieces every 3 gap random 0-2ms
+send text_fragments x | y pieces 2 gap 1ms
+record
+--- ws_client
+handshake /ws X-User-Id: 42
+recv text {"user":"42"}
+recv text a
+recv text b42
+recv text c
+recv text xy
+send text hi pieces 3 gap 1ms
+--- ws_backend_transcript
+sent text {"user":"42"}
+sent text a
+sent text b42
+sent text c
+sent text_fragments x | y
+recv text hi
+recv eof

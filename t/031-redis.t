@@ -120,7 +120,7 @@ agent:events:3 "seq":3,.*"n":3\}\}$
 agent:events:3 "seq":4,.*"n":4\}\}$
 --- wait: 5
 --- error_log eval
-[qr/\[warn\].*ws_agent: Redis queue full \(2 events\), dropped 1 oldest event\(s\)/]
+[qr/\[warn\].*ws_agent: Redis queue full \(2 events\), dropped 2 oldest unsent event\(s\)$/]
 
 
 

@@ -371,4 +371,4 @@ sub {
               "$name - WsAgentPublishBacklog is not (2 is no backlog)");
 }
 --- error_log
-Redis queue full (2 events), dropped 1 oldest event(s)
+Redis queue full (2 events), dropped 1 oldest unsent event(s)

@@ -20,6 +20,19 @@
 # lives through nearly all of it, Redis outage and backend kill included.
 # For the longest-lived pid the checks compare its RSS after warm-up with
 # its RSS at the end, and its descriptors other than TCP connections.
+#
+# Events: every loss counts.  The access log gives, per connection, the
+# worker and how many events it handed to the publisher
+# ($ws_agent_events_published); the subscriber says which arrived.  What a
+# surviving worker's connections lost must equal the module's loss counters
+# (events_dropped_total: queue_overflow + lost_at_exit + redis_error), only
+# events handed while Redis was away (down, or paused) may be missing, and
+# queue_overflow must be what ws_agent_redis_queue promises: per worker and
+# outage, at most the events it took in minus the queue's size (and at
+# least that, counted strictly inside the outage: the bound is a bound),
+# with queued + in_flight of every worker, sampled during the outages,
+# never above it.  Only the SIGKILLed worker's queue goes uncounted (its
+# memory went with it): reported, at most the queue's size.
 
 use strict;
 use warnings;
@@ -31,6 +44,8 @@ use File::Path qw(make_path);
 use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
+use JSON::PP ();
 use POSIX qw(WNOHANG);
 use Socket qw(IPPROTO_TCP TCP_NODELAY);
 use Time::HiRes qw(time sleep);
@@ -45,6 +60,7 @@ my $NGINX    = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 my $MODULE   = $ENV{SOAK_MODULE} or die "SOAK_MODULE: the module .so\n";
 my $DIR      = $ENV{SOAK_DIR} || tempdir('ws_agent_soak.XXXXXX', TMPDIR => 1);
 my $EVENTS   = 3;                              # per connection, after the ack
+my $QUEUE    = $ENV{SOAK_QUEUE} || 10000;     # ws_agent_redis_queue
 # the longest-lived worker's RSS may grow this much after warm-up (kB)
 # "none": RSS is not judged (under ASan its quarantine keeps freed memory)
 my $RSS_GROWTH = $ENV{SOAK_RSS_GROWTH_KB} || 2048;
@@ -86,17 +102,45 @@ sub stop {
     waitpid $p, 0;
 }
 
+# The subscriber always uses the unix socket, nginx TCP.  closed => 1: the
+# TCP port stays closed until open_redis_port(), so after a restart the
+# subscriber is back before nginx can publish (else what nginx sends first
+# would be lost to the subscriber, and counted by nobody).
+my $REDIS_SOCK = "$DIR/redis.sock";
+
 sub redis_start {
+    my (%opt) = @_;
     spawn(redis => sub {
-        exec 'redis-server', '--port', $port{redis}, '--bind', '127.0.0.1',
-             '--save', '', '--appendonly', 'no', '--dir', $DIR,
-             '--logfile', "$DIR/logs/redis.log";
+        exec 'redis-server', '--port', $opt{closed} ? 0 : $port{redis},
+             '--bind', '127.0.0.1', '--unixsocket', $REDIS_SOCK,
+             '--unixsocketperm', '700', '--save', '', '--appendonly', 'no',
+             '--dir', $DIR, '--logfile', "$DIR/logs/redis.log";
     });
     for (1 .. 100) {
-        my $s = IO::Socket::INET->new("127.0.0.1:$port{redis}") and return;
+        return if IO::Socket::UNIX->new(Peer => $REDIS_SOCK)
+                  && ($opt{closed}
+                      || IO::Socket::INET->new("127.0.0.1:$port{redis}"));
         sleep 0.05;
     }
     die "redis did not start\n";
+}
+
+# one command over the unix socket; its reply's first line
+sub redis_cmd {
+    my @args = @_;
+    my $s = IO::Socket::UNIX->new(Peer => $REDIS_SOCK) or return "";
+    print $s '*' . @args . "\r\n",
+             map { '$' . length($_) . "\r\n$_\r\n" } @args;
+    my $r = <$s> // '';
+    $r =~ s/\r\n$//;
+    return $r;
+}
+
+# the subscriber's last "S subscribed" time in sub.log
+sub subscribed_at {
+    my $t = 0;
+    for (lines("$DIR/logs/sub.log")) { $t = $1 if /^S subscribed (\S+)/ }
+    return $t;
 }
 
 sub nginx_conf {
@@ -118,6 +162,8 @@ http {
     uwsgi_temp_path $DIR/tmp_uwsgi;
     scgi_temp_path $DIR/tmp_scgi;
     ws_agent_redis 127.0.0.1:$port{redis};
+    ws_agent_redis_queue $QUEUE;
+    log_format soak '\$pid \$ws_agent_connection_id \$ws_agent_events_published';
     server {
         listen 127.0.0.1:$port{nginx} backlog=4096;
         location /ws {
@@ -127,6 +173,7 @@ http {
             proxy_set_header Connection "upgrade";
             proxy_set_header X-WS-Connection-Id \$ws_agent_connection_id;
             proxy_read_timeout 60s;
+            access_log $DIR/logs/access.log soak;
             ws_agent on;
             ws_agent_ready_timeout 5s;
             ws_agent_user \$http_x_user_id;
@@ -322,8 +369,8 @@ sub subscriber {
     open my $log, '>>', "$DIR/logs/sub.log" or die;
     $log->autoflush(1);
     while (1) {
-        my $s = IO::Socket::INET->new("127.0.0.1:$port{redis}");
-        if (!$s) { sleep 0.1; next }
+        my $s = IO::Socket::UNIX->new(Peer => $REDIS_SOCK);
+        if (!$s) { sleep 0.05; next }
         print $s "*2\r\n\$10\r\nPSUBSCRIBE\r\n\$14\r\nagent:events:*\r\n";
         print $log "S subscribed ", sprintf('%.3f', time), "\n";
         my $buf = '';
@@ -472,7 +519,8 @@ sub done {
 
 # --------------------------------------------------------------------- run
 
-print "soak: $SECONDS s, $CLIENTS clients x $RATE conn/s, dir $DIR\n";
+print "soak: $SECONDS s, $CLIENTS clients x $RATE conn/s, ws_agent_redis_queue "
+    . "$QUEUE, dir $DIR\n";
 redis_start();
 nginx_conf();
 spawn(nginx => sub {
@@ -484,6 +532,8 @@ my @w0 = workers();
 die "nginx did not start\n" unless @w0 == 2;
 spawn(backend => \&backend);
 spawn(subscriber => \&subscriber);
+for (1 .. 100) { last if subscribed_at(); sleep 0.05 }
+die "the subscriber did not subscribe\n" unless subscribed_at();
 sleep 0.5;
 
 my $until = time + $SECONDS;
@@ -493,26 +543,110 @@ for my $k (1 .. $CLIENTS) {
 
 spawn(sampler => \&sampler);
 
+# the status location, decoded; {} when it does not answer
+sub status {
+    my $j = eval { JSON::PP::decode_json(http_get('/status')) };
+    return ref $j eq 'HASH' ? $j : {};
+}
+
+# While Redis is away: the status page every 0.2 s, the most each worker
+# held (queued + in_flight), which ws_agent_redis_queue bounds; per outage
+# too, to see that a worker which had to drop held exactly that many.
+my (%held_max, %held_win, $held_samples);
+sub held {
+    my ($name, $w) = @_;
+    my $h = $w->{queued} + $w->{in_flight};
+    for my $m (\$held_max{$w->{pid}}, \$held_win{$name}{$w->{pid}}) {
+        $$m = $h if $h > ($$m // -1);
+    }
+    return $h;
+}
+
+sub watch_queue {
+    my ($secs, $name) = @_;
+    my $end = time + $secs;
+    while (time < $end) {
+        held($name, $_) for @{ status()->{redis_workers} || [] };
+        $held_samples++;
+        my $left = $end - time;
+        sleep($left < 0.2 ? $left : 0.2) if $left > 0;
+    }
+}
+
+# After an outage, bounded (10 s): every 50 ms the status page, until each
+# live worker is connected again and holds fewer than ws_agent_redis_queue
+# events (from then on a new event finds room: its drops are over); per
+# pid, the first time of each
+my %back;
+sub watch_back {
+    my ($name) = @_;
+    my $b = $back{$name} = {};
+    for (1 .. 200) {
+        my @w = @{ status()->{redis_workers} || [] };
+        my $now = time;
+        for my $w (@w) {
+            my $h = held($name, $w);
+            next unless $w->{connected};
+            $b->{$w->{pid}}{connected} //= $now;
+            $b->{$w->{pid}}{below} //= $now if $h < $QUEUE;
+        }
+        return if @w && !grep { !defined $b->{$_->{pid}}{below} } @w;
+        sleep 0.05;
+    }
+}
+
 sleep 5;
 my $rss_start = sample('workers after warm-up');
 # Reload first and kill one of the new workers soon after: the other one
 # then lives from 4 % of the run to its end, through the Redis outage and
-# the backend kill, and its memory can be followed over one lifetime.
+# the backend kill, and its memory can be followed over one lifetime.  The
+# worker kill comes before Redis's faults, so every loss the module counts
+# is a surviving worker's.  Redis is then killed (down 10 % of the run)
+# and, later, paused (CLIENT PAUSE WRITE, 3 % of the run, at least 1 s: it
+# reads the PUBLISHes and answers none).
+my $PAUSE_MS = int(1000 * ($SECONDS * 0.03 < 1 ? 1 : $SECONDS * 0.03));
 my @plan = ([0.04, 'reload'], [0.07, 'worker_kill'], [0.12, 'redis_kill'],
-            [0.22, 'redis_start'], [0.75, 'backend_kill']);
+            [0.22, 'redis_start'], [0.30, 'redis_pause'],
+            [0.75, 'backend_kill']);
 my (%win, %before_reload);
 for my $step (@plan) {
     my ($at, $what) = @$step;
     my $wait = $t0 + 5.5 + $at * $SECONDS - time;
-    sleep $wait if $wait > 0;
+    if ($win{redis} && !$win{redis}[1]) {
+        watch_queue($wait, 'down') if $wait > 0;    # Redis is down
+    } else {
+        sleep $wait if $wait > 0;
+    }
     if ($what eq 'redis_kill') {
         $win{redis}[0] = time;      # the kill, not the reaping after it
         stop('redis', 'KILL');
         note 'fault: redis-server SIGKILLed';
     } elsif ($what eq 'redis_start') {
-        redis_start();
-        $win{redis}[1] = time;
-        note 'fault: redis-server restarted';
+        my $start = time;
+        redis_start(closed => 1);
+        for (1 .. 100) { last if subscribed_at() > $start; sleep 0.05 }
+        my $r = redis_cmd('CONFIG', 'SET', 'port', $port{redis});
+        $win{redis}[1] = time;      # nginx can reach it from here
+        note "fault: redis-server restarted (subscriber first; port open: $r)";
+        watch_back('down');
+        note 'fault: workers connected to Redis again, holding fewer than '
+             . "$QUEUE events, after the port opened: " . join ', ',
+             map { sprintf '%d %.2f s, %.2f s', $_,
+                   ($back{down}{$_}{connected} // 9e9) - $win{redis}[1],
+                   ($back{down}{$_}{below} // 9e9) - $win{redis}[1] }
+             sort keys %{ $back{down} };
+    } elsif ($what eq 'redis_pause') {
+        # apart from the outage's end (once every worker held fewer than
+        # the queue again): each loss belongs to one of them
+        my ($last) = sort { $b <=> $a } map { $_->{below} // 0 }
+                     values %{ $back{down} || {} };
+        sleep $last + 1.5 - time if $last && $last + 1.5 > time;
+        $win{pause}[0] = time;
+        my $r = redis_cmd('CLIENT', 'PAUSE', $PAUSE_MS, 'WRITE');
+        $win{pause}[1] = $win{pause}[0] + $PAUSE_MS / 1000;
+        note "fault: Redis paused for $PAUSE_MS ms (CLIENT PAUSE WRITE: $r)";
+        watch_queue($PAUSE_MS / 1000, 'paused');
+        watch_back('paused');
     } elsif ($what eq 'reload') {
         %before_reload = map { $_ => 1 } workers();
         system $NGINX, '-p', $DIR, '-c', "$DIR/nginx.conf", '-e',
@@ -528,6 +662,7 @@ for my $step (@plan) {
             =~ /"(connections_active|connections_gated)":(\d+)/g;
         kill 'KILL', $w;
         $win{worker} = time;
+        $win{killed} = $w;
         note "fault: worker $w SIGKILLed";
     } elsif ($what eq 'backend_kill') {
         $win{backend} = time;
@@ -544,7 +679,14 @@ for my $k (1 .. $CLIENTS) {
     waitpid $p, 0;
 }
 note 'clients done';
-sleep 3;        # the last events reach Redis and the subscriber
+# the last events reach Redis (bounded: every worker's queue empty) and
+# the subscriber
+for (1 .. 100) {
+    my @w = @{ status()->{redis_workers} || [] };
+    last if @w && !grep { $_->{queued} + $_->{in_flight} } @w;
+    sleep 0.1;
+}
+sleep 1;
 my $status = http_get('/status');
 my $rss_end = sample('workers at the end');
 
@@ -629,32 +771,121 @@ for my $sid (sort keys %done) {
     }
 }
 
-my ($ev_total, $ev_checked, $ev_lost, $ev_redis_down) = (0, 0, 0, 0);
-my %clean = map { ($wsid{$_} // '') => 1 }
-            grep { $done{$_}{how} eq 'clean' && !hit($done{$_}) } keys %done;
+# ---- events: every loss, against the module's counters and promise
+my $st = eval { JSON::PP::decode_json($status) } || {};
+my $drop = $st->{events_dropped_total} || {};
+my ($n_queued, $n_published) = map { $st->{$_} // 0 }
+                               qw(events_queued_total events_published_total);
+my ($n_overflow, $n_exit, $n_refused) = map { $drop->{$_} // 0 }
+                                        qw(queue_overflow lost_at_exit redis_error);
+my $n_counted = $n_overflow + $n_exit + $n_refused;
+
+# per connection (access log): its worker, the events handed to the publisher
+my (%worker_of, %handed);
+for (lines("$DIR/logs/access.log")) {
+    ($worker_of{$2}, $handed{$2}) = ($1, $3) if /^(\d+) (ws_\S+) (\d+)$/;
+}
+
+# Redis away, per worker: [from, to] where its drops may happen (the
+# edges included: from before the fault until it holds fewer than
+# ws_agent_redis_queue again) and [from, to] where every event it takes in
+# is held for sure (after the fault, before it is connected again / the
+# pause ends); 0.2 s margins for the backend -> nginx delay
+my @away;
+for my $name (qw(down paused)) {
+    my ($from, $to) = $name eq 'down' ? @{ $win{redis} || [] }[0, 1]
+                                      : @{ $win{pause} || [] }[0, 1];
+    next unless defined $to && $back{$name};
+    my %w;
+    for my $pid (keys %{ $back{$name} }) {
+        my $b = $back{$name}{$pid};
+        $w{$pid} = [$from - 0.2, ($b->{below} // 9e9) + 0.2, $from + 0.2,
+                    ($name eq 'down' ? $b->{connected} // $to : $to) - 0.2];
+    }
+    push @away, ["Redis $name", \%w, $from, $to, $name];
+}
+my $away = sub {
+    my ($t, $pid) = @_;
+    grep { my $r = $_->[1]{$pid}; $r && $t >= $r->[0] && $t <= $r->[1] } @away;
+};
+
+my ($ev_total, $ev_handed, $ev_got_handed, $lost_surv, $lost_up) = (0) x 5;
+my ($lost_killed, $not_handed, %took, %took_in, %lost_in) = (0, 0);
 for my $key (sort keys %events) {
     $ev_total++;
-    my ($id) = split / /, $key;
-    next unless $clean{$id};
+    my ($id, $n) = split / /, $key;
     my $t = $events{$key};
-    if ($win{redis} && $t >= $win{redis}[0] - 0.5 && $t <= $win{redis}[1] + 3) {
-        $ev_redis_down++;
+    if (!exists $handed{$id}) {
+        # no access-log line: the SIGKILLed worker's connection
+        $lost_killed++ unless $got{$key};
         next;
     }
-    next if $win{worker} && abs($t - $win{worker}) < 1;
-    $ev_checked++;
-    if (!$got{$key}) {
-        $ev_lost++;
-        push @fail, "event $key (sent at " . sprintf('%.2f', $t - $t0)
-                    . " s) never reached the subscriber" if @fail < 40;
+    if ($n > $handed{$id}) { $not_handed++; next }   # its connection ended first
+    $ev_handed++;
+    my $pid = $worker_of{$id};
+    my @in = $away->($t, $pid);
+    for my $a (@in) {
+        my $r = $a->[1]{$pid};
+        $took{$a->[0]}{$pid}++;
+        $took_in{$a->[0]}{$pid}++ if $t >= $r->[2] && $t <= $r->[3];
+        $lost_in{$a->[0]}{$pid}++ unless $got{$key};
     }
+    if ($got{$key}) { $ev_got_handed++; next }
+    $lost_surv++;
+    next if @in;
+    $lost_up++;
+    push @fail, "event $key (handed at " . sprintf('%.2f', $t - $t0)
+                . " s, Redis up) never reached the subscriber" if @fail < 40;
 }
+# a clean close means the client had every event: so had the publisher
+for my $sid (grep { $done{$_}{how} eq 'clean' } sort keys %done) {
+    my $id = $wsid{$sid} // next;
+    next unless exists $handed{$id} && $handed{$id} != $EVENTS;
+    push @fail, "$sid ($id): closed cleanly after $EVENTS events, the "
+                . "publisher was handed $handed{$id}" if @fail < 40;
+    $lost_up++;
+}
+
+# what ws_agent_redis_queue promises: a worker that took in E events while
+# Redis was away holds QUEUE of them and drops the rest, so it loses at
+# most E - QUEUE of them, and at least that many of those it took in
+# while they were held for sure
+my ($promise_bad, @promise) = (0);
+for my $a (@away) {
+    my @w = sort keys %{ $a->[1] };
+    my @per;
+    for my $w (@w) {
+        my ($e, $ein, $lost) = map { $_->{$a->[0]}{$w} // 0 }
+                               \%took, \%took_in, \%lost_in;
+        my $hi = $e > $QUEUE ? $e - $QUEUE : 0;
+        my $lo = $ein > $QUEUE ? $ein - $QUEUE : 0;
+        # it had to drop: then it held exactly QUEUE (it lost no more)
+        my $most = $held_win{$a->[4]}{$w} // 0;
+        my $kept = $lost >= $lo && $lost <= $hi
+                   && ($lo == 0 || $most == $QUEUE);
+        $promise_bad++ unless $kept;
+        push @per, "worker $w took in $e ($ein held for sure), held at most "
+                   . "$most, lost $lost, promised $lo to $hi"
+                   . ($kept ? '' : ': BROKEN');
+    }
+    push @promise, sprintf "%s %.1f-%.1f s: %s", $a->[0], $a->[2] - $t0,
+                   $a->[3] - $t0, join('; ', @per) || 'no worker';
+}
+my $held_over = grep { $_ > $QUEUE } values %held_max;
+
 my $ev_got = 0;
 $ev_got += $_ for values %got;
-my $seq_gaps = 0;
+my $ev_unique = keys %got;
+# a seq below one already seen is a resend (after a reconnect) when that
+# seq arrived before, out of order otherwise
+my ($seq_dups, $seq_disorder) = (0, 0);
 for my $id (keys %seqs) {
-    my @q = @{ $seqs{$id} };
-    for my $i (1 .. $#q) { $seq_gaps++ if $q[$i] <= $q[$i - 1] }
+    my ($max, %seen) = (0);
+    for my $q (@{ $seqs{$id} }) {
+        if ($seen{$q}++) { $seq_dups++ }
+        elsif ($q < $max) { $seq_disorder++ }
+        $max = $q if $q > $max;
+    }
 }
 
 my @alerts = grep { /\[(alert|crit|emerg)\]/
@@ -680,9 +911,9 @@ if (!$long || @{ $life{$long} } < 3) {
     # fills, ws_agent_redis_queue events at most, is a one-time high-water
     # mark: glibc keeps freed memory, RSS does not fall back)
     my $warm = $born + 0.1 * ($last - $born);
-    $warm = $win{redis}[1] + 8
-        if $win{redis} && $win{redis}[1] + 8 > $warm
-           && $win{redis}[1] + 8 < $last;
+    for my $back (grep { defined } $win{redis}[1], $win{pause}[1]) {
+        $warm = $back + 8 if $back + 8 > $warm && $back + 8 < $last;
+    }
     my ($w) = grep { $_->[0] >= $warm } @s;
     my $e = $s[-1];
     # its own descriptors (not connections) never vary in a sound worker:
@@ -727,10 +958,34 @@ print "connections: $conns (", sprintf('%.0f', $conns / $SECONDS), "/s); ",
       join(', ', map { "$how{$_} $_" } sort keys %how), "\n";
 print "client messages: $msgs sent; lost $lost_msgs; connections out of ",
       "order $reordered; connections exempt (hit by a fault) $exempt\n";
-print "events: $ev_total sent by the backend, $ev_got received by the ",
-      "subscriber; checked (clean, Redis up) $ev_checked, lost $ev_lost; ",
-      "while Redis was down or reconnecting $ev_redis_down; ",
-      "seq out of order $seq_gaps\n";
+my $pct = sub { $_[1] ? sprintf('%.2f %%', 100 * $_[0] / $_[1]) : '0 %' };
+my $events_ok = !$lost_up && $lost_surv == $n_counted && !$n_exit
+                && !$n_refused && !$promise_bad && !$held_over
+                && !$seq_disorder && (!@away || $held_samples);
+print "events: $ev_total sent by the backend, $ev_handed of them handed to ",
+      "the publisher by the surviving workers ($not_handed not: their ",
+      "connections ended first); events_queued_total $n_queued, ",
+      "events_published_total $n_published; the subscriber received ",
+      "$ev_got ($ev_unique distinct, $seq_dups sent again after a ",
+      "reconnect, $seq_disorder out of order)\n";
+print "events lost: $lost_surv of $ev_handed handed (",
+      $pct->($lost_surv, $ev_handed), "); the module's counters: ",
+      "queue_overflow $n_overflow + lost_at_exit $n_exit + redis_error ",
+      "$n_refused = $n_counted: ", $lost_surv == $n_counted ? 'equal'
+      : $lost_surv > $n_counted ? 'FEWER (losses nobody counted)'
+      : 'MORE (drops counted that did not happen)',
+      "; lost while Redis was up $lost_up; with the SIGKILLed worker ",
+      "$lost_killed (its queue and sockets, uncounted: its memory went ",
+      "with it)\n";
+print "queue_overflow promised by ws_agent_redis_queue $QUEUE (a worker ",
+      "loses what it took in while Redis was away beyond $QUEUE): ",
+      join(' | ', @promise) || 'no outage', " => ",
+      $promise_bad ? 'BROKEN' : 'kept', "\n";
+print "queue bound: most held by a worker (queued + in_flight) in ",
+      $held_samples // 0, " samples while Redis was away: ",
+      join(', ', map { "worker $_ $held_max{$_}" } sort keys %held_max)
+      || 'none', " (bound $QUEUE): ", $held_over ? 'EXCEEDED' : 'kept',
+      "\n";
 print "1014 closes logged: $n1014\n";
 printf "workers (different processes: the faults replace them) RSS start "
      . "%d kB (%s fds), end %d kB (%s fds)\n",
@@ -742,9 +997,27 @@ print "[alert]/[crit]/[emerg] (other than the SIGKILLed worker): ",
 print "  $_" for @alerts[0 .. ($#alerts < 9 ? $#alerts : 9)];
 print "status: $status\n";
 print "faults:\n", map { "  $_\n" } @faults;
+
+push @fail, "events: $lost_surv lost, the counters say $n_counted"
+    if $lost_surv != $n_counted;
+push @fail, "events: what $promise_bad worker(s) lost while Redis was "
+            . "away is not what ws_agent_redis_queue $QUEUE promises"
+    if $promise_bad;
+push @fail, "events: a worker held more than ws_agent_redis_queue $QUEUE"
+    if $held_over;
+push @fail, "events: lost_at_exit $n_exit, redis_error $n_refused (no "
+            . "worker exits while Redis is away, Redis refuses nothing)"
+    if $n_exit || $n_refused;
+push @fail, "events: Redis was away but the status page was never read "
+            . "meanwhile" if @away && !$held_samples;
+push @fail, "events: $seq_disorder arrived out of order" if $seq_disorder;
 print "FAIL: $_\n" for @fail, @mem_fail;
 
-my $ok = !$lost_msgs && !$reordered && !$ev_lost && !@alerts && $conns
+my $ok = !$lost_msgs && !$reordered && $events_ok && !@alerts && $conns
          && !@mem_fail;
-print $ok ? "soak: PASS\n" : "soak: FAIL\n";
+printf "soak: %s (client messages lost %d; events lost %d of %d handed "
+     . "(%s), counted %d, %s)\n", $ok ? 'PASS' : 'FAIL', $lost_msgs,
+     $lost_surv, $ev_handed, $pct->($lost_surv, $ev_handed), $n_counted,
+     $promise_bad ? "not what ws_agent_redis_queue $QUEUE promises"
+                  : "what ws_agent_redis_queue $QUEUE promises";
 exit($ok ? 0 : 1);

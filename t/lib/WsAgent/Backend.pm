@@ -19,13 +19,16 @@ use WsAgent::Util qw(parse_duration describe_payload wait_until kill_pid
 my $MAX_LIFE = 60;    # no backend connection outlives this, whatever happens
 
 # Step text -> list of step hashes; dies with a readable message.
+# $user in a step is the X-User-Id of the connection's upgrade request
+# (each connection parses its steps again); before that, it reads as 1.
 sub parse_steps {
-    my ($text) = @_;
+    my ($text, $user) = @_;
     my @steps;
     for my $line (split /\n/, $text // '') {
         $line = trim($line);
         next if $line eq '' || $line =~ /^#/;
         my %s = (text => $line);
+        $line =~ s/\$user\b/$user \/\/ 1/ge;
         if ($line =~ s/^with_101\s+//) {
             die "with_101 must be the first step: '$s{text}'\n"
                 if grep { $_->{op} ne 'protocol' } @steps;
@@ -184,6 +187,12 @@ sub run {
         $self->rec("sent status $code");
         return $self->finish;
     }
+    # this connection's own steps: $user is its X-User-Id
+    if (grep { $_->{text} =~ /\$user\b/ } @steps) {
+        my ($user) = $req =~ /^X-User-Id:[ \t]*(.*?)\s*$/mi;
+        @steps = @{ WsAgent::Backend::parse_steps(
+                        join("\n", map { $_->{text} } @steps), $user // '') };
+    }
     my ($key) = $req =~ /^Sec-WebSocket-Key:\s*(\S+)/mi;
     unless ($key) {
         $s->write_all("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
@@ -213,7 +222,8 @@ sub run {
             my ($bytes, $lines) = WsAgent::Send::build($step->{send});
             $self->{sent_close} = 1 if $step->{send}{kind} eq 'close';
             $self->rec("sent $_") for @$lines;
-            $s->write_all($bytes, split => $step->{send}{split});
+            $s->write_all($bytes, map { $_ => $step->{send}{$_} }
+                                  qw(split pieces gap));
         } elsif ($op eq 'wait') {
             $self->pump(time + parse_duration($step->{dur}));
         } elsif ($op eq 'sleep') {

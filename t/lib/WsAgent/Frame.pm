@@ -183,16 +183,28 @@ sub read_message {
     }
 }
 
-# Writes all bytes; split => N writes them in N pieces 30 ms apart.
+# Writes all bytes; split => N writes them in N pieces 30 ms apart;
+# pieces => SPEC cuts them at byte offsets (see cut_points), gap => DURATION
+# apart (default 5ms; "random 0-3ms" is drawn again for every gap).
 # Gives up (returns 0) if the peer stops reading for 10 s.
 sub write_all {
     my ($self, $bytes, %opt) = @_;
     my $deadline = time + ($opt{timeout} // 10);
-    my $pieces = $opt{split} || 1;
-    my $size = int((length($bytes) + $pieces - 1) / $pieces) || 1;
-    my @chunks = unpack "(a$size)*", $bytes;
+    my @chunks;
+    my $gap = $opt{pieces} ? $opt{gap} // '5ms' : '30ms';
+    if ($opt{pieces}) {
+        my $at = 0;
+        for my $cut (cut_points($opt{pieces}, length $bytes), length $bytes) {
+            push @chunks, substr $bytes, $at, $cut - $at;
+            $at = $cut;
+        }
+    } else {
+        my $pieces = $opt{split} || 1;
+        my $size = int((length($bytes) + $pieces - 1) / $pieces) || 1;
+        @chunks = unpack "(a$size)*", $bytes;
+    }
     for my $i (0 .. $#chunks) {
-        sleep 0.03 if $i;
+        sleep WsAgent::Util::parse_duration($gap) if $i;
         my $data = $chunks[$i];
         while (length $data) {
             my $n = syswrite $self->{sock}, $data;
@@ -206,6 +218,34 @@ sub write_all {
         }
     }
     return 1;
+}
+
+# "3,7,11" (cut before byte 3, 7 and 11), "5..9" (before each of 5 to 9),
+# "every 7", or a mix such as "1,4..6": the ascending cut offsets into
+# $len bytes; an offset outside 1 .. $len - 1 is a mistake in the test.
+# Without $len only the spec itself is checked.
+sub cut_points {
+    my ($spec, $len) = @_;
+    my @cuts;
+    if ($spec =~ /^every\s+(\d+)$/) {
+        die "pieces every 0\n" unless $1;
+        return () unless defined $len;
+        for (my $c = $1; $c < $len; $c += $1) { push @cuts, $c }
+        return @cuts;
+    }
+    for my $item (split /,/, $spec) {
+        my ($from, $to) = $item =~ /^(\d+)(?:\.\.(\d+))?$/
+            or die "bad pieces '$spec'\n";
+        push @cuts, $from .. ($to // $from);
+    }
+    for my $i (0 .. $#cuts) {
+        die "pieces $spec: cut $cuts[$i] is not inside the "
+            . ($len // 'frame\'s') . " bytes\n"
+            if $cuts[$i] < 1 || defined $len && $cuts[$i] >= $len;
+        die "pieces $spec: offsets must ascend\n"
+            if $i && $cuts[$i] <= $cuts[$i - 1];
+    }
+    return @cuts;
 }
 
 sub close {
@@ -223,10 +263,17 @@ package WsAgent::Send;
 use WsAgent::Util qw(describe_payload big_payload trim);
 
 # "text hi split 3" -> { kind => 'text', arg => 'hi', split => 3 }
+# "text hi pieces 1,3 gap 2ms" -> { ..., pieces => '1,3', gap => '2ms' }
 sub parse {
     my ($rest) = @_;
     my %s;
     $s{split} = $1 if $rest =~ s/\s+split\s+(\d+)\s*$//;
+    if ($rest =~ s/\s+pieces\s+(every\s+\d+|[\d.,]+)
+                   (?:\s+gap\s+((?:random\s+)?\S+))?\s*$//x) {
+        @s{qw(pieces gap)} = ($1, $2);
+        WsAgent::Stream::cut_points($s{pieces});
+        WsAgent::Util::parse_duration($s{gap}) if defined $s{gap};
+    }
     my ($kind, $arg) = $rest =~ /^\s*(\w+)(?:\s(.*))?$/s
         or die "bad send step '$rest'\n";
     $arg = trim($arg);
@@ -244,7 +291,7 @@ sub parse {
         my ($n, $type, $prefix) = $arg =~ /^(\d+)\s+(text|binary)\s+(.*)$/
             or die "want 'send many N text PREFIX'\n";
         @s{qw(n type prefix)} = ($n, $type, $prefix);
-    } elsif ($kind !~ /^(text|ping|pong|text_fragments)$/) {
+    } elsif ($kind !~ /^(text|texts|ping|pong|text_fragments)$/) {
         die "unknown send kind '$kind'\n";
     }
     return \%s;
@@ -267,6 +314,12 @@ sub build {
                           fin => $i == $#parts ? 1 : 0, mask => $mask);
         }
         return ($bytes, ['text_fragments ' . join ' | ', @parts]);
+    }
+    if ($k eq 'texts') {
+        # several whole messages in one write (a burst)
+        my @msgs = split /\s\|\s/, $s->{arg}, -1;
+        return (join('', map { $enc->('text', $_) } @msgs),
+                [map { describe_payload('text', $_) } @msgs]);
     }
     if ($k eq 'big') {
         my $p = big_payload($s->{arg});

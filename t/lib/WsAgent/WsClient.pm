@@ -147,7 +147,8 @@ sub step {
     if ($op eq 'send') {
         my ($bytes) = WsAgent::Send::build($s->{send}, mask => 1);
         $self->{sent_close} = 1 if $s->{send}{kind} eq 'close';
-        return $st->write_all($bytes, split => $s->{send}{split})
+        return $st->write_all($bytes, map { $_ => $s->{send}{$_} }
+                                      qw(split pieces gap))
             ? 1 : (0, "write failed: $!");
     }
     return $self->recv($st, $s) if $op eq 'recv';

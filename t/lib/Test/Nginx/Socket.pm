@@ -564,7 +564,8 @@ sub check_backend {
         my @got = sort map { join '', map { "$_\n" } @{ $b->transcript($_) } }
                   1 .. $b->connections;
         Test::Base::is(join("----\n", @got), join("----\n", @want),
-                       "$name - ws_backend_transcripts (any order)");
+                       "$name - ws_backend_transcripts (any order)")
+            or Test::More::diag(transcripts_summary(\@got, \@want));
     }
     if (has($t, 'ws_backend_request_headers')) {
         my $req = $b->request(1);
@@ -585,6 +586,16 @@ sub check_backend {
                 . "mismatch:\n  " . join("\n  ", @bad)
                 : 'the backend got no request');
     }
+}
+
+# How many transcripts are not the expected ones (the diff says how).
+sub transcripts_summary {
+    my ($got, $want) = @_;
+    my %left;
+    $left{$_}++ for @$want;
+    my $odd = grep { !($left{$_} && $left{$_}--) } @$got;
+    return "$odd of " . @$got . " transcripts are not expected ones"
+         . (@$got == @$want ? '' : " (want " . @$want . ")");
 }
 
 # Pub/sub orders messages within a channel, not across channels: both
@@ -622,9 +633,41 @@ sub check_redis {
             !defined $gch || $gch ne $ch || $gmsg !~ /$re/;
         } 0 .. $#want;
         Test::More::ok(!@bad && @got == @want, "$name - redis_messages_like")
-            or Test::More::diag("got:\n  " . join("\n  ", @got)
-                                . "\nwant:\n  " . join "\n  ", @want);
+            or Test::More::diag(@got + @want <= 60
+                ? "got:\n  " . join("\n  ", @got)
+                  . "\nwant:\n  " . join "\n  ", @want
+                : redis_like_summary(\@want, $t->{redis_messages}));
     }
+}
+
+# Too many messages to list: the counts, then per channel that differs
+# its counts and its first difference.
+sub redis_like_summary {
+    my ($want, $got) = @_;
+    my (%w, %g, @order);
+    for (@$want) {
+        my ($ch, $re) = split ' ', $_, 2;
+        push @order, $ch unless $w{$ch};
+        push @{ $w{$ch} }, $re;
+    }
+    push @{ $g{$_->[0]} }, $_->[1] for @$got;
+    push @order, grep { !$w{$_} } sort keys %g;
+    my @lines;
+    for my $ch (@order) {
+        my @re = @{ $w{$ch} || [] };
+        my @m = @{ $g{$ch} || [] };
+        my ($k) = grep { $_ > $#m || $_ > $#re || $m[$_] !~ /$re[$_]/ }
+                  0 .. ($#m > $#re ? $#m : $#re);
+        next unless defined $k;
+        push @lines, "$ch: got " . @m . ", want " . @re
+                     . "; first difference at #" . ($k + 1) . ":",
+                     "    want: " . ($re[$k] // '(none)'),
+                     "    got:  " . ($m[$k] // '(none)');
+    }
+    my $bad = @lines / 3;
+    splice @lines, 30 if @lines > 30;
+    return "got " . @$got . " messages, want " . @$want . "; $bad of "
+         . @order . " channels differ\n  " . join "\n  ", @lines;
 }
 
 sub patterns {
