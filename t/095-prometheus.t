@@ -237,7 +237,7 @@ sub {
         'ngx_ws_agent_protocol_errors_total{side="client"}' => 1,
         'ngx_ws_agent_protocol_errors_total{side="backend"}' => 0,
         'ngx_ws_agent_ready_seconds_count' => 4,
-        'ngx_ws_agent_ready_seconds_bucket{le="0.100"}' => 0,
+        'ngx_ws_agent_ready_seconds_bucket{le="0.1"}' => 0,
         'ngx_ws_agent_ready_seconds_bucket{le="+Inf"}' => 4,
         'ngx_ws_agent_events_dropped_total{reason="queue_overflow"}' => 0,
         'sum(ngx_ws_agent_redis_queue_depth)' => 0,
