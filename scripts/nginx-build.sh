@@ -6,7 +6,9 @@
 #   scripts/nginx-build.sh              Debian 13's nginx 1.26.3
 #   scripts/nginx-build.sh --src DIR    an nginx source tree you already have
 #                                       (e.g. nginx.org mainline), built the
-#                                       same way; nothing is fetched
+#                                       same way, in place; nothing is fetched
+#                                       (built again when DIR's nginx.h is
+#                                       newer than the cached build)
 #
 # Prints the nginx binary and the module as its last two lines:
 #   nginx   build/nginx-V/sbin/nginx      (a link into the cache below)
@@ -168,8 +170,9 @@ fetch_debian_source() {
 stamp="$prefix/.complete"
 if [ -z "$srcdir" ] && [ -f "$stamp" ] && [ -x "$prefix/sbin/nginx" ] \
    && [ "$(sed -n 2p "$stamp")" = "$options" ] \
-   && [ -d "$(sed -n 3p "$stamp")" ]; then
-    srcdir=$(sed -n 3p "$stamp")
+   && [ "$(sed -n 3p "$stamp")" = "$cache/src/nginx-$version" ] \
+   && [ -d "$cache/src/nginx-$version" ]; then
+    srcdir="$cache/src/nginx-$version"
     say "nginx $version from the cache ($prefix)"
 elif [ -n "$srcdir" ] && [ -f "$stamp" ] && [ -x "$prefix/sbin/nginx" ] \
      && [ "$(sed -n 2p "$stamp")" = "$options" ] \
