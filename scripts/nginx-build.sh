@@ -59,6 +59,10 @@ if [ -n "$srcdir" ]; then
               "$srcdir/src/core/nginx.h" 2>/dev/null) \
         || true
     [ -n "$version" ] || die "$srcdir is not an nginx source tree"
+    [ -x "$srcdir/configure" ] && [ -d "$srcdir/html" ] \
+        || die "$srcdir is not laid out as a release: in a git checkout move" \
+               "auto/configure, docs/html and docs/man to the top first (as" \
+               "misc/GNUmakefile's release target does)"
 fi
 
 options="--with-compat --with-debug --with-threads --with-http_ssl_module
