@@ -5,6 +5,10 @@
 #
 #   scripts/bootstrap.sh          build + tests + demo
 #   scripts/bootstrap.sh fuzz     also the clang fuzzing runtime
+#   scripts/bootstrap.sh nginx126 also what scripts/nginx-build.sh needs to
+#                                 fetch Debian 13's nginx 1.26.3 source and
+#                                 build it (PCRE2, zlib, the archive keyring,
+#                                 dpkg-dev, flock)
 #   scripts/bootstrap.sh browser  also Debian's chromium, Node.js and npm, and
 #                                 playwright-core into t/browser/node_modules
 #                                 (pinned by t/browser/package-lock.json; it
@@ -31,6 +35,8 @@ for extra in "$@"; do
         fuzz)     pkgs="$pkgs clang libclang-rt-14-dev" ;;
         valgrind) pkgs="$pkgs valgrind" ;;
         debian)   pkgs="$pkgs build-essential dpkg-dev debhelper fakeroot lintian" ;;
+        nginx126) pkgs="$pkgs libpcre2-dev zlib1g-dev debian-archive-keyring
+                        dpkg-dev util-linux" ;;
         browser)  browser=1
                   pkgs="$pkgs chromium"
                   # a Node.js that is there already (with its own npm) is used
