@@ -16,6 +16,10 @@
 #define NGX_WS_AGENT_STATUS_MAX  (64 * 1024)
 
 
+static u_char *ngx_ws_agent_status_seconds(u_char *p, u_char *end,
+    ngx_msec_t ms);
+
+
 typedef struct {
     const char   *name;         /* after the "ngx_ws_agent_" prefix */
     const char   *type;
@@ -236,9 +240,9 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
 
         if (i < NGX_WS_AGENT_NBUCKETS - 1) {
             p = ngx_slprintf(p, end, "ngx_ws_agent_ready_seconds_bucket"
-                             "{le=\"%M.%03M\"} %uA\n",
-                             ngx_ws_agent_bounds[i] / 1000,
-                             ngx_ws_agent_bounds[i] % 1000, cum);
+                             "{le=\"");
+            p = ngx_ws_agent_status_seconds(p, end, ngx_ws_agent_bounds[i]);
+            p = ngx_slprintf(p, end, "\"} %uA\n", cum);
 
         } else {
             p = ngx_slprintf(p, end, "ngx_ws_agent_ready_seconds_bucket"
@@ -507,4 +511,32 @@ ngx_ws_agent_status_send(ngx_http_request_t *r, ngx_uint_t status,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * ms as seconds in the shortest decimal form (0.01, 1, 2.5): the form
+ * Prometheus itself writes "le" in, so a bucket's series keeps its name
+ * when Prometheus 3 normalizes them
+ */
+
+static u_char *
+ngx_ws_agent_status_seconds(u_char *p, u_char *end, ngx_msec_t ms)
+{
+    size_t  n;
+    u_char  frac[NGX_INT_T_LEN];
+
+    p = ngx_slprintf(p, end, "%M", ms / 1000);
+
+    if (ms % 1000 == 0) {
+        return p;
+    }
+
+    n = ngx_sprintf(frac, "%03M", ms % 1000) - frac;
+
+    while (frac[n - 1] == '0') {
+        n--;
+    }
+
+    return ngx_slprintf(p, end, ".%*s", n, frac);
 }

@@ -2,6 +2,12 @@
 
 use Test::Nginx::Socket::WsAgent 'no_plan';
 
+# scripts/test.sh names the version each pass means to run
+# (WS_AGENT_NGINX_VERSION); by hand it is what the binary says it is
+my $binary = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
+($ENV{WS_AGENT_NGINX_VERSION}) = `$binary -v 2>&1` =~ m{nginx/(\S+)}
+    unless $ENV{WS_AGENT_NGINX_VERSION};
+
 repeat_each(1);
 no_shuffle();
 run_tests();
@@ -149,3 +155,15 @@ file a
 --- request
 GET /t
 --- SKIP
+
+
+
+=== TEST 12: the nginx answering is the version the run names
+--- config
+    location = /t {
+        return 200 "$nginx_version\n";
+    }
+--- request
+GET /t
+--- response_body eval
+"$ENV{WS_AGENT_NGINX_VERSION}\n"

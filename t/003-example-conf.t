@@ -34,6 +34,14 @@ chmod 0755, $dir;     # workers run as www-data when we are root
 
 my $port = free_port();
 
+# the example includes Debian's /etc/nginx/mime.types; another nginx (the
+# 1.26.3 build of scripts/nginx-build.sh) has its own beside its nginx.conf
+my ($confdir) = `$nginx -V 2>&1` =~ m{--conf-path=(\S+)/[^/\s]+};
+($confdir) = map { "$_/conf" } `$nginx -V 2>&1` =~ m{--prefix=(\S+)}
+    unless $confdir;
+$confdir //= '/etc/nginx';
+ok -f "$confdir/mime.types", "the nginx under test has $confdir/mime.types";
+
 sub localize {
     my ($conf) = @_;
     my $n;
@@ -41,6 +49,7 @@ sub localize {
                    {load_module $so;}m;
     is $n, 1, 'the example loads the module from modules/';
     $conf =~ s{/var/log/nginx/}{$dir/logs/}g;
+    $conf =~ s{^(\s*include) /etc/nginx/mime\.types;}{$1 $confdir/mime.types;}m;
     $conf =~ s{^pid /run/nginx\.pid;}{pid $dir/nginx.pid;}m;
     $conf =~ s{/etc/nginx/jwt/issuer\.pub}{$dir/issuer.pub}g;
     $conf =~ s{^user \S+;}{}m unless $> == 0 && getpwnam('www-data');

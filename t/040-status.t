@@ -81,7 +81,7 @@ recv close 1002
 sleep 300ms
 http_get /metrics => \A(?:(?:# HELP ngx_ws_agent_[a-z_]+ [^\n]+|# TYPE ngx_ws_agent_[a-z_]+ (?:counter|gauge|histogram)|ngx_ws_agent_[a-z_]+(?:\{[a-z]+="[^"\n]*"\})? [0-9]+(?:\.[0-9]+)?)\n)+\z
 http_get /metrics => (?m)^ngx_ws_agent_closes_sent_total\{code="1002"\} 1$.*^ngx_ws_agent_protocol_errors_total\{side="client"\} 1$\n^ngx_ws_agent_protocol_errors_total\{side="backend"\} 0$
-http_get /metrics => (?m)^ngx_ws_agent_ready_seconds_bucket\{le="0\.001"\} \d+$.*^ngx_ws_agent_ready_seconds_bucket\{le="\+Inf"\} 1$\n^ngx_ws_agent_ready_seconds_sum [0-9.]+$\n^ngx_ws_agent_ready_seconds_count 1$
+http_get /metrics => (?m)^ngx_ws_agent_ready_seconds_bucket\{le="0\.001"\} \d+$.*^ngx_ws_agent_ready_seconds_bucket\{le="0\.01"\} \d+$.*^ngx_ws_agent_ready_seconds_bucket\{le="2\.5"\} \d+$.*^ngx_ws_agent_ready_seconds_bucket\{le="10"\} \d+$.*^ngx_ws_agent_ready_seconds_bucket\{le="\+Inf"\} 1$\n^ngx_ws_agent_ready_seconds_sum [0-9.]+$\n^ngx_ws_agent_ready_seconds_count 1$
 
 
 

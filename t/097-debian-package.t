@@ -218,6 +218,9 @@ is(WsAgent::Debian::apt_get(log_of('install'), 'install', $deb), 0,
     or do { diag(tail_of(log_of('install'), 40)); exit };
 is(WsAgent::Debian::package_status(), 'ii', 'dpkg: installed and configured');
 ok(-f $WsAgent::Debian::So, "$WsAgent::Debian::So is installed");
+ok(-f "/usr/share/doc/$Pkg/examples/prometheus/ws_agent.rules.yml"
+   && -f "/usr/share/doc/$Pkg/examples/grafana/ws_agent.json",
+   'the alerting rules and the dashboard are installed as examples');
 is(slurp($WsAgent::Debian::Available), $WsAgent::Debian::LoadLine,
    "$WsAgent::Debian::Available loads the module");
 is(readlink($WsAgent::Debian::Enabled), $WsAgent::Debian::Available,

@@ -13,9 +13,9 @@ package WsAgent::Sections;
 #                   then the checks of these sections; under CPAN's runner
 #                   nginx is stopped then, as the bundled runner stops it
 #                   before the error_log checks
-#   after_block     test cleanup handler: backend stopped, subscriber
-#                   closed, Redis back up
-#   after_file      cleanup handler: Redis and backend stopped
+#   after_block     test cleanup handler: Prometheus and the backend
+#                   stopped, subscriber closed, Redis back up
+#   after_file      cleanup handler: Prometheus, Redis and backend stopped
 #
 # The runner's own checks (status, headers, body, error_log) stay the
 # runner's.
@@ -38,6 +38,7 @@ use WsAgent::Backend;
 use WsAgent::WsClient;
 use WsAgent::Redis;
 use WsAgent::Browser;
+use WsAgent::Prometheus;
 
 # set by Test::Nginx::Socket::WsAgent: "cpan" or "bundled"; use_redis()
 our ($Runner, $UseRedis) = ('bundled');
@@ -48,7 +49,8 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
               redis_messages_like ws_backend_transcript
               ws_backend_transcript_like ws_backend_transcripts
               ws_backend_connections ws_backend_request_headers
-              browser_check browser_timeout);
+              browser_check browser_timeout prometheus prometheus_interval
+              prometheus_rules prometheus_check);
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
@@ -57,7 +59,7 @@ my %STRICT = (redis_config => 1);
 my $PROBE = '/.ws-agent-probe';
 
 my $MainPid = $$;
-my ($State, $Redis, $Backend, $Cur);
+my ($State, $Redis, $Backend, $Prometheus, $Cur);
 
 # --- per file ---------------------------------------------------------------
 
@@ -102,6 +104,7 @@ sub listen_on_loopback {
 
 sub after_file {
     return unless $$ == $MainPid;
+    if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
     if ($Backend) { $Backend->stop; undef $Backend }
     if ($Redis) { $Redis->stop; undef $Redis }
 }
@@ -257,8 +260,11 @@ sub run_and_check {
     unless ($t->{ran}++) {
         $t->{name} = $block->name
                    . ($repeat > 1 ? " (repeat " . ($rep_idx + 1) . ")" : '');
+        start_prometheus($t) if has($block, 'prometheus');
         run_peers($t) if $t->{ours};
         sleep $t->{wait} if $t->{wait} && !$t->{subscriber};
+        # while nginx and Prometheus still run
+        check_prometheus($t) if $t->{prometheus};
         if ($t->{ours}) {
             check_ws_steps($t) if $t->{ws_results};
             check_browser($t) if $t->{browser};
@@ -266,6 +272,8 @@ sub run_and_check {
             check_redis($t) if $t->{redis_messages};
         }
     }
+    # Prometheus goes before nginx (it would log failed scrapes)
+    if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
     # the error_log checks come next: under CPAN's runner, which reads
     # error.log with nginx still running, nginx stops first, as the bundled
     # runner stops it, so they see what nginx logs until it exits (at
@@ -313,12 +321,58 @@ sub stop_nginx {
     }
 }
 
+# "--- prometheus: /metrics": a private Prometheus scrapes that path of the
+# block's server (job ws_agent) every "prometheus_interval" (default
+# 200ms), evaluating the "prometheus_rules" files (paths from the
+# repository); the client starts once the target was scraped.
+sub start_prometheus {
+    my ($t) = @_;
+    my $block = $t->{block};
+    if (my $why = WsAgent::Prometheus::missing()) {
+        die "--- prometheus: $why (scripts/bootstrap.sh prometheus)\n";
+    }
+    my $since = time;
+    $Prometheus = WsAgent::Prometheus->new(
+        dir => "$State/prometheus",
+        target => '127.0.0.1:' . server_port(),
+        path => trim(value($block, 'prometheus')),
+        interval => trim(value($block, 'prometheus_interval') // '200ms'),
+        rules => [map { Cwd::abs_path($_) // die "no rule file $_\n" }
+                  split ' ', value($block, 'prometheus_rules') // '']);
+    $Prometheus->start;
+    $Prometheus->wait_scraped($since);
+    $t->{prometheus} = $Prometheus;
+}
+
+# The block's "--- prometheus_check eval" sub, after the client and the
+# backend are done: it queries Prometheus and checks with Test::More,
+# sub { my ($prom, $name) = @_ }.
+sub check_prometheus {
+    my ($t) = @_;
+    my $name = $t->{name};
+    my $check = value($t->{block}, 'prometheus_check');
+    if (ref $check eq 'CODE') {
+        eval { $check->($t->{prometheus}, $name); 1 }
+            or Test::More::fail("$name - prometheus_check ran: $@");
+    } elsif (has($t->{block}, 'prometheus_check')) {
+        # an "eval" that did not compile leaves no sub: that is a failure
+        Test::More::fail("$name - prometheus_check is a sub (--- "
+                         . "prometheus_check eval: sub { ... })");
+    }
+    if (failures() > $t->{failures_before}) {
+        my @log = split /\n/, $t->{prometheus}->log_text;
+        splice @log, 0, @log - 30 if @log > 30;
+        Test::More::diag("prometheus log:\n  " . join "\n  ", @log) if @log;
+    }
+}
+
 # --- after the block ---------------------------------------------------------
 
 sub after_block {
     my ($block) = @_;
     my $t = $Cur or return;
     undef $Cur;
+    if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
     if ($Backend) { $Backend->stop; undef $Backend }
     $t->{subscriber}->close if $t->{subscriber};
     $Redis->start if $Redis && !$Redis->running;    # after redis_stop(ped)
