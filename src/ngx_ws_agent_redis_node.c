@@ -268,8 +268,10 @@ ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
         rd->naddrs = u.naddrs;
 
     } else if (resolver) {
+        /* http's own level is never merged: its resolver_timeout may be unset */
         rd->resolver = resolver;
-        rd->resolver_timeout = clcf->resolver_timeout;
+        rd->resolver_timeout = (clcf->resolver_timeout == NGX_CONF_UNSET_MSEC)
+                               ? 30000 : clcf->resolver_timeout;
 
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

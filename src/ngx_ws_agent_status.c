@@ -285,6 +285,22 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
         }
     }
 
+    p = ngx_slprintf(p, end,
+                     "# HELP ngx_ws_agent_redis_node_info The Redis node "
+                     "the worker publishes to: its address, ROLE, TLS.\n"
+                     "# TYPE ngx_ws_agent_redis_node_info gauge\n");
+
+    for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
+        w = &st->workers[i];
+
+        if (w->redis && ngx_ws_agent_stats_alive(w)) {
+            p = ngx_slprintf(p, end, "ngx_ws_agent_redis_node_info"
+                             "{pid=\"%uA\",address=\"%s\",role=\"%s\","
+                             "tls=\"%s\"} 1\n", w->pid, w->address, w->role,
+                             w->tls ? "on" : "off");
+        }
+    }
+
     if (p == end) {
         return NGX_ERROR;
     }
