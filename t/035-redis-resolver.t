@@ -177,7 +177,7 @@ recv text {"type":"tool_executing","n":3} within 3s
 recv text {"type":"tool_completed","n":4}
 recv text {"type":"agent_completed","n":5}
 sleep 2500ms
-http_get /status => "events_queued_total":5,"events_published_total":5,"lifecycle_queued_total":0,"events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,.*"redis_workers":\[\{(?=[^}]*"connected":true,"queued":0,"in_flight":0)(?=[^}]*"address":"127\.0\.0\.2:$TEST_NGINX_REDIS_PORT")
+http_get /status => "events_queued_total":5,"events_published_total":5,"lifecycle_queued_total":0,"events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,.*"redis_workers":\[\{(?=[^}]*"connected":true)(?=[^}]*"queued":0[,}])(?=[^}]*"in_flight":0[,}])(?=[^}]*"address":"127\.0\.0\.2:$TEST_NGINX_REDIS_PORT")
 dns_queried redis.test A >= 2
 send close 1000
 recv close 1000
@@ -227,7 +227,7 @@ redis_cmd CLIENT KILL TYPE normal => 1
 recv text {"type":"tool_executing","n":3} within 3s
 recv text {"type":"agent_completed","n":4}
 sleep 2s
-http_get /status => "events_published_total":4,.*"events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,.*"redis_workers":\[\{(?=[^}]*"connected":true,"queued":0,"in_flight":0)(?=[^}]*"address":"127\.0\.0\.2:$TEST_NGINX_REDIS_PORT")
+http_get /status => "events_published_total":4,.*"events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,.*"redis_workers":\[\{(?=[^}]*"connected":true)(?=[^}]*"queued":0[,}])(?=[^}]*"in_flight":0[,}])(?=[^}]*"address":"127\.0\.0\.2:$TEST_NGINX_REDIS_PORT")
 send close 1000
 recv close 1000
 --- redis_subscribe: agent:events:3
@@ -265,11 +265,11 @@ recv text {"type":"agent_started","n":1}
 recv text {"type":"agent_thinking","n":2}
 recv text {"type":"tool_executing","n":3}
 sleep 500ms
-http_get /status => "events_queued_total":3,"events_published_total":0,.*"redis_workers":\[\{(?=[^}]*"connected":false,"queued":3,"in_flight":0)
+http_get /status => "events_queued_total":3,"events_published_total":0,.*"redis_workers":\[\{(?=[^}]*"connected":false)(?=[^}]*"queued":3[,}])(?=[^}]*"in_flight":0[,}])
 dns_queried redis.test A >= 1
 dns_set redis.test 127.0.0.1
 sleep 4500ms
-http_get /status => "events_queued_total":3,"events_published_total":3,.*"redis_workers":\[\{(?=[^}]*"connected":true,"queued":0,"in_flight":0)(?=[^}]*"address":"127\.0\.0\.1:$TEST_NGINX_REDIS_PORT")
+http_get /status => "events_queued_total":3,"events_published_total":3,.*"redis_workers":\[\{(?=[^}]*"connected":true)(?=[^}]*"queued":0[,}])(?=[^}]*"in_flight":0[,}])(?=[^}]*"address":"127\.0\.0\.1:$TEST_NGINX_REDIS_PORT")
 send close 1000
 recv close 1000
 --- redis_subscribe: agent:events:4
@@ -343,7 +343,7 @@ sleep 1200ms
 dns_set redis.test 127.0.0.2
 redis_stop
 sleep 4500ms
-http_get /status => "events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,.*"redis_workers":\[\{(?=[^}]*"connected":true,"queued":0,"in_flight":0)(?=[^}]*"address":"127\.0\.0\.2:$TEST_NGINX_REDIS_PORT")
+http_get /status => "events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,.*"redis_workers":\[\{(?=[^}]*"connected":true)(?=[^}]*"queued":0[,}])(?=[^}]*"in_flight":0[,}])(?=[^}]*"address":"127\.0\.0\.2:$TEST_NGINX_REDIS_PORT")
 --- redis_subscribe eval
 ::channels()
 --- redis_b_subscribe eval
