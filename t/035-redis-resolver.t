@@ -198,7 +198,7 @@ agent:events:2 "seq":5,.*"n":5\}\}$
 [alert]
 [crit]
 dropped
-lost
+event(s) lost
 not sent to Redis
 
 
@@ -246,7 +246,7 @@ agent:events:3 "seq":4,.*"n":4\}\}$
 [alert]
 [crit]
 dropped
-lost
+event(s) lost
 
 
 
@@ -285,7 +285,7 @@ agent:events:4 "seq":3,.*"n":3\}\}$
 [alert]
 [crit]
 dropped
-lost
+event(s) lost
 
 
 
@@ -359,5 +359,5 @@ $::Conns
 [alert]
 [crit]
 dropped
-lost
+event(s) lost
 not sent to Redis
