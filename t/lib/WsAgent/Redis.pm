@@ -1,7 +1,9 @@
 package WsAgent::Redis;
 
 # A private redis-server for one test file (never the system one), plus
-# raw-RESP helpers: one-shot commands and a SUBSCRIBE listener.
+# raw-RESP helpers: one-shot commands and a SUBSCRIBE listener.  It listens
+# on 127.0.0.1 unless host => another loopback address (a second Redis on
+# 127.0.0.2 can then take the same port: Linux answers on all of 127/8).
 
 use strict;
 use warnings;
@@ -18,10 +20,12 @@ my $BINARY = $ENV{TEST_NGINX_REDIS_BINARY} || 'redis-server';
 sub new {
     my ($class, %opt) = @_;
     mkdir $opt{dir};
-    return bless { %opt, config => '', unix => 0 }, $class;
+    return bless { host => '127.0.0.1', %opt, config => '', unix => 0 },
+                 $class;
 }
 
 sub port { $_[0]{port} }
+sub host { $_[0]{host} }
 sub sock_path { "$_[0]{dir}/redis.sock" }
 sub running { !!$_[0]{pid} }
 
@@ -46,7 +50,7 @@ sub start {
     local $self->{unix} = 1 if $opt{closed};
     local $self->{via_unix} = 1 if $opt{closed};
     my $conf = "port " . ($opt{closed} ? 0 : $self->{port})
-             . "\nbind 127.0.0.1\nsave \"\"\n"
+             . "\nbind $self->{host}\nsave \"\"\n"
              . "appendonly no\ndaemonize no\ndir $dir\n"
              . "logfile $dir/redis.log\n";
     $conf .= "unixsocket " . $self->sock_path . "\nunixsocketperm 777\n"
@@ -65,7 +69,7 @@ sub start {
         my $r = eval { $self->command('PING') };
         $r && !(ref $r eq 'HASH' && $r->{error} =~ /^(timeout|connection)/);
     });
-    die "redis-server did not come up on port $self->{port}:\n"
+    die "redis-server did not come up on $self->{host}:$self->{port}:\n"
         . (slurp("$dir/redis.log") // '') unless $up;
     return 1;
 }
@@ -92,7 +96,7 @@ sub connect {
                    . ": $!\n";
         return $u;
     }
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+    my $s = IO::Socket::INET->new(PeerAddr => $self->{host},
         PeerPort => $self->{port}, Proto => 'tcp', Timeout => 2)
         or die "cannot connect to redis on $self->{port}: $!\n";
     return $s;
