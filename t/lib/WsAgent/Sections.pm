@@ -37,6 +37,7 @@ use WsAgent::Http;
 use WsAgent::Backend;
 use WsAgent::WsClient;
 use WsAgent::Redis;
+use WsAgent::Tls;
 use WsAgent::Browser;
 use WsAgent::Prometheus;
 
@@ -45,7 +46,7 @@ our ($Runner, $UseRedis) = ('bundled');
 
 # The sections of this plug-in; a block with any of them is ours.
 my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
-              redis_stopped redis_subscribe redis_messages
+              redis_tls redis_acl redis_stopped redis_subscribe redis_messages
               redis_messages_like ws_backend_transcript
               ws_backend_transcript_like ws_backend_transcripts
               ws_backend_connections ws_backend_request_headers
@@ -54,12 +55,12 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
-my %STRICT = (redis_config => 1);
+my %STRICT = (redis_config => 1, redis_acl => 1);
 
 my $PROBE = '/.ws-agent-probe';
 
 my $MainPid = $$;
-my ($State, $Redis, $Backend, $Prometheus, $Cur);
+my ($State, $Redis, $Tls, $Backend, $Prometheus, $Cur);
 
 # --- per file ---------------------------------------------------------------
 
@@ -161,13 +162,30 @@ sub preprocess {
     }
     $ENV{"TEST_NGINX_RAND_PORT_$_"} = $rand{$_} for keys %rand;
 
+    # the file's throw-away CA and certificates, made when a block first
+    # asks for them: a TLS Redis, or $TEST_NGINX_TLS_DIR in any section
+    if (!$Tls && (has($block, 'redis_tls') || grep {
+            my $v = value($block, $_);
+            defined $v && !ref $v && $v =~ /\$TEST_NGINX_TLS_DIR\b/
+        } sections($block))) {
+        $Tls = WsAgent::Tls->new(dir => "$State/tls");
+        $ENV{TEST_NGINX_TLS_DIR} = $Tls->dir;
+    }
+
     # Redis first: its port may appear in the configuration
     if ($UseRedis || grep { /^redis_/ && has($block, $_) } sections($block)) {
         $Redis ||= WsAgent::Redis->new(port => free_port(),
+                                       tls_port => free_port(),
                                        dir => "$State/redis");
+        $Redis->{pki} = $Tls;
         $Redis->ensure(config => expand($block, 'redis_config'),
-                       unix => has($block, 'redis_unix'));
+                       unix => has($block, 'redis_unix'),
+                       tls => has($block, 'redis_tls')
+                              ? trim(value($block, 'redis_tls')) || 'server'
+                              : '',
+                       acl => expand($block, 'redis_acl'));
         $ENV{TEST_NGINX_REDIS_PORT} = $Redis->port;
+        $ENV{TEST_NGINX_REDIS_TLS_PORT} = $Redis->tls_port;
         $ENV{TEST_NGINX_REDIS_SOCK} = $Redis->sock_path;
     }
 
@@ -438,7 +456,12 @@ sub ws_hooks {
             return (0, "GET $s->{path}: $res->{status}, body does not match "
                        . "/$s->{want}/:\n$body");
         },
+        # "redis_start tls CERT [auth-clients]": the TLS port with another
+        # server certificate from now on (the next block's redis_tls
+        # restarts it as that block asks)
         redis_start => sub {
+            my ($s) = @_;
+            $Redis->{tls} = $s->{tls} if defined $s->{tls};
             return $Redis->start unless $sub;
             # the subscriber is back before nginx can reach Redis again
             $Redis->start(closed => 1);
