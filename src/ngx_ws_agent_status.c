@@ -13,7 +13,7 @@
 #include "ngx_ws_agent_status.h"
 
 
-#define NGX_WS_AGENT_STATUS_MAX  (64 * 1024)
+#define NGX_WS_AGENT_STATUS_MAX  (128 * 1024)
 
 
 static u_char *ngx_ws_agent_status_seconds(u_char *p, u_char *end,
@@ -417,6 +417,13 @@ ngx_ws_agent_status_json(ngx_http_request_t *r, ngx_buf_t *b)
         ngx_ws_agent_key("last_error");
         yajl_gen_string(g, w->last_error,
                         ngx_strnlen(w->last_error, NGX_WS_AGENT_ERROR_LEN));
+        ngx_ws_agent_key("address");
+        yajl_gen_string(g, w->address,
+                        ngx_strnlen(w->address, sizeof(w->address)));
+        ngx_ws_agent_key("tls");
+        yajl_gen_bool(g, w->tls != 0);
+        ngx_ws_agent_key("role");
+        yajl_gen_string(g, w->role, ngx_strnlen(w->role, sizeof(w->role)));
         yajl_gen_map_close(g);
     }
 
