@@ -406,6 +406,8 @@ ngx_ws_agent_redis_node_peer(ngx_ws_agent_redis_node_t *node)
 
     node->state = NGX_WS_AGENT_NODE_CONNECTING;
 
+    ngx_set_socket_errno(0);
+
     rc = ngx_event_connect_peer(&node->peer);
     err = ngx_socket_errno;
 
@@ -415,13 +417,21 @@ ngx_ws_agent_redis_node_peer(ngx_ws_agent_redis_node_t *node)
         if (rc == NGX_DECLINED) {
             ngx_snprintf(why, NGX_WS_AGENT_ERROR_LEN - 1,
                          "connect() failed (%d: %s)%Z", err, strerror(err));
-            why[NGX_WS_AGENT_ERROR_LEN - 1] = '\0';
-            ngx_ws_agent_redis_node_down(node, (char *) why, 0);
+
+        } else if (err) {
+            /* socket() failed: EMFILE when no fd is free */
+            ngx_snprintf(why, NGX_WS_AGENT_ERROR_LEN - 1,
+                         "cannot open a socket (%d: %s)%Z", err,
+                         strerror(err));
 
         } else {
-            ngx_ws_agent_redis_node_down(node, "cannot open a socket", 0);
+            ngx_snprintf(why, NGX_WS_AGENT_ERROR_LEN - 1,
+                         "cannot open a socket (no free connection: "
+                         "worker_connections)%Z");
         }
 
+        why[NGX_WS_AGENT_ERROR_LEN - 1] = '\0';
+        ngx_ws_agent_redis_node_down(node, (char *) why, 0);
         return;
     }
 
@@ -1035,7 +1045,12 @@ ngx_ws_agent_redis_node_wait(ngx_ws_agent_redis_node_t *node,
     }
 
     if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+        /*
+         * as epoll would say it: with EPOLLRDHUP, ngx_unix_recv() reads
+         * nothing unless the event says bytes are available
+         */
         c->read->ready = 1;
+        c->read->available = -1;
         ngx_ws_agent_redis_node_read(c->read);
     }
 
