@@ -61,6 +61,8 @@ static ngx_int_t ngx_ws_agent_redis_node_reserve(
 static void ngx_ws_agent_redis_node_status(ngx_ws_agent_redis_node_t *node);
 static redisReader *ngx_ws_agent_redis_node_reader(void);
 static void ngx_ws_agent_redis_free_object(void *reply);
+static u_char *ngx_ws_agent_redis_node_log(ngx_log_t *log, u_char *buf,
+    size_t len);
 
 
 #if (NGX_SSL)
@@ -279,7 +281,14 @@ ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     ngx_memzero(node, sizeof(ngx_ws_agent_redis_node_t));
 
     node->server = server;
-    node->log = log;
+
+    /* nginx's own lines about this connection (SSL, connect) say whose */
+    node->own_log = *log;
+    node->own_log.handler = ngx_ws_agent_redis_node_log;
+    node->own_log.data = node;
+    node->own_log.action = NULL;
+    node->log = &node->own_log;
+    log = node->log;
     node->handler = h;
     node->data = data;
     node->stats = ngx_ws_agent_slot;
@@ -326,6 +335,7 @@ ngx_ws_agent_redis_node_connect(ngx_ws_agent_redis_node_t *node)
     }
 
     node->state = NGX_WS_AGENT_NODE_RESOLVING;
+    node->log->action = "resolving the Redis name";
 
     temp.name = rd->host;
 
@@ -405,6 +415,7 @@ ngx_ws_agent_redis_node_peer(ngx_ws_agent_redis_node_t *node)
     node->peer.log_error = NGX_ERROR_ERR;
 
     node->state = NGX_WS_AGENT_NODE_CONNECTING;
+    node->log->action = "connecting to Redis";
 
     ngx_set_socket_errno(0);
 
@@ -524,6 +535,7 @@ ngx_ws_agent_redis_node_tls(ngx_ws_agent_redis_node_t *node)
     }
 
     node->state = NGX_WS_AGENT_NODE_HANDSHAKE;
+    node->log->action = "TLS handshaking with Redis";
 
     rc = ngx_ssl_handshake(c);
 
@@ -592,6 +604,7 @@ ngx_ws_agent_redis_node_setup(ngx_ws_agent_redis_node_t *node)
     ngx_ws_agent_redis_server_t  *rd = node->server;
 
     node->state = NGX_WS_AGENT_NODE_SETUP;
+    node->log->action = "setting up the Redis connection";
     node->nsteps = 0;
     node->step = 0;
 
@@ -735,6 +748,7 @@ ngx_ws_agent_redis_node_up(ngx_ws_agent_redis_node_t *node)
     }
 
     node->state = NGX_WS_AGENT_NODE_READY;
+    node->log->action = "publishing to Redis";
     node->backoff = NGX_WS_AGENT_NODE_BACKOFF_MIN;
 
     ngx_ws_agent_redis_node_status(node);
@@ -1153,4 +1167,21 @@ ngx_ws_agent_redis_node_reader(void)
     reader->fn = &ngx_ws_agent_redis_fn;
 
     return reader;
+}
+
+
+static u_char *
+ngx_ws_agent_redis_node_log(ngx_log_t *log, u_char *buf, size_t len)
+{
+    u_char                     *p;
+    ngx_ws_agent_redis_node_t  *node = log->data;
+
+    p = buf;
+
+    if (log->action) {
+        p = ngx_snprintf(p, len, " while %s", log->action);
+    }
+
+    return ngx_snprintf(p, len - (p - buf), ", redis: %V (%V)",
+                        &node->server->addr, &node->name);
 }

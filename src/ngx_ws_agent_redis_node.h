@@ -51,7 +51,8 @@ typedef enum {
 
 struct ngx_ws_agent_redis_node_s {
     ngx_ws_agent_redis_server_t        *server;
-    ngx_log_t                          *log;
+    ngx_log_t                          *log;        /* &own_log */
+    ngx_log_t                           own_log;    /* "while <action>" */
     ngx_ws_agent_redis_node_state_e     state;
 
     ngx_peer_connection_t               peer;

@@ -47,7 +47,7 @@ _EOC_
 
 # nginx's own lines at the limit are allowed; nothing else at [alert]/[crit]
 my @clean = (
-    qr/\[alert\](?!.*socket\(\) failed \(24: Too many open files\) while connecting to upstream)/,
+    qr/\[alert\](?!.*socket\(\) failed \(24: Too many open files\) while connecting to (?:upstream|Redis))/,
     qr/\[crit\](?!.*accept4\(\) failed \(24: Too many open files\))/,
     qr/\[emerg\]/,
     qr/exited on signal/,
