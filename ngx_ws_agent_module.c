@@ -37,6 +37,8 @@ static char *ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
 static char *ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_ws_agent_redis_sentinels(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_ws_agent_events(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -144,6 +146,13 @@ static ngx_command_t  ngx_ws_agent_commands[] = {
     { ngx_string("ws_agent_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_ws_agent_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ws_agent_redis_sentinels"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_ws_agent_redis_sentinels,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -403,8 +412,24 @@ ngx_ws_agent_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (wmcf->redis.master.len && !wmcf->sentinels_configured) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" names a sentinel master but "
+                           "no \"ws_agent_redis_sentinels\" is set");
+        return NGX_CONF_ERROR;
+    }
+
+    if (wmcf->sentinels_configured && wmcf->redis.master.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis_sentinels\" is set but "
+                           "\"ws_agent_redis\" does not name a sentinel "
+                           "master (sentinel:NAME)");
+        return NGX_CONF_ERROR;
+    }
+
     if (wmcf->configured
-        && ngx_ws_agent_redis_server_init(cf, &wmcf->redis) != NGX_OK)
+        && ngx_ws_agent_redis_server_init(cf, &wmcf->redis, &wmcf->sentinels)
+           != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -614,6 +639,20 @@ ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     wmcf->configured = 1;
 
+    if (ngx_strncmp(value[1].data, "sentinel:", 9) == 0) {
+        rd->master.data = value[1].data + 9;
+        rd->master.len = value[1].len - 9;
+
+        if (rd->master.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_redis\" has an empty master "
+                               "name in sentinel:");
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
     if (ngx_strncmp(value[1].data, "unix:", 5) != 0) {
         /* host:port: ngx_ws_agent_redis_server_init() resolves it or not */
         return NGX_CONF_OK;
@@ -646,6 +685,99 @@ ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rd->addrs = u.addrs;
     rd->naddrs = u.naddrs;
     rd->unix_socket = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* ws_agent_redis_sentinels ADDR [ADDR ...] [tls] [user=U] [password=P] */
+
+static char *
+ngx_ws_agent_redis_sentinels(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_ws_agent_main_conf_t *wmcf = conf;
+
+    ngx_str_t                    *value;
+    ngx_url_t                     u;
+    ngx_uint_t                    i, j;
+    ngx_addr_t                   *addr;
+    ngx_array_t                  *addrs;
+    ngx_ws_agent_redis_server_t  *sn = &wmcf->sentinels;
+
+    if (wmcf->sentinels_configured) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    addrs = ngx_array_create(cf->pool, cf->args->nelts, sizeof(ngx_addr_t));
+    if (addrs == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "tls") == 0) {
+            sn->tls = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            sn->user.data = value[i].data + 5;
+            sn->user.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            sn->password.data = value[i].data + 9;
+            sn->password.len = value[i].len - 9;
+            continue;
+        }
+
+        /* a sentinel's address: resolved here, once */
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = value[i];
+        u.default_port = 26379;
+
+        if (ngx_strncmp(value[i].data, "unix:", 5) == 0
+            || ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_redis_sentinels\" has an invalid "
+                               "address \"%V\": %s", &value[i],
+                               u.err ? u.err : "expected host:port");
+            return NGX_CONF_ERROR;
+        }
+
+        for (j = 0; j < u.naddrs; j++) {
+            addr = ngx_array_push(addrs);
+            if (addr == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *addr = u.addrs[j];
+        }
+    }
+
+    if (addrs->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis_sentinels\" has no address");
+        return NGX_CONF_ERROR;
+    }
+
+    if ((sn->user.len || sn->password.len) && sn->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis_sentinels\" has user= without "
+                           "password=");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&sn->addr, "sentinel");
+    sn->addrs = addrs->elts;
+    sn->naddrs = addrs->nelts;
+    sn->db = 0;
+    sn->tls_verify = NGX_CONF_UNSET;
+    wmcf->sentinels_configured = 1;
 
     return NGX_CONF_OK;
 }

@@ -37,6 +37,8 @@ typedef struct {
     ngx_resolver_t             *resolver;   /* http's, when addrs is NULL */
     ngx_msec_t                  resolver_timeout;
 
+    ngx_str_t                   master;     /* sentinel:NAME, or "" */
+
     ngx_str_t                   user;
     ngx_str_t                   password;
     ngx_int_t                   db;
@@ -59,8 +61,10 @@ typedef struct {
 
 typedef struct {
     ngx_ws_agent_redis_server_t redis;
+    ngx_ws_agent_redis_server_t sentinels;  /* for redis.master */
     ngx_uint_t                  queue;
     unsigned                    configured:1;
+    unsigned                    sentinels_configured:1;
 } ngx_ws_agent_main_conf_t;
 
 

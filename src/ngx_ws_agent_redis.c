@@ -16,6 +16,7 @@
 
 #include "ngx_ws_agent_redis.h"
 #include "ngx_ws_agent_redis_node.h"
+#include "ngx_ws_agent_redis_sentinel.h"
 #include "ngx_ws_agent_stats.h"
 
 
@@ -68,6 +69,7 @@ typedef struct {
     ngx_ws_agent_main_conf_t     *conf;
     ngx_log_t                    *log;
     ngx_ws_agent_redis_node_t     node;
+    ngx_ws_agent_redis_sentinel_t sentinel;     /* sentinel:NAME only */
 
     ngx_ws_agent_redis_queue_t    queue;
 
@@ -152,7 +154,14 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
 
     ngx_ws_agent_redis_node_start(&rs->node, &wmcf->redis,
                                   &ngx_ws_agent_redis_handler, rs,
-                                  cycle->log);
+                                  cycle->log, 1);
+
+    if (wmcf->redis.master.len) {
+        /* the node connects where the sentinels say the master is */
+        ngx_ws_agent_redis_sentinel_start(&rs->sentinel, &wmcf->sentinels,
+                                          &wmcf->redis, &rs->node,
+                                          cycle->log);
+    }
 
     return NGX_OK;
 }
@@ -581,6 +590,10 @@ ngx_ws_agent_redis_down(ngx_ws_agent_redis_node_t *node, const char *why,
         return;
     }
 
+    if (node->not_master) {
+        ngx_ws_agent_redis_sentinel_ask(&rs->sentinel);
+    }
+
     if (logged) {
         /* the node said why (a refused AUTH): "still unavailable" next */
         ngx_ws_agent_redis_error(rs, why, ngx_strlen(why));
@@ -678,6 +691,10 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
     rs->exiting = 1;
 
     ngx_ws_agent_redis_node_close(&rs->node);
+
+    if (rs->conf->redis.master.len) {
+        ngx_ws_agent_redis_sentinel_close(&rs->sentinel);
+    }
 
     if (rs->loss_log.timer_set) {
         ngx_del_timer(&rs->loss_log);

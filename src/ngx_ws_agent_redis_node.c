@@ -137,12 +137,23 @@ ngx_ws_agent_redis_tls_init(ngx_conf_t *cf, ngx_ws_agent_redis_server_t *rd)
     return NGX_OK;
 }
 
+#else
+
+static ngx_int_t
+ngx_ws_agent_redis_tls_init(ngx_conf_t *cf, ngx_ws_agent_redis_server_t *rd)
+{
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"ws_agent_redis\" has tls but this nginx was built "
+                       "without SSL");
+    return NGX_ERROR;
+}
+
 #endif
 
 
 ngx_int_t
 ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
-    ngx_ws_agent_redis_server_t *rd)
+    ngx_ws_agent_redis_server_t *rd, ngx_ws_agent_redis_server_t *sentinels)
 {
     u_char                    *p;
     ngx_url_t                  u;
@@ -169,7 +180,7 @@ ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
     set[5] = rd->tls_protocols != 0;
     set[6] = rd->tls_verify != NGX_CONF_UNSET;
 
-    if (!rd->tls) {
+    if (!rd->tls && !sentinels->tls) {
         for (i = 0; i < 7; i++) {
             if (set[i]) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -180,6 +191,49 @@ ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
         }
     }
 
+    /* the TLS settings, defaulted: the sentinels' TLS uses them too */
+    ngx_conf_init_value(rd->tls_verify, 1);
+
+    if (rd->tls_protocols == 0) {
+        rd->tls_protocols = NGX_CONF_BITMASK_SET
+                            | NGX_SSL_TLSv1_2 | NGX_SSL_TLSv1_3;
+    }
+
+    if (rd->tls_ciphers.len == 0) {
+        ngx_str_set(&rd->tls_ciphers, "DEFAULT");
+    }
+
+    if (rd->master.len) {
+        /* the sentinels name the master by its address */
+        if ((rd->tls || sentinels->tls) && rd->tls_verify
+            && rd->tls_name.len == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_redis\" names a sentinel master "
+                               "with tls: set \"ws_agent_redis_tls_name\" to "
+                               "the name the servers' certificates carry");
+            return NGX_ERROR;
+        }
+
+        rd->host = rd->master;
+
+        if (sentinels->tls) {
+            sentinels->tls_verify = rd->tls_verify;
+            sentinels->tls_name = rd->tls_name;
+            sentinels->tls_trusted_certificate = rd->tls_trusted_certificate;
+            sentinels->tls_certificate = rd->tls_certificate;
+            sentinels->tls_certificate_key = rd->tls_certificate_key;
+            sentinels->tls_ciphers = rd->tls_ciphers;
+            sentinels->tls_protocols = rd->tls_protocols;
+
+            if (ngx_ws_agent_redis_tls_init(cf, sentinels) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+
+        return rd->tls ? ngx_ws_agent_redis_tls_init(cf, rd) : NGX_OK;
+    }
+
     if (rd->unix_socket) {
         return NGX_OK;
     }
@@ -187,13 +241,11 @@ ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
     /*
      * A name is resolved before every connect when http has a resolver,
      * so one that moves is followed; without one (and for an IP), it is
-     * resolved here, once, as nginx does for proxy_pass.
+     * resolved here, once, as nginx does for proxy_pass.  Core's merge has
+     * run (it comes first): http's resolver is the one configured, or a
+     * dummy with no servers.
      */
 
-    /*
-     * core's merge has run (it comes first): http's resolver is the one
-     * configured, or a dummy with no servers
-     */
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     resolver = (clcf->resolver && clcf->resolver->connections.nelts)
                ? clcf->resolver : NULL;
@@ -243,40 +295,18 @@ ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
         return NGX_OK;
     }
 
-#if (NGX_SSL)
-
     if (rd->tls_name.len == 0) {
         rd->tls_name = rd->host;
     }
 
-    ngx_conf_init_value(rd->tls_verify, 1);
-
-    if (rd->tls_protocols == 0) {
-        rd->tls_protocols = NGX_CONF_BITMASK_SET
-                            | NGX_SSL_TLSv1_2 | NGX_SSL_TLSv1_3;
-    }
-
-    if (rd->tls_ciphers.len == 0) {
-        ngx_str_set(&rd->tls_ciphers, "DEFAULT");
-    }
-
     return ngx_ws_agent_redis_tls_init(cf, rd);
-
-#else
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"ws_agent_redis\" has tls but this nginx was built "
-                       "without SSL");
-    return NGX_ERROR;
-
-#endif
 }
 
 
 void
 ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     ngx_ws_agent_redis_server_t *server, ngx_ws_agent_redis_node_handler_t *h,
-    void *data, ngx_log_t *log)
+    void *data, ngx_log_t *log, ngx_uint_t shown)
 {
     ngx_memzero(node, sizeof(ngx_ws_agent_redis_node_t));
 
@@ -291,7 +321,7 @@ ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     log = node->log;
     node->handler = h;
     node->data = data;
-    node->stats = ngx_ws_agent_slot;
+    node->stats = shown ? ngx_ws_agent_slot : &node->unshown;
     node->backoff = NGX_WS_AGENT_NODE_BACKOFF_MIN;
 
     node->retry.handler = ngx_ws_agent_redis_node_retry;
@@ -306,7 +336,57 @@ ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
 
     node->stats->tls = server->tls;
 
+    if (server->master.len == 0) {
+        ngx_ws_agent_redis_node_connect(node);
+    }
+}
+
+
+void
+ngx_ws_agent_redis_node_connect_to(ngx_ws_agent_redis_node_t *node,
+    struct sockaddr *sa, socklen_t socklen)
+{
+    if (node->known
+        && ngx_cmp_sockaddr(sa, socklen, &node->sockaddr.sockaddr,
+                            node->socklen, 1)
+           == NGX_OK
+        && (node->state != NGX_WS_AGENT_NODE_IDLE || node->retry.timer_set))
+    {
+        /* there, or on the way */
+        return;
+    }
+
+    if (node->state != NGX_WS_AGENT_NODE_IDLE
+        && node->state != NGX_WS_AGENT_NODE_CLOSED)
+    {
+        ngx_ws_agent_redis_node_down(node, "the master moved", 1);
+    }
+
+    if (node->state == NGX_WS_AGENT_NODE_CLOSED) {
+        return;
+    }
+
+    if (node->retry.timer_set) {
+        ngx_del_timer(&node->retry);
+    }
+
+    ngx_memcpy(&node->sockaddr, sa, socklen);
+    node->socklen = socklen;
+    node->known = 1;
+
     ngx_ws_agent_redis_node_connect(node);
+}
+
+
+void
+ngx_ws_agent_redis_node_reset(ngx_ws_agent_redis_node_t *node,
+    const char *why)
+{
+    if (node->state != NGX_WS_AGENT_NODE_IDLE
+        && node->state != NGX_WS_AGENT_NODE_CLOSED)
+    {
+        ngx_ws_agent_redis_node_down(node, why, 1);
+    }
 }
 
 
@@ -321,6 +401,13 @@ ngx_ws_agent_redis_node_connect(ngx_ws_agent_redis_node_t *node)
     ngx_add_timer(&node->deadline, NGX_WS_AGENT_NODE_TIMEOUT);
 
     node->role_text[0] = '\0';
+    node->not_master = 0;
+
+    if (rd->master.len) {
+        /* where the sentinels said the master is */
+        ngx_ws_agent_redis_node_peer(node);
+        return;
+    }
 
     if (rd->resolver == NULL) {
         /* the addresses the configuration fixed, in turn */
@@ -732,6 +819,25 @@ ngx_ws_agent_redis_node_setup_reply(ngx_ws_agent_redis_node_t *node,
             ngx_memcpy(node->role_text, rr->element[0]->str, len);
             node->role_text[len] = '\0';
         }
+
+        /*
+         * a demoted master still takes PUBLISH, and its subscribers are
+         * not the ones waiting: a sentinel's master must say "master"
+         */
+        if (rd->master.len
+            && ngx_strcmp(node->role_text, "master") != 0)
+        {
+            ngx_log_error(NGX_LOG_ERR, node->log, 0,
+                          "ws_agent: Redis sentinel:%V at %V is not a master "
+                          "(ROLE says %s), asking the sentinels again",
+                          &rd->master, &node->name,
+                          node->role_text[0] ? (char *) node->role_text
+                                             : "nothing");
+            node->not_master = 1;
+            node->known = 0;
+            ngx_ws_agent_redis_node_down(node, "not a master", 1);
+            return;
+        }
     }
 
     if (!ngx_ws_agent_redis_node_in_setup(node)) {
@@ -836,12 +942,18 @@ ngx_ws_agent_redis_node_retry(ngx_event_t *ev)
 {
     ngx_ws_agent_redis_node_t  *node = ev->data;
 
-    if (node->state != NGX_WS_AGENT_NODE_IDLE) {
+    if (node->state != NGX_WS_AGENT_NODE_IDLE
+        || (node->server->master.len && !node->known))
+    {
+        /* a master's node waits for the sentinels to name one */
         return;
     }
 
     node->stats->reconnects++;
-    ngx_ws_agent_count(NGX_WS_AGENT_REDIS_RECONNECTS, 1);
+
+    if (node->stats != &node->unshown) {
+        ngx_ws_agent_count(NGX_WS_AGENT_REDIS_RECONNECTS, 1);
+    }
 
     ngx_ws_agent_redis_node_connect(node);
 }

@@ -82,17 +82,36 @@ struct ngx_ws_agent_redis_node_s {
     ngx_ws_agent_redis_node_handler_t  *handler;
     void                               *data;
     ngx_ws_agent_worker_stats_t        *stats;      /* this worker's slot */
+    ngx_ws_agent_worker_stats_t         unshown;    /* or: not on the page */
+
+    unsigned                            known:1;    /* sockaddr is set */
+    unsigned                            not_master:1;   /* ROLE said so */
 };
 
 
 /* init_main_conf: where to connect, and the TLS context; logs its errors */
 ngx_int_t ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
-    ngx_ws_agent_redis_server_t *server);
+    ngx_ws_agent_redis_server_t *server,
+    ngx_ws_agent_redis_server_t *sentinels);
 
-/* worker start: the node begins connecting */
+/*
+ * worker start: the node begins connecting (a sentinel master's node waits
+ * for node_connect_to()); shown: its figures go to this worker's status
+ */
 void ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     ngx_ws_agent_redis_server_t *server, ngx_ws_agent_redis_node_handler_t *h,
-    void *data, ngx_log_t *log);
+    void *data, ngx_log_t *log, ngx_uint_t shown);
+
+/*
+ * a sentinel master's node: the master is at sa now; a connection to
+ * another address is closed (its unanswered commands are the owner's)
+ */
+void ngx_ws_agent_redis_node_connect_to(ngx_ws_agent_redis_node_t *node,
+    struct sockaddr *sa, socklen_t socklen);
+
+/* the connection closed now (owner told), connecting again after back-off */
+void ngx_ws_agent_redis_node_reset(ngx_ws_agent_redis_node_t *node,
+    const char *why);
 
 #define ngx_ws_agent_redis_node_ready(node)                                  \
     ((node)->state == NGX_WS_AGENT_NODE_READY)
