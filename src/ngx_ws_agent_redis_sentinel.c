@@ -48,7 +48,7 @@ ngx_ws_agent_redis_sentinel_start(ngx_ws_agent_redis_sentinel_t *sn,
 
     ngx_ws_agent_redis_node_start(&sn->node, sentinels,
                                   &ngx_ws_agent_redis_sentinel_handler, sn,
-                                  log, 0);
+                                  log, NULL);
 }
 
 
