@@ -1,7 +1,10 @@
 package WsAgent::Redis;
 
 # A private redis-server for one test file (never the system one), plus
-# raw-RESP helpers: one-shot commands and a SUBSCRIBE listener.
+# raw-RESP helpers: one-shot commands and a SUBSCRIBE listener.  With
+# sentinel => 1 it is a sentinel (redis-server CONF --sentinel: the config
+# file is the sentinel's, which it rewrites); WsAgent::Sentinel builds its
+# topology from these.
 
 use strict;
 use warnings;
@@ -22,6 +25,7 @@ sub new {
 }
 
 sub port { $_[0]{port} }
+sub pid { $_[0]{pid} }
 sub sock_path { "$_[0]{dir}/redis.sock" }
 sub running { !!$_[0]{pid} }
 
@@ -46,8 +50,9 @@ sub start {
     local $self->{unix} = 1 if $opt{closed};
     local $self->{via_unix} = 1 if $opt{closed};
     my $conf = "port " . ($opt{closed} ? 0 : $self->{port})
-             . "\nbind 127.0.0.1\nsave \"\"\n"
-             . "appendonly no\ndaemonize no\ndir $dir\n"
+             . "\nbind 127.0.0.1\n"
+             . ($self->{sentinel} ? '' : "save \"\"\nappendonly no\n")
+             . "daemonize no\ndir $dir\n"
              . "logfile $dir/redis.log\n";
     $conf .= "unixsocket " . $self->sock_path . "\nunixsocketperm 777\n"
         if $self->{unix};
@@ -58,7 +63,8 @@ sub start {
     if ($pid == 0) {
         open STDOUT, '>>', "$dir/redis.stdout";
         open STDERR, '>&', \*STDOUT;
-        exec $BINARY, "$dir/redis.conf" or POSIX::_exit(127);
+        exec $BINARY, "$dir/redis.conf",
+             $self->{sentinel} ? '--sentinel' : () or POSIX::_exit(127);
     }
     $self->{pid} = $pid;
     my $up = wait_until(5, sub {
@@ -74,6 +80,13 @@ sub stop {
     my ($self) = @_;
     return unless $self->{pid};
     kill_pid(delete $self->{pid}, signals => [qw(TERM KILL)], grace => 3);
+}
+
+# SIGKILL by PID: no shutdown, no goodbye to clients or replicas.
+sub crash {
+    my ($self) = @_;
+    return unless $self->{pid};
+    kill_pid(delete $self->{pid}, signals => ['KILL'], grace => 3);
 }
 
 sub open_port {
