@@ -14,8 +14,9 @@ package WsAgent::Sections;
 #                   nginx is stopped then, as the bundled runner stops it
 #                   before the error_log checks
 #   after_block     test cleanup handler: Prometheus and the backend
-#                   stopped, subscriber closed, Redis back up
-#   after_file      cleanup handler: Prometheus, Redis and backend stopped
+#                   stopped, subscribers closed, Redis back up
+#   after_file      cleanup handler: Prometheus, Redis, the Sentinel
+#                   topology and the backend stopped
 #
 # The runner's own checks (status, headers, body, error_log) stay the
 # runner's.
@@ -37,11 +38,13 @@ use WsAgent::Http;
 use WsAgent::Backend;
 use WsAgent::WsClient;
 use WsAgent::Redis;
+use WsAgent::Sentinel;
 use WsAgent::Browser;
 use WsAgent::Prometheus;
 
-# set by Test::Nginx::Socket::WsAgent: "cpan" or "bundled"; use_redis()
-our ($Runner, $UseRedis) = ('bundled');
+# set by Test::Nginx::Socket::WsAgent: "cpan" or "bundled"; use_redis(),
+# use_sentinel()
+our ($Runner, $UseRedis, $UseSentinel) = ('bundled');
 
 # The sections of this plug-in; a block with any of them is ours.
 my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
@@ -50,7 +53,8 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
               ws_backend_transcript_like ws_backend_transcripts
               ws_backend_connections ws_backend_request_headers
               browser_check browser_timeout prometheus prometheus_interval
-              prometheus_rules prometheus_check);
+              prometheus_rules prometheus_check sentinel_subscribe
+              sentinel_check);
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
@@ -59,7 +63,7 @@ my %STRICT = (redis_config => 1);
 my $PROBE = '/.ws-agent-probe';
 
 my $MainPid = $$;
-my ($State, $Redis, $Backend, $Prometheus, $Cur);
+my ($State, $Redis, $Sentinel, $Backend, $Prometheus, $Cur);
 
 # --- per file ---------------------------------------------------------------
 
@@ -107,6 +111,15 @@ sub after_file {
     if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
     if ($Backend) { $Backend->stop; undef $Backend }
     if ($Redis) { $Redis->stop; undef $Redis }
+    stop_sentinel_subscriber();
+    if ($Sentinel) { $Sentinel->stop; undef $Sentinel }
+}
+
+sub stop_sentinel_subscriber {
+    return unless $Sentinel;
+    my $sub = delete $Sentinel->{subscriber};
+    $sub->stop if $sub;
+    delete $Sentinel->{backend};
 }
 
 END { after_file() }
@@ -148,7 +161,7 @@ sub preprocess {
     undo_changes($block);
     return if defined $block->SKIP;
     $Cur = my $t = { block => $block, failures_before => failures() };
-    $t->{ours} = $UseRedis || grep { has($block, $_) } @OURS;
+    $t->{ours} = $UseRedis || $UseSentinel || grep { has($block, $_) } @OURS;
 
     # fresh ports per block: the backend's, and TEST_NGINX_RAND_PORT_N
     # (chosen here, so the client steps know the ports nginx listens on)
@@ -169,6 +182,15 @@ sub preprocess {
                        unix => has($block, 'redis_unix'));
         $ENV{TEST_NGINX_REDIS_PORT} = $Redis->port;
         $ENV{TEST_NGINX_REDIS_SOCK} = $Redis->sock_path;
+    }
+    # the Sentinel topology: its ports too; a block that fails over (a
+    # sentinel_kill_master or sentinel_failover step) needs a replica ready
+    if ($UseSentinel || grep { /^sentinel_/ && has($block, $_) } sections($block)) {
+        $Sentinel ||= WsAgent::Sentinel->new(dir => "$State/sentinel");
+        $Sentinel->ensure(replica => (value($block, 'ws_client') // '')
+                          =~ /^\s*sentinel_(kill_master|failover)/m ? 1 : 0);
+        my %env = $Sentinel->env;
+        @ENV{keys %env} = values %env;
     }
 
     # $TEST_NGINX_* in every section, as the bundled runner does (CPAN's
@@ -205,12 +227,17 @@ sub preprocess {
                                                                split ' ', $ch);
         }
     }
+    if ($Sentinel && defined(my $ch = value($block, 'sentinel_subscribe'))) {
+        $Sentinel->{subscriber} =
+            WsAgent::Sentinel::Subscriber->start($Sentinel, split ' ', $ch);
+    }
     if (has($block, 'ws_backend')) {
         my $steps = WsAgent::Backend::parse_steps(value($block, 'ws_backend'));
         $Backend = WsAgent::Backend->start(
             port => $ENV{TEST_NGINX_BACKEND_PORT}, steps => $steps,
             dir => "$State/backend");
         $t->{backend} = $Backend;
+        $Sentinel->{backend} = $Backend if $Sentinel;
     }
 
     # CPAN's runner reaches the checks only through a request: a block
@@ -270,6 +297,7 @@ sub run_and_check {
             check_browser($t) if $t->{browser};
             check_backend($t) if $t->{backend};
             check_redis($t) if $t->{redis_messages};
+            check_sentinel($t) if has($block, 'sentinel_check');
         }
     }
     # Prometheus goes before nginx (it would log failed scrapes)
@@ -376,6 +404,12 @@ sub after_block {
     if ($Backend) { $Backend->stop; undef $Backend }
     $t->{subscriber}->close if $t->{subscriber};
     $Redis->start if $Redis && !$Redis->running;    # after redis_stop(ped)
+    # (a node a block killed is started again before the next block)
+    if ($Sentinel) {
+        print_sentinel_state($t) if failures() > $t->{failures_before};
+        stop_sentinel_subscriber();
+        $Sentinel->close_switch_watch;
+    }
     # the bundled runner prints the block's error.log itself
     print_error_log($t) if $Runner eq 'cpan'
                            && failures() > $t->{failures_before};
@@ -457,6 +491,14 @@ sub ws_hooks {
         },
         $Redis ? () : (redis_stop => undef, redis_start => undef,
                        redis_cmd => undef),
+        # the Sentinel topology's steps (not in a parallel copy: the
+        # topology's state is the runner's)
+        map { my $m = $_; ("sentinel_$m" => sub {
+            return (0, "sentinel_$m: not in a parallel client")
+                unless $$ == $MainPid;
+            return $Sentinel->$m($_[0]{secs});
+        }) } $Sentinel ? qw(kill_master failover wait_switch
+                            restart_old_master) : (),
     };
 }
 
@@ -535,6 +577,32 @@ sub check_ws_steps {
         Test::More::ok($r->{ok}, $label)
             or Test::More::diag("step '$steps->[$k]{text}':\n  $r->{msg}");
     }
+}
+
+# The block's "--- sentinel_check eval" sub, after the client and the
+# backend are done, while nginx runs: sub { my ($sentinel, $name) = @_ },
+# $sentinel a WsAgent::Sentinel (->subscriber, ->backend, ->history,
+# tally()), checks with Test::More.
+sub check_sentinel {
+    my ($t) = @_;
+    my $name = $t->{name};
+    my $check = value($t->{block}, 'sentinel_check');
+    if (ref $check eq 'CODE') {
+        eval { $check->($Sentinel, $name); 1 }
+            or Test::More::fail("$name - sentinel_check ran: $@");
+    } else {
+        Test::More::fail("$name - sentinel_check is a sub (--- "
+                         . "sentinel_check eval: sub { ... })");
+    }
+}
+
+sub print_sentinel_state {
+    my ($t) = @_;
+    my $h = join "\n  ", map { my $x = $_; join ' ', map { "$_=$x->{$_}" }
+                                sort keys %$x } @{ $Sentinel->history };
+    Test::More::diag("sentinel topology (nodes " . join(' ', $Sentinel->node_ports)
+        . ", sentinels " . join(' ', $Sentinel->sentinel_ports) . "), history:\n  "
+        . $h . "\n" . $Sentinel->logs_tail);
 }
 
 # The page's result goes to the block's "--- browser_check eval" sub, which

@@ -78,6 +78,10 @@ sub parse_step {
         @s{qw(op path want)} = ('http_get', $1, $2);
     } elsif ($line =~ /^(redis_stop|redis_start|nginx_reload|nginx_kill_workers)$/) {
         $s{op} = $1;
+    } elsif ($line =~ /^(sentinel_kill_master|sentinel_failover|sentinel_restart_old_master)$/) {
+        $s{op} = $1;
+    } elsif ($line =~ /^sentinel_wait_switch(?:\s+(\S+))?$/) {
+        @s{qw(op secs)} = ('sentinel_wait_switch', parse_duration($1 // '15s'));
     } elsif ($line =~ /^redis_cmd\s+(.*?)(?:\s+=>\s+(.*))?$/) {
         @s{qw(op args want)} = ('redis_cmd', [_words($1)], $2);
     } elsif ($line =~ /^parallel\s+(\d+)$/) {
@@ -137,7 +141,7 @@ sub step {
     }
     if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
-    if ($op =~ /^(redis_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get)$/) {
+    if ($op =~ /^(redis_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|sentinel_\w+)$/) {
         my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
         return $hook->($s);
     }

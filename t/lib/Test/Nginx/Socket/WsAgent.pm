@@ -68,10 +68,13 @@ BEGIN {
 
 use WsAgent::Sections;
 
-our @EXPORT = qw(use_redis);
+our @EXPORT = qw(use_redis use_sentinel);
 
 # a private redis-server for every block of the file
 sub use_redis { $WsAgent::Sections::UseRedis = 1 }
+
+# the private Sentinel topology (WsAgent::Sentinel) for every block
+sub use_sentinel { $WsAgent::Sections::UseSentinel = 1 }
 
 $WsAgent::Sections::Runner = $Runner;
 
