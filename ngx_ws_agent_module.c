@@ -20,6 +20,7 @@
 #include "ngx_ws_agent_headers.h"
 #include "ngx_ws_agent_jwt.h"
 #include "ngx_ws_agent_redis.h"
+#include "ngx_ws_agent_redis_node.h"
 #include "ngx_ws_agent_stats.h"
 #include "ngx_ws_agent_status.h"
 
@@ -36,6 +37,8 @@ static char *ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
 static char *ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_ws_agent_redis_sentinels(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_ws_agent_events(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -76,6 +79,17 @@ static ngx_str_t  ngx_ws_agent_default_events[] = {
     ngx_string("tool_completed"),
     ngx_string("agent_completed")
 };
+
+
+#if (NGX_SSL)
+static ngx_conf_bitmask_t  ngx_ws_agent_tls_protocols[] = {
+    { ngx_string("TLSv1"), NGX_SSL_TLSv1 },
+    { ngx_string("TLSv1.1"), NGX_SSL_TLSv1_1 },
+    { ngx_string("TLSv1.2"), NGX_SSL_TLSv1_2 },
+    { ngx_string("TLSv1.3"), NGX_SSL_TLSv1_3 },
+    { ngx_null_string, 0 }
+};
+#endif
 
 
 static ngx_command_t  ngx_ws_agent_commands[] = {
@@ -130,8 +144,15 @@ static ngx_command_t  ngx_ws_agent_commands[] = {
       NULL },
 
     { ngx_string("ws_agent_redis"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_ws_agent_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ws_agent_redis_sentinels"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_ws_agent_redis_sentinels,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -142,6 +163,57 @@ static ngx_command_t  ngx_ws_agent_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_ws_agent_main_conf_t, queue),
       NULL },
+
+    { ngx_string("ws_agent_redis_tls_verify"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, redis.tls_verify),
+      NULL },
+
+    { ngx_string("ws_agent_redis_tls_trusted_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, redis.tls_trusted_certificate),
+      NULL },
+
+    { ngx_string("ws_agent_redis_tls_name"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, redis.tls_name),
+      NULL },
+
+    { ngx_string("ws_agent_redis_tls_certificate"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, redis.tls_certificate),
+      NULL },
+
+    { ngx_string("ws_agent_redis_tls_certificate_key"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, redis.tls_certificate_key),
+      NULL },
+
+    { ngx_string("ws_agent_redis_tls_ciphers"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, redis.tls_ciphers),
+      NULL },
+
+#if (NGX_SSL)
+    { ngx_string("ws_agent_redis_tls_protocols"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, redis.tls_protocols),
+      &ngx_ws_agent_tls_protocols },
+#endif
 
     { ngx_string("ws_agent_publish"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -318,7 +390,8 @@ ngx_ws_agent_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    wmcf->db = NGX_CONF_UNSET;
+    wmcf->redis.db = NGX_CONF_UNSET;
+    wmcf->redis.tls_verify = NGX_CONF_UNSET;
     wmcf->queue = NGX_CONF_UNSET_UINT;
 
     return wmcf;
@@ -330,12 +403,34 @@ ngx_ws_agent_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_ws_agent_main_conf_t  *wmcf = conf;
 
-    ngx_conf_init_value(wmcf->db, 0);
+    ngx_conf_init_value(wmcf->redis.db, 0);
     ngx_conf_init_uint_value(wmcf->queue, 10000);
 
     if (wmcf->queue == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ws_agent_redis_queue\" must be at least 1");
+        return NGX_CONF_ERROR;
+    }
+
+    if (wmcf->redis.master.len && !wmcf->sentinels_configured) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" names a sentinel master but "
+                           "no \"ws_agent_redis_sentinels\" is set");
+        return NGX_CONF_ERROR;
+    }
+
+    if (wmcf->sentinels_configured && wmcf->redis.master.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis_sentinels\" is set but "
+                           "\"ws_agent_redis\" does not name a sentinel "
+                           "master (sentinel:NAME)");
+        return NGX_CONF_ERROR;
+    }
+
+    if (wmcf->configured
+        && ngx_ws_agent_redis_server_init(cf, &wmcf->redis, &wmcf->sentinels)
+           != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
@@ -460,18 +555,17 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* ws_agent_redis ADDR [password=P] [db=N] */
+/* ws_agent_redis ADDR [tls] [user=U] [password=P] [db=N] */
 
 static char *
 ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_ws_agent_main_conf_t *wmcf = conf;
 
-    u_char      *p;
-    size_t       len;
-    ngx_str_t   *value;
-    ngx_url_t    u;
-    ngx_uint_t   i;
+    ngx_str_t                    *value;
+    ngx_url_t                     u;
+    ngx_uint_t                    i;
+    ngx_ws_agent_redis_server_t  *rd = &wmcf->redis;
 
     if (wmcf->configured) {
         return "is duplicate";
@@ -479,15 +573,33 @@ ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    wmcf->addr = value[1];
+    rd->addr = value[1];
 
     for (i = 2; i < cf->args->nelts; i++) {
 
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            wmcf->password.data = value[i].data + 9;
-            wmcf->password.len = value[i].len - 9;
+        if (ngx_strcmp(value[i].data, "tls") == 0) {
+            rd->tls = 1;
+            continue;
+        }
 
-            if (wmcf->password.len == 0) {
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            rd->user.data = value[i].data + 5;
+            rd->user.len = value[i].len - 5;
+
+            if (rd->user.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"ws_agent_redis\" has an empty user=");
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            rd->password.data = value[i].data + 9;
+            rd->password.len = value[i].len - 9;
+
+            if (rd->password.len == 0) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "\"ws_agent_redis\" has an empty "
                                    "password=");
@@ -498,9 +610,9 @@ ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            wmcf->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            rd->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
 
-            if (wmcf->db == NGX_ERROR) {
+            if (rd->db == NGX_ERROR) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "\"ws_agent_redis\" has an invalid "
                                    "\"%V\": db= takes a database number",
@@ -513,45 +625,54 @@ ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ws_agent_redis\" has an unknown parameter "
-                           "\"%V\" (expected password= or db=)", &value[i]);
+                           "\"%V\" (expected tls, user=, password= or db=)",
+                           &value[i]);
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        if (value[1].len == 5) {
+    if (rd->user.len && rd->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" has user= without "
+                           "password=");
+        return NGX_CONF_ERROR;
+    }
+
+    wmcf->configured = 1;
+
+    if (ngx_strncmp(value[1].data, "sentinel:", 9) == 0) {
+        rd->master.data = value[1].data + 9;
+        rd->master.len = value[1].len - 9;
+
+        if (rd->master.len == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"ws_agent_redis\" has an empty unix "
-                               "socket path");
+                               "\"ws_agent_redis\" has an empty master "
+                               "name in sentinel:");
             return NGX_CONF_ERROR;
         }
-
-        /* hiredis wants a NUL-terminated path */
-        len = value[1].len - 5;
-        p = ngx_pnalloc(cf->pool, len + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(p, value[1].data + 5, len);
-        p[len] = '\0';
-
-        wmcf->host.data = p;
-        wmcf->host.len = len;
-        wmcf->port = 0;
-        wmcf->configured = 1;
 
         return NGX_CONF_OK;
     }
 
-    /*
-     * hiredis resolves names with a blocking call, so a name is resolved
-     * here, once, and the worker connects to the address.
-     */
+    if (ngx_strncmp(value[1].data, "unix:", 5) != 0) {
+        /* host:port: ngx_ws_agent_redis_server_init() resolves it or not */
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len == 5) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" has an empty unix "
+                           "socket path");
+        return NGX_CONF_ERROR;
+    }
+
+    if (rd->tls) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" has tls with a unix socket");
+        return NGX_CONF_ERROR;
+    }
 
     ngx_memzero(&u, sizeof(ngx_url_t));
-
     u.url = value[1];
-    u.default_port = 6379;
 
     if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -561,26 +682,102 @@ ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (u.naddrs == 0 || u.addrs == NULL) {
+    rd->addrs = u.addrs;
+    rd->naddrs = u.naddrs;
+    rd->unix_socket = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* ws_agent_redis_sentinels ADDR [ADDR ...] [tls] [user=U] [password=P] */
+
+static char *
+ngx_ws_agent_redis_sentinels(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_ws_agent_main_conf_t *wmcf = conf;
+
+    ngx_str_t                    *value;
+    ngx_url_t                     u;
+    ngx_uint_t                    i, j;
+    ngx_addr_t                   *addr;
+    ngx_array_t                  *addrs;
+    ngx_ws_agent_redis_server_t  *sn = &wmcf->sentinels;
+
+    if (wmcf->sentinels_configured) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    addrs = ngx_array_create(cf->pool, cf->args->nelts, sizeof(ngx_addr_t));
+    if (addrs == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strcmp(value[i].data, "tls") == 0) {
+            sn->tls = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            sn->user.data = value[i].data + 5;
+            sn->user.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            sn->password.data = value[i].data + 9;
+            sn->password.len = value[i].len - 9;
+            continue;
+        }
+
+        /* a sentinel's address: resolved here, once */
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = value[i];
+        u.default_port = 26379;
+
+        if (ngx_strncmp(value[i].data, "unix:", 5) == 0
+            || ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_redis_sentinels\" has an invalid "
+                               "address \"%V\": %s", &value[i],
+                               u.err ? u.err : "expected host:port");
+            return NGX_CONF_ERROR;
+        }
+
+        for (j = 0; j < u.naddrs; j++) {
+            addr = ngx_array_push(addrs);
+            if (addr == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *addr = u.addrs[j];
+        }
+    }
+
+    if (addrs->nelts == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ws_agent_redis\" address \"%V\" does not "
-                           "resolve", &value[1]);
+                           "\"ws_agent_redis_sentinels\" has no address");
         return NGX_CONF_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (p == NULL) {
+    if ((sn->user.len || sn->password.len) && sn->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis_sentinels\" has user= without "
+                           "password=");
         return NGX_CONF_ERROR;
     }
 
-    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
-                        NGX_SOCKADDR_STRLEN, 0);
-    p[len] = '\0';
-
-    wmcf->host.data = p;
-    wmcf->host.len = len;
-    wmcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
-    wmcf->configured = 1;
+    ngx_str_set(&sn->addr, "sentinel");
+    sn->addrs = addrs->elts;
+    sn->naddrs = addrs->nelts;
+    sn->db = 0;
+    sn->tls_verify = NGX_CONF_UNSET;
+    wmcf->sentinels_configured = 1;
 
     return NGX_CONF_OK;
 }

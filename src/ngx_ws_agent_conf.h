@@ -22,14 +22,49 @@
     (sizeof("ws_") - 1 + NGX_WS_AGENT_USER_PREFIX + 1 + NGX_TIME_T_LEN + 1 + 8)
 
 
+/*
+ * One Redis server as the configuration names it: where (an address fixed
+ * when the configuration is read, or a name resolved before every connect),
+ * who (ACL user, password, db) and how (TLS).  Filled by the module file,
+ * completed by ngx_ws_agent_redis_server_init(), read by the transport.
+ */
 typedef struct {
     ngx_str_t                   addr;       /* as written, for logs */
-    ngx_str_t                   host;       /* resolved IP, or unix path */
-    in_port_t                   port;       /* 0 for a unix socket */
+    ngx_str_t                   host;       /* name or IP, without port */
+    in_port_t                   port;
+    ngx_addr_t                 *addrs;      /* NULL: resolve at run time */
+    ngx_uint_t                  naddrs;
+    ngx_resolver_t             *resolver;   /* http's, when addrs is NULL */
+    ngx_msec_t                  resolver_timeout;
+
+    ngx_str_t                   master;     /* sentinel:NAME, or "" */
+
+    ngx_str_t                   user;
     ngx_str_t                   password;
     ngx_int_t                   db;
+
+    ngx_flag_t                  tls_verify;
+    ngx_str_t                   tls_name;   /* NUL-terminated */
+    ngx_str_t                   tls_trusted_certificate;
+    ngx_str_t                   tls_certificate;
+    ngx_str_t                   tls_certificate_key;
+    ngx_str_t                   tls_ciphers;
+    ngx_uint_t                  tls_protocols;
+#if (NGX_SSL)
+    ngx_ssl_t                  *ssl;        /* NULL: plain */
+#endif
+
+    unsigned                    unix_socket:1;
+    unsigned                    tls:1;
+} ngx_ws_agent_redis_server_t;
+
+
+typedef struct {
+    ngx_ws_agent_redis_server_t redis;
+    ngx_ws_agent_redis_server_t sentinels;  /* for redis.master */
     ngx_uint_t                  queue;
     unsigned                    configured:1;
+    unsigned                    sentinels_configured:1;
 } ngx_ws_agent_main_conf_t;
 
 

@@ -1,39 +1,26 @@
 /*
  * The Redis publisher (see ngx_ws_agent_redis.h).
  *
- * hiredis's async context runs on nginx's event loop through a small
- * adapter: the Redis socket gets an ngx_connection_t whose level-triggered
- * read/write events call redisAsyncHandleRead/Write.  hiredis 0.14 closes
- * the socket itself after calling the adapter's cleanup, so cleanup only
- * takes the socket out of the event loop.  A lost connection is never
- * re-made from inside a hiredis callback: a cancelable timer does it, so a
- * new socket never meets the old one's fd number half-freed, and graceful
- * shutdown never waits for it.
- *
- * The commands the worker holds are its queue (ngx_ws_agent_redis_queue_t,
- * below): every change to it goes through the ngx_ws_agent_redis_queue_*()
- * functions, which keep its counts, its bound and the status page's
- * figures; every loss goes through ngx_ws_agent_redis_lost(), which counts
- * it and has it logged.
+ * The worker's events wait in its queue (ngx_ws_agent_redis_queue_t,
+ * below) and go to Redis through a node (ngx_ws_agent_redis_node.c: the
+ * connection on nginx's own machinery), pipelined, their replies taken in
+ * order.  Every change to the queue goes through the
+ * ngx_ws_agent_redis_queue_*() functions, which keep its counts, its bound
+ * and the status page's figures; every loss goes through
+ * ngx_ws_agent_redis_lost(), which counts it and has it logged.
  */
 
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <poll.h>
-
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-#include <hiredis/sds.h>
-
 #include "ngx_ws_agent_redis.h"
+#include "ngx_ws_agent_redis_node.h"
+#include "ngx_ws_agent_redis_sentinel.h"
 #include "ngx_ws_agent_stats.h"
 
 
 #define NGX_WS_AGENT_REDIS_WINDOW       1024
-#define NGX_WS_AGENT_REDIS_BACKOFF_MIN  100
-#define NGX_WS_AGENT_REDIS_BACKOFF_MAX  5000
 #define NGX_WS_AGENT_REDIS_EXIT_FLUSH   500
 #define NGX_WS_AGENT_REDIS_LOSS_WINDOW  1000
 
@@ -81,10 +68,8 @@ typedef enum {
 typedef struct {
     ngx_ws_agent_main_conf_t     *conf;
     ngx_log_t                    *log;
-    redisAsyncContext            *ac;
-    ngx_connection_t             *conn;
-    ngx_event_t                   retry;
-    ngx_msec_t                    backoff;
+    ngx_ws_agent_redis_node_t     node;
+    ngx_ws_agent_redis_sentinel_t sentinel;     /* sentinel:NAME only */
 
     ngx_ws_agent_redis_queue_t    queue;
 
@@ -97,10 +82,8 @@ typedef struct {
     time_t                        down_logged_at;
 
     unsigned                      active:1;    /* configured here */
-    unsigned                      ready:1;     /* AUTH and SELECT done */
     unsigned                      down_logged:1;
     unsigned                      exiting:1;
-    unsigned                      writing:1;   /* in redisAsyncHandleWrite */
 } ngx_ws_agent_redis_t;
 
 
@@ -124,38 +107,23 @@ static void ngx_ws_agent_redis_lost(ngx_ws_agent_redis_t *rs,
 static void ngx_ws_agent_redis_loss_log(ngx_event_t *ev);
 static void ngx_ws_agent_redis_log_losses(ngx_ws_agent_redis_t *rs);
 
-static void *ngx_ws_agent_redis_create_integer(const redisReadTask *task,
-    long long value);
-static void ngx_ws_agent_redis_free_object(void *reply);
-static void ngx_ws_agent_redis_replies(redisAsyncContext *ac);
-static void ngx_ws_agent_redis_connect(ngx_ws_agent_redis_t *rs);
-static void ngx_ws_agent_redis_retry(ngx_event_t *ev);
-static void ngx_ws_agent_redis_schedule(ngx_ws_agent_redis_t *rs);
+static void ngx_ws_agent_redis_ready(ngx_ws_agent_redis_node_t *node);
+static void ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node,
+    redisReply *rr);
+static void ngx_ws_agent_redis_down(ngx_ws_agent_redis_node_t *node,
+    const char *why, ngx_uint_t logged);
 static void ngx_ws_agent_redis_error(ngx_ws_agent_redis_t *rs,
     const char *err, size_t len);
-static void ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs,
-    const char *why);
-static void ngx_ws_agent_redis_on_connect(const redisAsyncContext *ac,
-    int status);
-static void ngx_ws_agent_redis_on_disconnect(const redisAsyncContext *ac,
-    int status);
-static void ngx_ws_agent_redis_on_setup(redisAsyncContext *ac, void *reply,
-    void *data);
-static void ngx_ws_agent_redis_setup(ngx_ws_agent_redis_t *rs,
-    ngx_uint_t step);
-static void ngx_ws_agent_redis_on_publish(redisAsyncContext *ac,
-    void *reply, void *data);
 static void ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs);
 
-static void ngx_ws_agent_redis_add_read(void *data);
-static void ngx_ws_agent_redis_del_read(void *data);
-static void ngx_ws_agent_redis_add_write(void *data);
-static void ngx_ws_agent_redis_del_write(void *data);
-static void ngx_ws_agent_redis_cleanup(void *data);
-static void ngx_ws_agent_redis_read_handler(ngx_event_t *ev);
-static void ngx_ws_agent_redis_write_handler(ngx_event_t *ev);
 
+static ngx_ws_agent_redis_node_handler_t  ngx_ws_agent_redis_handler = {
+    ngx_ws_agent_redis_ready,
+    ngx_ws_agent_redis_reply,
+    ngx_ws_agent_redis_down
+};
 
+/* the worker's publisher: a per-worker object, set up at worker start */
 static ngx_ws_agent_redis_t  ngx_ws_agent_redis;
 
 
@@ -176,21 +144,24 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
     rs->stats = ngx_ws_agent_slot;
     rs->stats->redis = 1;
     rs->active = 1;
-    rs->backoff = NGX_WS_AGENT_REDIS_BACKOFF_MIN;
 
     ngx_ws_agent_redis_queue_init(rs);
-
-    rs->retry.handler = ngx_ws_agent_redis_retry;
-    rs->retry.data = rs;
-    rs->retry.log = cycle->log;
-    rs->retry.cancelable = 1;
 
     rs->loss_log.handler = ngx_ws_agent_redis_loss_log;
     rs->loss_log.data = rs;
     rs->loss_log.log = cycle->log;
     rs->loss_log.cancelable = 1;
 
-    ngx_ws_agent_redis_connect(rs);
+    ngx_ws_agent_redis_node_start(&rs->node, &wmcf->redis,
+                                  &ngx_ws_agent_redis_handler, rs,
+                                  cycle->log, 1);
+
+    if (wmcf->redis.master.len) {
+        /* the node connects where the sentinels say the master is */
+        ngx_ws_agent_redis_sentinel_start(&rs->sentinel, &wmcf->sentinels,
+                                          &wmcf->redis, &rs->node,
+                                          cycle->log);
+    }
 
     return NGX_OK;
 }
@@ -269,17 +240,16 @@ ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
 {
     ngx_ws_agent_item_t  *item;
 
-    while (rs->ready && rs->queue.nin_flight < NGX_WS_AGENT_REDIS_WINDOW) {
-
+    while (ngx_ws_agent_redis_node_ready(&rs->node)
+           && rs->queue.nin_flight < NGX_WS_AGENT_REDIS_WINDOW)
+    {
         item = ngx_ws_agent_redis_queue_next(rs);
         if (item == NULL) {
             return;
         }
 
-        if (redisAsyncFormattedCommand(rs->ac, ngx_ws_agent_redis_on_publish,
-                                       item, (const char *) item->data,
-                                       item->len)
-            != REDIS_OK)
+        if (ngx_ws_agent_redis_node_send(&rs->node, item->data, item->len)
+            != NGX_OK)
         {
             return;
         }
@@ -289,19 +259,23 @@ ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
 }
 
 
-static void
-ngx_ws_agent_redis_on_publish(redisAsyncContext *ac, void *reply, void *data)
-{
-    redisReply            *rr = reply;
-    ngx_ws_agent_item_t   *item = data;
-    ngx_ws_agent_redis_t  *rs = &ngx_ws_agent_redis;
+/* replies come in the order of the commands: in_flight's head is answered */
 
-    if (rr == NULL) {
-        /* the connection is going: on_disconnect puts it back in line */
+static void
+ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
+{
+    ngx_ws_agent_redis_t  *rs = node->data;
+
+    if (rs->queue.nin_flight == 0) {
+        ngx_log_error(NGX_LOG_ALERT, rs->log, 0,
+                      "ws_agent: Redis %V sent a reply to no command",
+                      &rs->conf->redis.addr);
         return;
     }
 
-    ngx_ws_agent_redis_queue_answered(rs, item);
+    ngx_ws_agent_redis_queue_answered(rs, ngx_queue_data(
+                          ngx_queue_head(&rs->queue.in_flight),
+                          ngx_ws_agent_item_t, queue));
 
     if (rr->type == REDIS_REPLY_ERROR) {
         ngx_ws_agent_redis_error(rs, rr->str, rr->len);
@@ -431,7 +405,6 @@ ngx_ws_agent_redis_queue_sent(ngx_ws_agent_redis_t *rs,
 }
 
 
-/* replies come in the order of the commands: item is in_flight's head */
 
 static void
 ngx_ws_agent_redis_queue_answered(ngx_ws_agent_redis_t *rs,
@@ -578,186 +551,22 @@ ngx_ws_agent_redis_log_losses(ngx_ws_agent_redis_t *rs)
     ngx_memzero(rs->unlogged, sizeof(rs->unlogged));
 }
 
-/*
- * Every PUBLISH is answered with an integer at the top level: the reader
- * hands out one static object for those instead of a heap object per
- * event (replies are taken one at a time: the callback has it, then it is
- * "freed").  Everything else goes to hiredis's own functions.
- */
-
-static redisReplyObjectFunctions  *ngx_ws_agent_redis_hiredis_fn;
-static redisReplyObjectFunctions   ngx_ws_agent_redis_fn;
-static redisReply                  ngx_ws_agent_redis_integer;
-
-
-static void *
-ngx_ws_agent_redis_create_integer(const redisReadTask *task, long long value)
-{
-    if (task->parent != NULL) {
-        return ngx_ws_agent_redis_hiredis_fn->createInteger(task, value);
-    }
-
-    ngx_memzero(&ngx_ws_agent_redis_integer, sizeof(redisReply));
-    ngx_ws_agent_redis_integer.type = REDIS_REPLY_INTEGER;
-    ngx_ws_agent_redis_integer.integer = value;
-
-    return &ngx_ws_agent_redis_integer;
-}
-
+/* the node's news */
 
 static void
-ngx_ws_agent_redis_free_object(void *reply)
+ngx_ws_agent_redis_ready(ngx_ws_agent_redis_node_t *node)
 {
-    if (reply != &ngx_ws_agent_redis_integer) {
-        ngx_ws_agent_redis_hiredis_fn->freeObject(reply);
-    }
-}
-
-
-static void
-ngx_ws_agent_redis_replies(redisAsyncContext *ac)
-{
-    if (ngx_ws_agent_redis_hiredis_fn == NULL) {
-        ngx_ws_agent_redis_hiredis_fn = ac->c.reader->fn;
-        ngx_ws_agent_redis_fn = *ac->c.reader->fn;
-        ngx_ws_agent_redis_fn.createInteger =
-                                         ngx_ws_agent_redis_create_integer;
-        ngx_ws_agent_redis_fn.freeObject = ngx_ws_agent_redis_free_object;
-    }
-
-    ac->c.reader->fn = &ngx_ws_agent_redis_fn;
-}
-
-
-/* connection life */
-
-static void
-ngx_ws_agent_redis_connect(ngx_ws_agent_redis_t *rs)
-{
-    ngx_connection_t          *c;
-    redisAsyncContext         *ac;
-    ngx_ws_agent_main_conf_t  *wmcf = rs->conf;
-
-    if (wmcf->port) {
-        ac = redisAsyncConnect((char *) wmcf->host.data, wmcf->port);
-
-    } else {
-        ac = redisAsyncConnectUnix((char *) wmcf->host.data);
-    }
-
-    if (ac == NULL) {
-        ngx_ws_agent_redis_down(rs, "out of memory");
-        ngx_ws_agent_redis_schedule(rs);
-        return;
-    }
-
-    if (ac->err) {
-        ngx_ws_agent_redis_down(rs, ac->errstr);
-        redisAsyncFree(ac);
-        ngx_ws_agent_redis_schedule(rs);
-        return;
-    }
-
-    c = ngx_get_connection(ac->c.fd, rs->log);
-    if (c == NULL) {
-        ngx_ws_agent_redis_down(rs, "no free connection");
-        redisAsyncFree(ac);
-        ngx_ws_agent_redis_schedule(rs);
-        return;
-    }
-
-    ngx_ws_agent_redis_replies(ac);
-
-    c->data = ac;
-    c->read->handler = ngx_ws_agent_redis_read_handler;
-    c->write->handler = ngx_ws_agent_redis_write_handler;
-    c->read->log = rs->log;
-    c->write->log = rs->log;
-
-    ac->data = rs;
-    ac->ev.data = c;
-    ac->ev.addRead = ngx_ws_agent_redis_add_read;
-    ac->ev.delRead = ngx_ws_agent_redis_del_read;
-    ac->ev.addWrite = ngx_ws_agent_redis_add_write;
-    ac->ev.delWrite = ngx_ws_agent_redis_del_write;
-    ac->ev.cleanup = ngx_ws_agent_redis_cleanup;
-
-    redisAsyncSetConnectCallback(ac, ngx_ws_agent_redis_on_connect);
-    redisAsyncSetDisconnectCallback(ac, ngx_ws_agent_redis_on_disconnect);
-
-    rs->ac = ac;
-    rs->conn = c;
-
-    /* the non-blocking connect completes when the socket turns writable */
-    ngx_ws_agent_redis_add_write(c);
-}
-
-
-static void
-ngx_ws_agent_redis_on_connect(const redisAsyncContext *ac, int status)
-{
-    ngx_ws_agent_redis_t  *rs = ac->data;
-
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this */
-        rs->ac = NULL;
-        ngx_ws_agent_redis_down(rs, ac->errstr);
-        ngx_ws_agent_redis_schedule(rs);
-        return;
-    }
-
-    ngx_ws_agent_redis_setup(rs, 0);
-}
-
-
-/* AUTH, then SELECT, then ready; each step only once the last one is ok */
-
-static void
-ngx_ws_agent_redis_setup(ngx_ws_agent_redis_t *rs, ngx_uint_t step)
-{
-    u_char                     db[NGX_INT_T_LEN];
-    size_t                     len;
-    const char                *argv[2];
-    size_t                     argvlen[2];
-    ngx_ws_agent_main_conf_t  *wmcf = rs->conf;
-
-    if (step == 0 && wmcf->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = (const char *) wmcf->password.data;
-        argvlen[1] = wmcf->password.len;
-
-        (void) redisAsyncCommandArgv(rs->ac, ngx_ws_agent_redis_on_setup,
-                                     (void *) 1, 2, argv, argvlen);
-        return;
-    }
-
-    if (step <= 1 && wmcf->db) {
-        len = ngx_sprintf(db, "%i", wmcf->db) - db;
-
-        argv[0] = "SELECT";
-        argvlen[0] = 6;
-        argv[1] = (const char *) db;
-        argvlen[1] = len;
-
-        (void) redisAsyncCommandArgv(rs->ac, ngx_ws_agent_redis_on_setup,
-                                     (void *) 2, 2, argv, argvlen);
-        return;
-    }
-
-    rs->ready = 1;
-    rs->backoff = NGX_WS_AGENT_REDIS_BACKOFF_MIN;
-    rs->stats->connected = 1;
+    ngx_ws_agent_redis_t  *rs = node->data;
 
     if (rs->down_logged) {
         ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
                       "ws_agent: Redis %V connected again, %ui event(s) "
-                      "waiting", &wmcf->addr,
+                      "waiting", &rs->conf->redis.addr,
                       ngx_ws_agent_redis_queue_held(rs));
 
     } else {
         ngx_log_error(NGX_LOG_INFO, rs->log, 0,
-                      "ws_agent: Redis %V connected", &wmcf->addr);
+                      "ws_agent: Redis %V connected", &rs->conf->redis.addr);
     }
 
     rs->down_logged = 0;
@@ -767,42 +576,12 @@ ngx_ws_agent_redis_setup(ngx_ws_agent_redis_t *rs, ngx_uint_t step)
 
 
 static void
-ngx_ws_agent_redis_on_setup(redisAsyncContext *ac, void *reply, void *data)
+ngx_ws_agent_redis_down(ngx_ws_agent_redis_node_t *node, const char *why,
+    ngx_uint_t logged)
 {
-    redisReply            *rr = reply;
-    ngx_uint_t             step = (ngx_uint_t) data;
-    ngx_ws_agent_redis_t  *rs = ac->data;
-
-    if (rr == NULL) {
-        return;
-    }
-
-    if (rr->type == REDIS_REPLY_ERROR) {
-        /* a wrong password or db is an operator's error: say it plainly */
-        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                      "ws_agent: Redis %V refused %s: %*s",
-                      &rs->conf->addr, step == 1 ? "AUTH (check "
-                      "ws_agent_redis password=)" : "SELECT (check "
-                      "ws_agent_redis db=)", (size_t) rr->len, rr->str);
-        rs->down_logged = 1;
-        rs->down_logged_at = ngx_time();
-        ngx_ws_agent_redis_error(rs, rr->str, rr->len);
-        redisAsyncDisconnect(ac);
-        return;
-    }
-
-    ngx_ws_agent_redis_setup(rs, step);
-}
-
-
-static void
-ngx_ws_agent_redis_on_disconnect(const redisAsyncContext *ac, int status)
-{
-    ngx_ws_agent_redis_t  *rs = ac->data;
-
-    rs->ac = NULL;
-    rs->ready = 0;
-    rs->stats->connected = 0;
+    size_t                 len;
+    ngx_uint_t             same;
+    ngx_ws_agent_redis_t  *rs = node->data;
 
     /* unanswered events are sent again first on the next connection */
     ngx_ws_agent_redis_queue_requeue(rs);
@@ -811,17 +590,17 @@ ngx_ws_agent_redis_on_disconnect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    ngx_ws_agent_redis_down(rs, ac->errstr[0] ? ac->errstr
-                                              : "connection closed");
-    ngx_ws_agent_redis_schedule(rs);
-}
+    if (node->not_master) {
+        ngx_ws_agent_redis_sentinel_ask(&rs->sentinel);
+    }
 
-
-static void
-ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs, const char *why)
-{
-    size_t      len;
-    ngx_uint_t  same;
+    if (logged) {
+        /* the node said why (a refused AUTH): "still unavailable" next */
+        ngx_ws_agent_redis_error(rs, why, ngx_strlen(why));
+        rs->down_logged = 1;
+        rs->down_logged_at = ngx_time();
+        return;
+    }
 
     len = ngx_min(ngx_strlen(why), NGX_WS_AGENT_ERROR_LEN - 1);
     same = (ngx_strlen(rs->stats->last_error) == len
@@ -842,7 +621,7 @@ ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs, const char *why)
 
         ngx_log_error(NGX_LOG_WARN, rs->log, 0,
                       "ws_agent: Redis %V still unavailable (%s), %ui "
-                      "event(s) waiting", &rs->conf->addr, why,
+                      "event(s) waiting", &rs->conf->redis.addr, why,
                       ngx_ws_agent_redis_queue_held(rs));
 
         rs->down_logged_at = ngx_time();
@@ -852,7 +631,7 @@ ngx_ws_agent_redis_down(ngx_ws_agent_redis_t *rs, const char *why)
     ngx_log_error(NGX_LOG_ERR, rs->log, 0,
                   "ws_agent: Redis %V unavailable (%s); events wait in a "
                   "queue of %ui, reconnecting with back-off",
-                  &rs->conf->addr, why, rs->conf->queue);
+                  &rs->conf->redis.addr, why, rs->conf->queue);
 
     rs->down_logged = 1;
     rs->down_logged_at = ngx_time();
@@ -872,41 +651,6 @@ ngx_ws_agent_redis_error(ngx_ws_agent_redis_t *rs, const char *err,
 }
 
 
-static void
-ngx_ws_agent_redis_schedule(ngx_ws_agent_redis_t *rs)
-{
-    ngx_msec_t  delay;
-
-    if (rs->exiting || rs->retry.timer_set) {
-        return;
-    }
-
-    /* exponential back-off with +-25% jitter, so workers do not stampede */
-    delay = rs->backoff - rs->backoff / 4
-            + (ngx_msec_t) ngx_random() % (rs->backoff / 2 + 1);
-
-    rs->backoff = ngx_min(rs->backoff * 2, NGX_WS_AGENT_REDIS_BACKOFF_MAX);
-
-    ngx_add_timer(&rs->retry, delay);
-}
-
-
-static void
-ngx_ws_agent_redis_retry(ngx_event_t *ev)
-{
-    ngx_ws_agent_redis_t  *rs = ev->data;
-
-    if (rs->exiting || rs->ac) {
-        return;
-    }
-
-    rs->stats->reconnects++;
-    ngx_ws_agent_count(NGX_WS_AGENT_REDIS_RECONNECTS, 1);
-
-    ngx_ws_agent_redis_connect(rs);
-}
-
-
 /*
  * Worker exit: held events get a short, bounded chance to reach Redis,
  * then everything is freed; what is left is counted and logged, and so
@@ -916,25 +660,20 @@ ngx_ws_agent_redis_retry(ngx_event_t *ev)
 void
 ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
 {
-    int                    rc;
     ngx_msec_t             start, left;
-    struct pollfd          pfd;
     ngx_uint_t             unsent, unanswered;
-    redisAsyncContext     *ac;
     ngx_ws_agent_redis_t  *rs = &ngx_ws_agent_redis;
 
     if (!rs->active) {
         return;
     }
 
-    if (rs->retry.timer_set) {
-        ngx_del_timer(&rs->retry);
-    }
-
-    start = ngx_current_msec;
     ngx_time_update();
+    start = ngx_current_msec;
 
-    while (rs->ready && rs->ac && ngx_ws_agent_redis_queue_held(rs)) {
+    while (ngx_ws_agent_redis_node_ready(&rs->node)
+           && ngx_ws_agent_redis_queue_held(rs))
+    {
         ngx_time_update();
         left = NGX_WS_AGENT_REDIS_EXIT_FLUSH - (ngx_current_msec - start);
 
@@ -944,31 +683,17 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
 
         ngx_ws_agent_redis_send(rs);
 
-        ac = rs->ac;
-        pfd.fd = ac->c.fd;
-        pfd.events = POLLIN | (sdslen(ac->c.obuf) ? POLLOUT : 0);
-        pfd.revents = 0;
-
-        rc = poll(&pfd, 1, (int) left);
-
-        if (rc <= 0) {
+        if (ngx_ws_agent_redis_node_wait(&rs->node, left) != NGX_OK) {
             break;
-        }
-
-        if (pfd.revents & POLLOUT) {
-            redisAsyncHandleWrite(ac);
-        }
-
-        if (rs->ac && (pfd.revents & (POLLIN | POLLHUP | POLLERR))) {
-            redisAsyncHandleRead(rs->ac);
         }
     }
 
     rs->exiting = 1;
 
-    if (rs->ac) {
-        redisAsyncFree(rs->ac);
-        rs->ac = NULL;
+    ngx_ws_agent_redis_node_close(&rs->node);
+
+    if (rs->conf->redis.master.len) {
+        ngx_ws_agent_redis_sentinel_close(&rs->sentinel);
     }
 
     if (rs->loss_log.timer_set) {
@@ -987,123 +712,13 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
     if (unsent) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
                       "ws_agent: worker exiting with %ui event(s) not sent "
-                      "to Redis %V", unsent, &rs->conf->addr);
+                      "to Redis %V", unsent, &rs->conf->redis.addr);
     }
 
     if (unanswered) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
                       "ws_agent: worker exiting with %ui event(s) sent to "
                       "Redis %V and awaiting a reply (Redis may still "
-                      "publish them)", unanswered, &rs->conf->addr);
+                      "publish them)", unanswered, &rs->conf->redis.addr);
     }
-}
-
-
-/* the adapter: hiredis asks, nginx's event loop does */
-
-static void
-ngx_ws_agent_redis_add_read(void *data)
-{
-    ngx_connection_t  *c = data;
-
-    if (!c->read->active) {
-        (void) ngx_add_event(c->read, NGX_READ_EVENT, 0);
-    }
-}
-
-
-static void
-ngx_ws_agent_redis_del_read(void *data)
-{
-    ngx_connection_t  *c = data;
-
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
-    }
-}
-
-
-/*
- * Once connected, hiredis's "something to write" becomes a posted event:
- * it runs after every event of this loop iteration, so all the PUBLISHes
- * they queued leave in one write(), with no epoll_ctl() pair per write.
- * Epoll is asked only while connecting and when a write left bytes over
- * (the socket is full): then writability is worth waiting for.
- */
-
-static void
-ngx_ws_agent_redis_add_write(void *data)
-{
-    ngx_connection_t   *c = data;
-    redisAsyncContext  *ac = c->data;
-
-    if (c->write->active) {
-        /* waiting for room already */
-        return;
-    }
-
-    if ((ac->c.flags & REDIS_CONNECTED) && !ngx_ws_agent_redis.writing) {
-        ngx_post_event(c->write, &ngx_posted_events);
-        return;
-    }
-
-    (void) ngx_add_event(c->write, NGX_WRITE_EVENT, 0);
-}
-
-
-static void
-ngx_ws_agent_redis_del_write(void *data)
-{
-    ngx_connection_t  *c = data;
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
-    }
-}
-
-
-static void
-ngx_ws_agent_redis_cleanup(void *data)
-{
-    ngx_connection_t  *c = data;
-
-    ngx_ws_agent_redis_del_read(c);
-    ngx_ws_agent_redis_del_write(c);
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    if (ngx_ws_agent_redis.conn == c) {
-        ngx_ws_agent_redis.conn = NULL;
-    }
-
-    /* hiredis closes the fd itself, right after this */
-    c->fd = (ngx_socket_t) -1;
-    ngx_free_connection(c);
-}
-
-
-static void
-ngx_ws_agent_redis_read_handler(ngx_event_t *ev)
-{
-    ngx_connection_t  *c = ev->data;
-
-    redisAsyncHandleRead(c->data);
-}
-
-
-static void
-ngx_ws_agent_redis_write_handler(ngx_event_t *ev)
-{
-    ngx_connection_t  *c = ev->data;
-
-    /* hiredis asks again only when bytes are left over: epoll then */
-    ngx_ws_agent_redis.writing = 1;
-    redisAsyncHandleWrite(c->data);
-    ngx_ws_agent_redis.writing = 0;
 }

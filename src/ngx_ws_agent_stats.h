@@ -74,6 +74,9 @@ typedef struct {
     ngx_atomic_t                 reconnects;
     ngx_atomic_t                 published;
     u_char                       last_error[NGX_WS_AGENT_ERROR_LEN];
+    ngx_atomic_t                 tls;
+    u_char                       address[NGX_SOCKADDR_STRLEN];
+    u_char                       role[16];   /* ROLE's answer, or "" */
 } ngx_ws_agent_worker_stats_t;
 
 

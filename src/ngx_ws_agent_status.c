@@ -13,7 +13,7 @@
 #include "ngx_ws_agent_status.h"
 
 
-#define NGX_WS_AGENT_STATUS_MAX  (64 * 1024)
+#define NGX_WS_AGENT_STATUS_MAX  (128 * 1024)
 
 
 static u_char *ngx_ws_agent_status_seconds(u_char *p, u_char *end,
@@ -285,6 +285,22 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
         }
     }
 
+    p = ngx_slprintf(p, end,
+                     "# HELP ngx_ws_agent_redis_node_info The Redis node "
+                     "the worker publishes to: its address, ROLE, TLS.\n"
+                     "# TYPE ngx_ws_agent_redis_node_info gauge\n");
+
+    for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
+        w = &st->workers[i];
+
+        if (w->redis && ngx_ws_agent_stats_alive(w)) {
+            p = ngx_slprintf(p, end, "ngx_ws_agent_redis_node_info"
+                             "{pid=\"%uA\",address=\"%s\",role=\"%s\","
+                             "tls=\"%s\"} 1\n", w->pid, w->address, w->role,
+                             w->tls ? "on" : "off");
+        }
+    }
+
     if (p == end) {
         return NGX_ERROR;
     }
@@ -417,6 +433,13 @@ ngx_ws_agent_status_json(ngx_http_request_t *r, ngx_buf_t *b)
         ngx_ws_agent_key("last_error");
         yajl_gen_string(g, w->last_error,
                         ngx_strnlen(w->last_error, NGX_WS_AGENT_ERROR_LEN));
+        ngx_ws_agent_key("address");
+        yajl_gen_string(g, w->address,
+                        ngx_strnlen(w->address, sizeof(w->address)));
+        ngx_ws_agent_key("tls");
+        yajl_gen_bool(g, w->tls != 0);
+        ngx_ws_agent_key("role");
+        yajl_gen_string(g, w->role, ngx_strnlen(w->role, sizeof(w->role)));
         yajl_gen_map_close(g);
     }
 

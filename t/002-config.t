@@ -225,7 +225,7 @@ it must be "on" or "off"
     location = /ok { return 200 "ok\n"; }
 --- must_die
 --- error_log
-"ws_agent_redis" has an unknown parameter "pass=x" (expected password= or db=)
+"ws_agent_redis" has an unknown parameter "pass=x" (expected tls, user=, password= or db=)
 
 
 

@@ -163,7 +163,7 @@ recv close 1000
 --- redis_subscribe: agent:events:5
 --- redis_messages
 --- error_log eval
-[qr/\[error\].*ws_agent: Redis 127\.0\.0\.1:\d+ refused AUTH \(check ws_agent_redis password=\): WRONGPASS/]
+[qr/\[error\].*ws_agent: Redis 127\.0\.0\.1:\d+ refused AUTH \(check ws_agent_redis user= and password=\): WRONGPASS/]
 
 
 

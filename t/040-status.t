@@ -170,7 +170,7 @@ recv text {"type":"connection_ready"}
 recv text {"type":"agent_started"}
 sleep 500ms
 http_get /status => "events_seen_total":6,"events_queued_total":2,"events_published_total":2,"lifecycle_queued_total":0,"events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,"oversized":1,"not_json":2,"untyped":2,"other_type":2,"unrouted":3\}
-http_get /status => "redis_workers":\[\{"pid":\d+,"connected":true,"queued":0,"in_flight":0,"reconnects":0,"published":\d+,"last_error":""\},\{"pid":\d+,"connected":true,
+http_get /status => "redis_workers":\[\{"pid":\d+,"connected":true,"queued":0,"in_flight":0,"reconnects":0,"published":\d+,"last_error":"","address":"127\.0\.0\.1:\d+","tls":false,"role":"master"\},\{"pid":\d+,"connected":true,
 
 
 

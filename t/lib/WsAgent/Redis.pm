@@ -1,10 +1,12 @@
 package WsAgent::Redis;
 
 # A private redis-server for one test file (never the system one), plus
-# raw-RESP helpers: one-shot commands and a SUBSCRIBE listener.  With
-# sentinel => 1 it is a sentinel (redis-server CONF --sentinel: the config
-# file is the sentinel's, which it rewrites); WsAgent::Sentinel builds its
-# topology from these.
+# raw-RESP helpers: one-shot commands and a SUBSCRIBE listener.  It listens
+# on 127.0.0.1 unless host => another loopback address (a second Redis on
+# 127.0.0.2 can then take the same port: Linux answers on all of 127/8).
+# With sentinel => 1 it is a sentinel (redis-server CONF --sentinel: the
+# config file is the sentinel's, which it rewrites); WsAgent::Sentinel
+# builds its topology from these.
 
 use strict;
 use warnings;
@@ -21,10 +23,12 @@ my $BINARY = $ENV{TEST_NGINX_REDIS_BINARY} || 'redis-server';
 sub new {
     my ($class, %opt) = @_;
     mkdir $opt{dir};
-    return bless { %opt, config => '', unix => 0 }, $class;
+    return bless { host => '127.0.0.1', %opt, config => '', unix => 0 },
+                 $class;
 }
 
 sub port { $_[0]{port} }
+sub host { $_[0]{host} }
 sub pid { $_[0]{pid} }
 sub sock_path { "$_[0]{dir}/redis.sock" }
 sub running { !!$_[0]{pid} }
@@ -50,7 +54,7 @@ sub start {
     local $self->{unix} = 1 if $opt{closed};
     local $self->{via_unix} = 1 if $opt{closed};
     my $conf = "port " . ($opt{closed} ? 0 : $self->{port})
-             . "\nbind 127.0.0.1\n"
+             . "\nbind $self->{host}\n"
              . ($self->{sentinel} ? '' : "save \"\"\nappendonly no\n")
              . "daemonize no\ndir $dir\n"
              . "logfile $dir/redis.log\n";
@@ -71,7 +75,7 @@ sub start {
         my $r = eval { $self->command('PING') };
         $r && !(ref $r eq 'HASH' && $r->{error} =~ /^(timeout|connection)/);
     });
-    die "redis-server did not come up on port $self->{port}:\n"
+    die "redis-server did not come up on $self->{host}:$self->{port}:\n"
         . (slurp("$dir/redis.log") // '') unless $up;
     return 1;
 }
@@ -105,7 +109,7 @@ sub connect {
                    . ": $!\n";
         return $u;
     }
-    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+    my $s = IO::Socket::INET->new(PeerAddr => $self->{host},
         PeerPort => $self->{port}, Proto => 'tcp', Timeout => 2)
         or die "cannot connect to redis on $self->{port}: $!\n";
     return $s;

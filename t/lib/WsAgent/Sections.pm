@@ -38,13 +38,14 @@ use WsAgent::Http;
 use WsAgent::Backend;
 use WsAgent::WsClient;
 use WsAgent::Redis;
+use WsAgent::Dns;
 use WsAgent::Sentinel;
 use WsAgent::Browser;
 use WsAgent::Prometheus;
 
 # set by Test::Nginx::Socket::WsAgent: "cpan" or "bundled"; use_redis(),
-# use_sentinel()
-our ($Runner, $UseRedis, $UseSentinel) = ('bundled');
+# use_dns(), use_sentinel()
+our ($Runner, $UseRedis, $UseDns, $UseSentinel) = ('bundled');
 
 # The sections of this plug-in; a block with any of them is ours.
 my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
@@ -53,17 +54,18 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
               ws_backend_transcript_like ws_backend_transcripts
               ws_backend_connections ws_backend_request_headers
               browser_check browser_timeout prometheus prometheus_interval
-              prometheus_rules prometheus_check sentinel_subscribe
-              sentinel_check);
+              prometheus_rules prometheus_check dns_records redis_b
+              redis_b_subscribe redis_b_messages redis_b_messages_like
+              redis_delivered meanwhile sentinel_subscribe sentinel_check);
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
-my %STRICT = (redis_config => 1);
+my %STRICT = (redis_config => 1, redis_b => 1);
 
 my $PROBE = '/.ws-agent-probe';
 
 my $MainPid = $$;
-my ($State, $Redis, $Sentinel, $Backend, $Prometheus, $Cur);
+my ($State, $Redis, $RedisB, $Dns, $Sentinel, $Backend, $Prometheus, $Cur);
 
 # --- per file ---------------------------------------------------------------
 
@@ -110,7 +112,9 @@ sub after_file {
     return unless $$ == $MainPid;
     if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
     if ($Backend) { $Backend->stop; undef $Backend }
+    if ($RedisB) { $RedisB->stop; undef $RedisB }
     if ($Redis) { $Redis->stop; undef $Redis }
+    if ($Dns) { $Dns->stop; undef $Dns }
     stop_sentinel_subscriber();
     if ($Sentinel) { $Sentinel->stop; undef $Sentinel }
 }
@@ -161,7 +165,12 @@ sub preprocess {
     undo_changes($block);
     return if defined $block->SKIP;
     $Cur = my $t = { block => $block, failures_before => failures() };
-    $t->{ours} = $UseRedis || $UseSentinel || grep { has($block, $_) } @OURS;
+    $t->{ours} = $UseRedis || $UseDns || $UseSentinel
+                 || grep { has($block, $_) } @OURS;
+    # where this block's part of error.log starts (CPAN's runner makes a
+    # new one at every nginx start)
+    $t->{log_offset} = $Runner eq 'cpan' ? 0
+                     : -s server_root() . '/logs/error.log' || 0;
 
     # fresh ports per block: the backend's, and TEST_NGINX_RAND_PORT_N
     # (chosen here, so the client steps know the ports nginx listens on)
@@ -183,8 +192,23 @@ sub preprocess {
         $ENV{TEST_NGINX_REDIS_PORT} = $Redis->port;
         $ENV{TEST_NGINX_REDIS_SOCK} = $Redis->sock_path;
     }
-    # the Sentinel topology: its ports too; a block that fails over (a
-    # sentinel_kill_master or sentinel_failover step) needs a replica ready
+    # "redis B": a second private Redis on 127.0.0.2, the same port as A,
+    # for this block only (a name that moves from A to B)
+    if (grep { /^redis_b/ && has($block, $_) } sections($block)) {
+        $RedisB ||= WsAgent::Redis->new(port => $Redis->port,
+            host => '127.0.0.2', dir => "$State/redis_b");
+        $RedisB->ensure(config => expand($block, 'redis_b'));
+    }
+    # the DNS responder: one per file, its records set by each block
+    if ($UseDns || has($block, 'dns_records')) {
+        $Dns ||= WsAgent::Dns->new(dir => "$State/dns");
+        $Dns->set_records(expand($block, 'dns_records'));
+        $Dns->start;
+        $ENV{TEST_NGINX_DNS_PORT} = $Dns->port;
+    }
+    # the Sentinel topology, one per file: its ports; a block that fails
+    # over (a sentinel_kill_master or sentinel_failover step) needs a
+    # replica ready
     if ($UseSentinel || grep { /^sentinel_/ && has($block, $_) } sections($block)) {
         $Sentinel ||= WsAgent::Sentinel->new(dir => "$State/sentinel");
         $Sentinel->ensure(replica => (value($block, 'ws_client') // '')
@@ -226,6 +250,10 @@ sub preprocess {
             $t->{subscriber} = WsAgent::Redis::Subscriber->new($Redis,
                                                                split ' ', $ch);
         }
+    }
+    if ($RedisB && defined(my $ch = value($block, 'redis_b_subscribe'))) {
+        $t->{subscriber_b} = WsAgent::Redis::Subscriber->new($RedisB,
+                                                             split ' ', $ch);
     }
     if ($Sentinel && defined(my $ch = value($block, 'sentinel_subscribe'))) {
         $Sentinel->{subscriber} =
@@ -289,7 +317,8 @@ sub run_and_check {
                    . ($repeat > 1 ? " (repeat " . ($rep_idx + 1) . ")" : '');
         start_prometheus($t) if has($block, 'prometheus');
         run_peers($t) if $t->{ours};
-        sleep $t->{wait} if $t->{wait} && !$t->{subscriber};
+        sleep $t->{wait} if $t->{wait} && !$t->{subscriber}
+                            && !$t->{subscriber_b};
         # while nginx and Prometheus still run
         check_prometheus($t) if $t->{prometheus};
         if ($t->{ours}) {
@@ -297,6 +326,8 @@ sub run_and_check {
             check_browser($t) if $t->{browser};
             check_backend($t) if $t->{backend};
             check_redis($t) if $t->{redis_messages};
+            check_redis($t, '_b') if $t->{redis_b_messages};
+            check_delivered($t) if $t->{delivered};
             check_sentinel($t) if has($block, 'sentinel_check');
         }
     }
@@ -321,11 +352,16 @@ sub run_peers {
             profile => "$State/browser",
             timeout => value($block, 'browser_timeout') || 30);
     }
-    if ($t->{subscriber}) {
-        my @want = expected_lines(value($block, 'redis_messages')
-                                  // value($block, 'redis_messages_like'));
-        $t->{redis_messages} = [$t->{subscriber}->collect(scalar @want,
-                                    $t->{wait} || 2, 0.1)];
+    if (has($block, 'redis_delivered')) {
+        $t->{delivered} = collect_delivered($t);
+    } else {
+        for my $b ('', '_b') {
+            my $sub = $t->{"subscriber$b"} or next;
+            my @want = expected_lines(value($block, "redis${b}_messages")
+                                      // value($block, "redis${b}_messages_like"));
+            $t->{"redis${b}_messages"} = [$sub->collect(scalar @want,
+                                             $t->{wait} || 2, 0.1)];
+        }
     }
     if ($t->{backend}) {
         my @open = $t->{backend}->wait_done(value($block, 'timeout') || 3);
@@ -403,8 +439,11 @@ sub after_block {
     if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
     if ($Backend) { $Backend->stop; undef $Backend }
     $t->{subscriber}->close if $t->{subscriber};
+    $t->{subscriber_b}->close if $t->{subscriber_b};
     $Redis->start if $Redis && !$Redis->running;    # after redis_stop(ped)
-    # (a node a block killed is started again before the next block)
+    # B is the block's own: a later block's 127.0.0.2 finds nothing
+    if ($RedisB) { $RedisB->stop; undef $RedisB }
+    # (a data node a block killed is started again before the next block)
     if ($Sentinel) {
         print_sentinel_state($t) if failures() > $t->{failures_before};
         stop_sentinel_subscriber();
@@ -436,18 +475,83 @@ sub master_pid {
     return $pid;
 }
 
-sub ws_hooks {
-    my ($t) = @_;
-    my $sub = $t->{subscriber};
-    return {
+# The hooks of one Redis (A: redis_*, B: redis_b_*): stop, start, cmd.
+sub redis_hooks {
+    my ($prefix, $redis, $sub) = @_;
+    return ("${prefix}_stop" => undef, "${prefix}_start" => undef,
+            "${prefix}_cmd" => undef) unless $redis;
+    return (
         # what Redis sent the subscriber before it died is read to EOF:
         # events published right before the stop are not lost here
-        redis_stop  => sub {
+        "${prefix}_stop" => sub {
             $sub->drain(0.3) if $sub;
-            $Redis->stop;
+            $redis->stop;
             $sub->drain(0.3) if $sub;
             1;
         },
+        "${prefix}_start" => sub {
+            return $redis->start unless $sub;
+            # the subscriber is back before nginx can reach Redis again
+            $redis->start(closed => 1);
+            $sub->subscribe(via_unix => 1);
+            $redis->open_port;
+            1;
+        },
+        "${prefix}_cmd" => sub {
+            my ($s) = @_;
+            my $r = WsAgent::Redis::reply_text($redis->command(@{ $s->{args} }));
+            return (0, "redis replied $r") if $r =~ /^\(error\)/
+                                              && !defined $s->{want};
+            return (0, "redis replied '$r', want '$s->{want}'")
+                if defined $s->{want} && $r ne $s->{want};
+            return (1, "redis replied $r");
+        },
+    );
+}
+
+# dns_set NAME ADDR... | dns_remove NAME | dns_queried NAME [TYPE] [>= N]
+# | dns_query NAME TYPE => RCODE [ADDR...] (a query of the test's own)
+sub dns_hooks {
+    return map { ("dns_$_" => undef) } qw(set remove queried query)
+        unless $Dns;
+    return (
+        dns_set => sub {
+            my ($s) = @_;
+            $Dns->set($s->{name}, @{ $s->{values} });
+            (1, "$s->{name} is @{ $s->{values} }");
+        },
+        dns_remove => sub {
+            my ($s) = @_;
+            $Dns->remove($s->{name});
+            (1, "$s->{name} is gone (NXDOMAIN)");
+        },
+        dns_queried => sub {
+            my ($s) = @_;
+            my @q = $Dns->queries;
+            my $n = grep { $_->[1] eq $s->{type} && lc $_->[2] eq lc $s->{name} }
+                    @q;
+            my $ok = $s->{cmp} eq '==' ? $n == $s->{n} : $n >= $s->{n};
+            return (1, "$n $s->{type} queries for $s->{name}") if $ok;
+            return (0, "$n $s->{type} queries for $s->{name}, want "
+                       . "$s->{cmp} $s->{n}; the responder's log:\n    "
+                       . join "\n    ", map { "@$_" } @q);
+        },
+        dns_query => sub {
+            my ($s) = @_;
+            my $r = WsAgent::Dns::query($Dns->port, $s->{name}, $s->{type}, 1);
+            my $got = $r->{error} // join ' ', $r->{rcode}, @{ $r->{answers} };
+            $got .= ' (not authoritative)' if !$r->{error} && !$r->{aa};
+            $got .= " (ttl @{ $r->{ttl} })"
+                if !$r->{error} && grep { $_ != 1 } @{ $r->{ttl} };
+            return $got eq $s->{want} ? (1, "got $got")
+                                      : (0, "got '$got', want '$s->{want}'");
+        },
+    );
+}
+
+sub ws_hooks {
+    my ($t) = @_;
+    return {
         nginx_reload => sub {
             my $pid = master_pid() or return (0, 'nginx_reload: no nginx.pid');
             kill 'HUP', $pid;
@@ -472,34 +576,22 @@ sub ws_hooks {
             return (0, "GET $s->{path}: $res->{status}, body does not match "
                        . "/$s->{want}/:\n$body");
         },
-        redis_start => sub {
-            return $Redis->start unless $sub;
-            # the subscriber is back before nginx can reach Redis again
-            $Redis->start(closed => 1);
-            $sub->subscribe(via_unix => 1);
-            $Redis->open_port;
-            1;
-        },
-        redis_cmd   => sub {
-            my ($s) = @_;
-            my $r = WsAgent::Redis::reply_text($Redis->command(@{ $s->{args} }));
-            return (0, "redis replied $r") if $r =~ /^\(error\)/
-                                              && !defined $s->{want};
-            return (0, "redis replied '$r', want '$s->{want}'")
-                if defined $s->{want} && $r ne $s->{want};
-            return (1, "redis replied $r");
-        },
-        $Redis ? () : (redis_stop => undef, redis_start => undef,
-                       redis_cmd => undef),
-        # the Sentinel topology's steps (not in a parallel copy: the
-        # topology's state is the runner's)
-        map { my $m = $_; ("sentinel_$m" => sub {
-            return (0, "sentinel_$m: not in a parallel client")
-                unless $$ == $MainPid;
-            return $Sentinel->$m($_[0]{secs});
-        }) } $Sentinel ? qw(kill_master failover wait_switch
-                            restart_old_master) : (),
+        redis_hooks('redis', $Redis, $t->{subscriber}),
+        redis_hooks('redis_b', $RedisB, $t->{subscriber_b}),
+        dns_hooks(),
+        sentinel_hooks(),
     };
+}
+
+# The Sentinel topology's steps (not in a parallel copy: the topology's
+# state is the runner's).
+sub sentinel_hooks {
+    return () unless $Sentinel;
+    return map { my $m = $_; ("sentinel_$m" => sub {
+        return (0, "sentinel_$m: not in a parallel client")
+            unless $$ == $MainPid;
+        return $Sentinel->$m($_[0]{secs});
+    }) } qw(kill_master failover wait_switch restart_old_master);
 }
 
 sub run_ws_client {
@@ -507,7 +599,12 @@ sub run_ws_client {
     my $text = value($t->{block}, 'ws_client');
     my $steps = WsAgent::WsClient::parse_steps($text);
     my %run = (port => server_port(), hooks => ws_hooks($t));
+    my $meanwhile = has($t->{block}, 'meanwhile')
+        ? WsAgent::WsClient::parse_steps(value($t->{block}, 'meanwhile'))
+        : undef;
     unless (@$steps && $steps->[0]{op} eq 'parallel') {
+        die "--- meanwhile runs beside a 'parallel N' client: the first "
+            . "ws_client step must be one\n" if $meanwhile;
         $steps = WsAgent::WsClient::parse_steps($text =~ s/\$i\b/1/gr);
         return { steps => $steps,
                  results => WsAgent::WsClient->run(%run, steps => $steps) };
@@ -536,6 +633,9 @@ sub run_ws_client {
         }
         $kids{$pid} = $i;
     }
+    # "--- meanwhile": steps of the test's own (sleep, dns_*, redis_*,
+    # http_get ...), here, while the copies run
+    my $mw = $meanwhile && WsAgent::WsClient->run(%run, steps => $meanwhile);
     wait_until(60, sub {
         delete $kids{$_} for grep { waitpid($_, POSIX::WNOHANG()) } keys %kids;
         !%kids;
@@ -555,7 +655,8 @@ sub run_ws_client {
                                    . ($all[$_][$k] // {})->{msg} // 'no result' }
                              @bad[0 .. ($#bad < 4 ? $#bad : 4)] };
     }
-    return { steps => $steps, results => \@results, parallel => $n };
+    return { steps => $steps, results => \@results, parallel => $n,
+             $mw ? (meanwhile => [$meanwhile, $mw]) : () };
 }
 
 # --- checks -----------------------------------------------------------------
@@ -566,16 +667,21 @@ sub check_ws_steps {
     my ($t) = @_;
     my ($steps, $results) = @{ $t->{ws_results} }{qw(steps results)};
     my $tag = $t->{ws_results}{parallel} ? " (x$t->{ws_results}{parallel})" : '';
-    for my $k (0 .. $#$steps) {
-        my $r = $results->[$k];
-        my $label = "$t->{name} - ws step " . ($k + 1) . "$tag: "
-                  . short($steps->[$k]{text});
+    my @all = map { [$steps->[$_], $results->[$_],
+                     "ws step " . ($_ + 1) . $tag] } 0 .. $#$steps;
+    if (my $mw = $t->{ws_results}{meanwhile}) {
+        push @all, map { [$mw->[0][$_], $mw->[1][$_],
+                          "meanwhile step " . ($_ + 1)] } 0 .. $#{ $mw->[0] };
+    }
+    for my $one (@all) {
+        my ($step, $r, $what) = @$one;
+        my $label = "$t->{name} - $what: " . short($step->{text});
         if ($r->{skip}) {
             Test::More->builder->skip("$label ($r->{msg})");
             next;
         }
         Test::More::ok($r->{ok}, $label)
-            or Test::More::diag("step '$steps->[$k]{text}':\n  $r->{msg}");
+            or Test::More::diag("step '$step->{text}':\n  $r->{msg}");
     }
 }
 
@@ -707,32 +813,133 @@ sub by_channel {
            map { [$i++, $_] } @pairs;
 }
 
+# A's messages (redis_messages*), or B's ($b = '_b': redis_b_messages*)
 sub check_redis {
-    my ($t) = @_;
+    my ($t, $b) = @_;
+    $b //= '';
     my ($name, $block) = ($t->{name}, $t->{block});
+    my ($exact, $like) = ("redis${b}_messages", "redis${b}_messages_like");
     my @wantch = map { (split ' ', $_, 2)[0] }
-                 expected_lines(value($block, 'redis_messages')
-                                // value($block, 'redis_messages_like'));
-    $t->{redis_messages} = [by_channel(\@wantch, @{ $t->{redis_messages} })];
-    my @got = map { "$_->[0] $_->[1]" } @{ $t->{redis_messages} };
-    if (has($block, 'redis_messages')) {
+                 expected_lines(value($block, $exact) // value($block, $like));
+    my $msgs = $t->{$exact} = [by_channel(\@wantch, @{ $t->{$exact} })];
+    my @got = map { "$_->[0] $_->[1]" } @$msgs;
+    if (has($block, $exact)) {
         Test::Base::is(join('', map { "$_\n" } @got),
-            join('', map { "$_\n" } expected_lines(value($block, 'redis_messages'))),
-            "$name - redis_messages");
+            join('', map { "$_\n" } expected_lines(value($block, $exact))),
+            "$name - $exact");
     }
-    if (has($block, 'redis_messages_like')) {
-        my @want = expected_lines(value($block, 'redis_messages_like'));
+    if (has($block, $like)) {
+        my @want = expected_lines(value($block, $like));
         my @bad = grep {
             my ($ch, $re) = split ' ', $want[$_], 2;
-            my ($gch, $gmsg) = @{ $t->{redis_messages}[$_] || [] };
+            my ($gch, $gmsg) = @{ $msgs->[$_] || [] };
             !defined $gch || $gch ne $ch || $gmsg !~ /$re/;
         } 0 .. $#want;
-        Test::More::ok(!@bad && @got == @want, "$name - redis_messages_like")
+        Test::More::ok(!@bad && @got == @want, "$name - $like")
             or Test::More::diag(@got + @want <= 60
                 ? "got:\n  " . join("\n  ", @got)
                   . "\nwant:\n  " . join "\n  ", @want
-                : redis_like_summary(\@want, $t->{redis_messages}));
+                : redis_like_summary(\@want, $msgs));
     }
+}
+
+# "--- redis_delivered": lines "CHANNEL N [a>=K] [b>=K]": the events of
+# each channel (seq 1 .. N) were published once each, on A (the
+# subscriber of redis_subscribe) or, after the name moved, on B
+# (redis_b_subscribe).  Collected until every channel has N different
+# messages (bounded by "wait", default 2 s), then 100 ms more.
+sub delivered_want {
+    my ($block) = @_;
+    my %want;
+    for (expected_lines(value($block, 'redis_delivered'))) {
+        my ($ch, $n, @opt) = split ' ';
+        die "redis_delivered '$_': want CHANNEL N [a>=K] [b>=K]\n"
+            unless defined $n && $n =~ /^\d+$/
+                   && !grep { !/^[ab]>=\d+$/ } @opt;
+        $want{$ch} = { n => $n, map { /^([ab])>=(\d+)$/ ? ($1 => $2) : () } @opt };
+    }
+    return \%want;
+}
+
+sub collect_delivered {
+    my ($t) = @_;
+    my $want = delivered_want($t->{block});
+    my @subs = grep { $_ } @$t{qw(subscriber subscriber_b)};
+    my $enough = sub {
+        my %seen;
+        $seen{$_->[0]}{$_->[1]} = 1 for map { @{ $_->{messages} } } @subs;
+        !grep { keys %{ $seen{$_} || {} } < $want->{$_}{n} } keys %$want;
+    };
+    my $deadline = time + ($t->{wait} || 2);
+    while (time < $deadline && !$enough->()) {
+        $_->collect(1e9, 0.05, 0) for @subs;
+    }
+    $_->collect(1e9, 0.1, 0) for @subs;
+    return { want => $want,
+             a => [$t->{subscriber} ? @{ $t->{subscriber}{messages} } : ()],
+             b => [$t->{subscriber_b} ? @{ $t->{subscriber_b}{messages} } : ()] };
+}
+
+# The block's part of error.log so far (nginx still runs).
+sub block_log {
+    my ($t) = @_;
+    my $all = slurp(server_root() . '/logs/error.log') // '';
+    return length $all >= $t->{log_offset} ? substr $all, $t->{log_offset}
+                                           : $all;
+}
+
+# Per channel: A's seqs rise, B's rise; A's then B's, less B's copies of
+# messages A had, are 1 .. N.  A copy on B is an event sent again after the
+# reconnect (it was in flight when A went away): there may be no more of
+# them than the events the log says waited at the reconnect ("connected
+# again, N event(s) waiting") or were "sent again".
+sub check_delivered {
+    my ($t) = @_;
+    my ($name, $d) = ($t->{name}, $t->{delivered});
+    my $want = $d->{want};
+    my (%a, %b, @bad);
+    push @{ $a{$_->[0]} }, $_->[1] for @{ $d->{a} };
+    push @{ $b{$_->[0]} }, $_->[1] for @{ $d->{b} };
+    my $seq = sub { $_[0] =~ /"seq":(\d+)/ ? $1 : -1 };
+    my $dupes = 0;
+    for my $ch (sort keys %$want) {
+        my @a = @{ $a{$ch} || [] };
+        my @b = @{ $b{$ch} || [] };
+        my %on_a = map { $_ => 1 } @a;
+        my @copies = grep { $on_a{$_} } @b;
+        $dupes += @copies;
+        my @sa = map { $seq->($_) } @a;
+        my @sb = map { $seq->($_) } @b;
+        my @order = (@sa, map { $seq->($_) } grep { !$on_a{$_} } @b);
+        my $n = $want->{$ch}{n};
+        my @why;
+        push @why, "A's seqs do not rise: @sa"
+            if grep { $sa[$_] <= $sa[$_ - 1] } 1 .. $#sa;
+        push @why, "B's seqs do not rise: @sb"
+            if grep { $sb[$_] <= $sb[$_ - 1] } 1 .. $#sb;
+        push @why, "A then B (less copies) is seq @order, want 1..$n"
+            if "@order" ne join ' ', 1 .. $n;
+        push @why, "A has " . @a . ", want >= $want->{$ch}{a}"
+            if defined $want->{$ch}{a} && @a < $want->{$ch}{a};
+        push @why, "B has " . @b . ", want >= $want->{$ch}{b}"
+            if defined $want->{$ch}{b} && @b < $want->{$ch}{b};
+        push @bad, "$ch: " . join '; ', @why if @why;
+    }
+    my @other = grep { !$want->{$_} } sort keys %{ { %a, %b } };
+    push @bad, "messages on channels not expected: @other" if @other;
+    Test::More::note("$name - redis_delivered: " . @{ $d->{a} } . " on A, "
+                     . @{ $d->{b} } . " on B, $dupes sent again");
+    Test::More::ok(!@bad, "$name - redis_delivered (" . keys(%$want)
+                          . " channels, A then B, in order, none lost)")
+        or Test::More::diag(@bad . " channel(s) differ:\n  "
+                            . join "\n  ", @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
+    my $log = block_log($t);
+    my $again = 0;
+    $again += $1 while $log =~ /connected again, (\d+) event\(s\) waiting/g;
+    $again += $1 while $log =~ /(\d+) event\(s\) sent again/g;
+    Test::More::ok($dupes <= $again, "$name - redis_delivered: the $dupes "
+                   . "event(s) on both A and B are at most the $again the "
+                   . "log says waited at the reconnect or were sent again");
 }
 
 # Too many messages to list: the counts, then per channel that differs

@@ -76,14 +76,23 @@ sub parse_step {
         $s{op} = 'drop';
     } elsif ($line =~ /^http_get\s+(\S+)(?:\s+=>\s+(.*))?$/) {
         @s{qw(op path want)} = ('http_get', $1, $2);
-    } elsif ($line =~ /^(redis_stop|redis_start|nginx_reload|nginx_kill_workers)$/) {
+    } elsif ($line =~ /^(redis(?:_b)?_stop|redis(?:_b)?_start|nginx_reload|nginx_kill_workers)$/) {
         $s{op} = $1;
+    } elsif ($line =~ /^(redis(?:_b)?_cmd)\s+(.*?)(?:\s+=>\s+(.*))?$/) {
+        @s{qw(op args want)} = ($1, [_words($2)], $3);
     } elsif ($line =~ /^(sentinel_kill_master|sentinel_failover|sentinel_restart_old_master)$/) {
         $s{op} = $1;
     } elsif ($line =~ /^sentinel_wait_switch(?:\s+(\S+))?$/) {
         @s{qw(op secs)} = ('sentinel_wait_switch', parse_duration($1 // '15s'));
-    } elsif ($line =~ /^redis_cmd\s+(.*?)(?:\s+=>\s+(.*))?$/) {
-        @s{qw(op args want)} = ('redis_cmd', [_words($1)], $2);
+    } elsif ($line =~ /^dns_set\s+(\S+)\s+(\S.*)$/) {
+        @s{qw(op name values)} = ('dns_set', $1, [split ' ', $2]);
+    } elsif ($line =~ /^dns_remove\s+(\S+)$/) {
+        @s{qw(op name)} = ('dns_remove', $1);
+    } elsif ($line =~ /^dns_queried\s+(\S+)(?:\s+([A-Z]+))?(?:\s+(>=|==)\s*(\d+))?$/) {
+        @s{qw(op name type cmp n)} = ('dns_queried', $1, $2 // 'A',
+                                      $3 // '>=', $4 // 1);
+    } elsif ($line =~ /^dns_query\s+(\S+)\s+([A-Za-z]+)\s+=>\s+(.*)$/) {
+        @s{qw(op name type want)} = ('dns_query', $1, uc $2, trim($3));
     } elsif ($line =~ /^parallel\s+(\d+)$/) {
         @s{qw(op n)} = ('parallel', $1);
     } else {
@@ -141,7 +150,7 @@ sub step {
     }
     if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
-    if ($op =~ /^(redis_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|sentinel_\w+)$/) {
+    if ($op =~ /^(redis(_b)?_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|dns_\w+|sentinel_\w+)$/) {
         my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
         return $hook->($s);
     }
