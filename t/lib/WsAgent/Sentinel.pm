@@ -27,6 +27,7 @@ use warnings;
 
 use IO::Select;
 use POSIX ();
+use Socket qw(SOL_SOCKET SO_LINGER);
 use Time::HiRes qw(time sleep);
 use WsAgent::Redis;
 use WsAgent::Util qw(free_port wait_until kill_pid spit slurp);
@@ -102,7 +103,7 @@ sub start {
     $r->{config} .= "\nreplicaof 127.0.0.1 " . $m->port;
     $m->start;
     $r->start;
-    wait_until(10, sub { $self->replica_online($m, $r) })
+    wait_until(10, sub { sleep 0.04; $self->replica_online($m, $r) })
         or die "replica " . $r->port . " did not sync with " . $m->port . "\n";
     for my $s (@{ $self->{sentinels} }) {
         $s->{config} = join "\n",
@@ -120,6 +121,7 @@ sub start {
 sub stop {
     my ($self) = @_;
     $self->close_switch_watch;
+    $self->drop_conn($_) for keys %{ $self->{conn} || {} };
     $_->stop for @{ $self->{sentinels} }, @{ $self->{nodes} };
     $self->{started} = 0;
 }
@@ -148,8 +150,41 @@ sub restart_node {
 
 sub sentinel_cmd {
     my ($self, $i, @cmd) = @_;
-    my $r = eval { $self->{sentinels}[$i]->command(@cmd) };
-    return $@ ? { error => $@ } : $r;
+    return $self->ask($self->{sentinels}[$i], @cmd);
+}
+
+# A command to a node or sentinel on a connection kept for the next one:
+# the ready checks poll, and a fresh connection per command would leave
+# thousands of TIME_WAIT ports in the ephemeral range, where a caller's
+# random TEST_NGINX_PORT then cannot be bound.  Closed with RST (SO_LINGER
+# 0) for the same reason.  A kept connection found closed (a sentinel's
+# CLIENT KILL, a restart) is opened again once.
+sub ask {
+    my ($self, $x, @cmd) = @_;
+    local $SIG{PIPE} = 'IGNORE';
+    for my $try (1, 2) {
+        my $c = $self->{conn}{$x->port};
+        my $kept = !!$c;
+        $c ||= eval {
+            my $sock = $x->connect;
+            setsockopt($sock, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
+            $self->{conn}{$x->port} = { sock => $sock, buf => '' };
+        } or return { error => "connection: $@" };
+        my $r = (print { $c->{sock} } WsAgent::Redis::encode(@cmd))
+            ? WsAgent::Redis::read_reply($c->{sock}, \$c->{buf}, time + 2)
+            : { error => 'connection closed' };
+        if (ref $r eq 'HASH' && $r->{error} =~ /^(timeout|connection closed)/) {
+            $self->drop_conn($x->port);
+            next if $kept && $try == 1 && $r->{error} ne 'timeout';
+        }
+        return $r;
+    }
+}
+
+sub drop_conn {
+    my ($self, $port) = @_;
+    my $c = delete $self->{conn}{$port} or return;
+    close $c->{sock};
 }
 
 # [k, v, k, v] -> { k => v }
@@ -176,19 +211,19 @@ sub replica_port {
 
 sub role {
     my ($self, $n) = @_;
-    my $r = eval { $n->command('ROLE') };
+    my $r = $self->ask($n, 'ROLE');
     return ref $r eq 'ARRAY' ? $r->[0] : '';
 }
 
 # $r replicates $m, link up, and $m lists it online.
 sub replica_online {
     my ($self, $m, $r) = @_;
-    my $info = eval { $r->command('INFO', 'replication') } // '';
+    my $info = $self->ask($r, 'INFO', 'replication') // '';
     return 0 if ref $info;
     return 0 unless $info =~ /^role:slave\r?$/m
         && $info =~ /^master_port:(\d+)\r?$/m && $1 == $m->port
         && $info =~ /^master_link_status:up\r?$/m;
-    my $minfo = eval { $m->command('INFO', 'replication') } // '';
+    my $minfo = $self->ask($m, 'INFO', 'replication') // '';
     return !ref $minfo && $minfo =~ /^slave\d+:ip=[^,]+,port=(\d+),state=online/m
         && $1 == $r->port;
 }
@@ -238,8 +273,12 @@ sub not_ready {
 sub wait_ready {
     my ($self, %opt) = @_;
     my $why = '';
-    return 1 if wait_until($opt{timeout} // 15,
-                           sub { ($why = $self->not_ready(%opt)) eq '' });
+    my $deadline = time + ($opt{timeout} // 15);
+    while (($why = $self->not_ready(%opt)) ne '') {
+        last if time >= $deadline;
+        sleep 0.05;
+    }
+    return 1 if $why eq '';
     die "sentinel topology not ready after " . ($opt{timeout} // 15)
         . " s: $why\n" . $self->logs_tail;
 }
@@ -368,7 +407,8 @@ sub restart_old_master {
     return (0, "the sentinels still name 127.0.0.1:$kill->{old}")
         if !$mp || $mp == $kill->{old};
     $self->restart_node($n);
-    my $ok = wait_until(10, sub { $self->replica_online($self->node($mp), $n) });
+    my $ok = wait_until(10, sub { sleep 0.04;
+                                  $self->replica_online($self->node($mp), $n) });
     $self->record(what => 'restart', port => $kill->{old}, master => $mp);
     return $ok ? (1, "127.0.0.1:$kill->{old} back, a replica of 127.0.0.1:$mp")
                : (0, "127.0.0.1:$kill->{old} did not sync with 127.0.0.1:$mp");
