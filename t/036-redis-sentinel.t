@@ -84,6 +84,14 @@ sub check_stream {
          $sw->{old}, $sw->{new}, $sw->{first} - $act->{time},
          $sw->{last} - $act->{time}, $before, $act->{what}, $after,
          join "\n  ", split /\n/, WsAgent::Sentinel::tally_text($t));
+    # when the window's events reached the old master, against the switch
+    my %win = map { my $ch = $_; map { ("$ch $_" => 1) } @{ $t->{channels}{$ch}{window} } }
+              keys %{ $t->{channels} };
+    my @wt = sort { $a <=> $b } map { $_->{time} }
+             grep { $win{"$_->{channel} $_->{seq}"} } @old;
+    diag(sprintf "%s: the window's events reached the old master from %+.3f s to "
+         . "%+.3f s of the last +switch-master", $name, $wt[0] - $sw->{last},
+         $wt[-1] - $sw->{last}) if @wt;
     diag("$name: the subscriber was not subscribed on 127.0.0.1:$_->[0] for "
          . sprintf('%.1f ms', 1000 * ($_->[2] - $_->[1])))
         for grep { $_->[1] >= $act->{time} - 1 } $sub->gaps;
