@@ -537,7 +537,13 @@ ngx_ws_agent_redis_node_peer(ngx_ws_agent_redis_node_t *node)
 
     c = node->peer.connection;
     c->data = node;
-    c->pool = NULL;
+
+    /* for nginx's TLS connection state: freed with the connection */
+    c->pool = ngx_create_pool(1024, node->log);
+    if (c->pool == NULL) {
+        ngx_ws_agent_redis_node_down(node, "out of memory", 0);
+        return;
+    }
     c->read->handler = ngx_ws_agent_redis_node_connected;
     c->write->handler = ngx_ws_agent_redis_node_connected;
 
@@ -905,6 +911,7 @@ ngx_ws_agent_redis_node_down(ngx_ws_agent_redis_node_t *node,
 static void
 ngx_ws_agent_redis_node_drop(ngx_ws_agent_redis_node_t *node)
 {
+    ngx_pool_t        *pool;
     ngx_connection_t  *c = node->peer.connection;
 
     if (node->deadline.timer_set) {
@@ -923,8 +930,13 @@ ngx_ws_agent_redis_node_drop(ngx_ws_agent_redis_node_t *node)
             (void) ngx_ssl_shutdown(c);
         }
 #endif
+        pool = c->pool;
         ngx_close_connection(c);
         node->peer.connection = NULL;
+
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
     }
 
     if (node->reader) {

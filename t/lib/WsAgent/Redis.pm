@@ -7,6 +7,9 @@ package WsAgent::Redis;
 # With sentinel => 1 it is a sentinel (redis-server CONF --sentinel: the
 # config file is the sentinel's, which it rewrites); WsAgent::Sentinel
 # builds its topology from these.
+# It may also listen with TLS on tls_port (certificates from WsAgent::Tls),
+# while the plain port stays open for the harness and the subscriber, and
+# have ACL users made with ACL SETUSER after every start.
 
 use strict;
 use warnings;
@@ -23,26 +26,51 @@ my $BINARY = $ENV{TEST_NGINX_REDIS_BINARY} || 'redis-server';
 sub new {
     my ($class, %opt) = @_;
     mkdir $opt{dir};
-    return bless { host => '127.0.0.1', %opt, config => '', unix => 0 },
+    return bless { host => '127.0.0.1', %opt, config => '', unix => 0,
+                   tls => '', acl => '' },
                  $class;
 }
 
 sub port { $_[0]{port} }
 sub host { $_[0]{host} }
 sub pid { $_[0]{pid} }
+sub tls_port { $_[0]{tls_port} }
 sub sock_path { "$_[0]{dir}/redis.sock" }
 sub running { !!$_[0]{pid} }
 
-# (Re)starts redis unless it already runs with this extra config.
+# (Re)starts redis unless it already runs with this extra config.  tls:
+# "" (no TLS) or "CERT [auth-clients]", CERT a server certificate of
+# WsAgent::Tls ("server", "wrong-server"), auth-clients: clients must show
+# a certificate of the good CA.  acl: lines of ACL SETUSER arguments.
 sub ensure {
     my ($self, %opt) = @_;
     my $config = $opt{config} // '';
     my $unix = $opt{unix} ? 1 : 0;
+    my $tls = $opt{tls} // '';
+    my $acl = $opt{acl} // '';
     return 1 if $self->{pid} && $config eq $self->{config}
-                && $unix == $self->{unix};
+                && $unix == $self->{unix} && $tls eq $self->{tls}
+                && $acl eq $self->{acl};
     $self->stop;
-    @$self{qw(config unix)} = ($config, $unix);
+    @$self{qw(config unix tls acl)} = ($config, $unix, $tls, $acl);
     return $self->start;
+}
+
+# The redis.conf lines of "CERT [auth-clients]".
+sub tls_conf {
+    my ($self, $port) = @_;
+    my ($cert, @opt) = split ' ', $self->{tls};
+    my $pki = $self->{pki} or die "redis tls: no certificates (WsAgent::Tls)\n";
+    my %opt = map { $_ => 1 } @opt;
+    die "redis tls: unknown option(s) @opt (want auth-clients)\n"
+        if grep { $_ ne 'auth-clients' } @opt;
+    die "redis tls: no certificate $cert in " . $pki->dir . "\n"
+        unless -f $pki->file($cert) && -f $pki->file("$cert.key");
+    return "tls-port $port\n"
+         . "tls-cert-file " . $pki->file($cert) . "\n"
+         . "tls-key-file " . $pki->file("$cert.key") . "\n"
+         . "tls-ca-cert-file " . $pki->file('ca') . "\n"
+         . "tls-auth-clients " . ($opt{'auth-clients'} ? 'yes' : 'no') . "\n";
 }
 
 # With closed => 1 the TCP port stays closed (only the unix socket listens)
@@ -60,6 +88,8 @@ sub start {
              . "logfile $dir/redis.log\n";
     $conf .= "unixsocket " . $self->sock_path . "\nunixsocketperm 777\n"
         if $self->{unix};
+    $conf .= $self->tls_conf($opt{closed} ? 0 : $self->{tls_port})
+        if $self->{tls} ne '';
     $conf .= "$self->{config}\n";
     spit("$dir/redis.conf", $conf);
     ($self->{password}) = $self->{config} =~ /^\s*requirepass\s+(\S+)/m;
@@ -77,6 +107,10 @@ sub start {
     });
     die "redis-server did not come up on $self->{host}:$self->{port}:\n"
         . (slurp("$dir/redis.log") // '') unless $up;
+    for my $line (grep { /\S/ } split /\n/, $self->{acl}) {
+        my $r = reply_text($self->command('ACL', 'SETUSER', split ' ', $line));
+        die "redis ACL SETUSER $line: $r\n" unless $r eq 'OK';
+    }
     return 1;
 }
 
@@ -96,7 +130,8 @@ sub crash {
 sub open_port {
     my ($self) = @_;
     local $self->{via_unix} = 1;
-    my $r = $self->command('CONFIG', 'SET', 'port', $self->{port});
+    my $r = $self->command('CONFIG', 'SET', 'port', $self->{port},
+        $self->{tls} ne '' ? ('tls-port', $self->{tls_port}) : ());
     die "cannot open redis port: " . reply_text($r) . "\n"
         unless reply_text($r) eq 'OK';
 }

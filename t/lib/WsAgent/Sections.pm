@@ -40,6 +40,7 @@ use WsAgent::WsClient;
 use WsAgent::Redis;
 use WsAgent::Dns;
 use WsAgent::Sentinel;
+use WsAgent::Tls;
 use WsAgent::Browser;
 use WsAgent::Prometheus;
 
@@ -49,7 +50,7 @@ our ($Runner, $UseRedis, $UseDns, $UseSentinel) = ('bundled');
 
 # The sections of this plug-in; a block with any of them is ours.
 my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
-              redis_stopped redis_subscribe redis_messages
+              redis_tls redis_acl redis_stopped redis_subscribe redis_messages
               redis_messages_like ws_backend_transcript
               ws_backend_transcript_like ws_backend_transcripts
               ws_backend_connections ws_backend_request_headers
@@ -60,12 +61,13 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
-my %STRICT = (redis_config => 1, redis_b => 1);
+my %STRICT = (redis_config => 1, redis_b => 1, redis_acl => 1);
 
 my $PROBE = '/.ws-agent-probe';
 
 my $MainPid = $$;
-my ($State, $Redis, $RedisB, $Dns, $Sentinel, $Backend, $Prometheus, $Cur);
+my ($State, $Redis, $RedisB, $Dns, $Tls, $Sentinel, $Backend, $Prometheus,
+    $Cur);
 
 # --- per file ---------------------------------------------------------------
 
@@ -183,13 +185,30 @@ sub preprocess {
     }
     $ENV{"TEST_NGINX_RAND_PORT_$_"} = $rand{$_} for keys %rand;
 
+    # the file's throw-away CA and certificates, made when a block first
+    # asks for them: a TLS Redis, or $TEST_NGINX_TLS_DIR in any section
+    if (!$Tls && (has($block, 'redis_tls') || grep {
+            my $v = value($block, $_);
+            defined $v && !ref $v && $v =~ /\$TEST_NGINX_TLS_DIR\b/
+        } sections($block))) {
+        $Tls = WsAgent::Tls->new(dir => "$State/tls");
+        $ENV{TEST_NGINX_TLS_DIR} = $Tls->dir;
+    }
+
     # Redis first: its port may appear in the configuration
     if ($UseRedis || grep { /^redis_/ && has($block, $_) } sections($block)) {
         $Redis ||= WsAgent::Redis->new(port => free_port(),
+                                       tls_port => free_port(),
                                        dir => "$State/redis");
+        $Redis->{pki} = $Tls;
         $Redis->ensure(config => expand($block, 'redis_config'),
-                       unix => has($block, 'redis_unix'));
+                       unix => has($block, 'redis_unix'),
+                       tls => has($block, 'redis_tls')
+                              ? trim(value($block, 'redis_tls')) || 'server'
+                              : '',
+                       acl => expand($block, 'redis_acl'));
         $ENV{TEST_NGINX_REDIS_PORT} = $Redis->port;
+        $ENV{TEST_NGINX_REDIS_TLS_PORT} = $Redis->tls_port;
         $ENV{TEST_NGINX_REDIS_SOCK} = $Redis->sock_path;
     }
     # "redis B": a second private Redis on 127.0.0.2, the same port as A,
@@ -489,7 +508,12 @@ sub redis_hooks {
             $sub->drain(0.3) if $sub;
             1;
         },
+        # "redis_start tls CERT [auth-clients]": the TLS port with another
+        # server certificate from now on (the next block's redis_tls
+        # restarts it as that block asks)
         "${prefix}_start" => sub {
+            my ($s) = @_;
+            $redis->{tls} = $s->{tls} if $s && defined $s->{tls};
             return $redis->start unless $sub;
             # the subscriber is back before nginx can reach Redis again
             $redis->start(closed => 1);

@@ -76,6 +76,8 @@ sub parse_step {
         $s{op} = 'drop';
     } elsif ($line =~ /^http_get\s+(\S+)(?:\s+=>\s+(.*))?$/) {
         @s{qw(op path want)} = ('http_get', $1, $2);
+    } elsif ($line =~ /^redis_start\s+tls\s+(\S.*)$/) {
+        @s{qw(op tls)} = ('redis_start', trim($1));
     } elsif ($line =~ /^(redis(?:_b)?_stop|redis(?:_b)?_start|nginx_reload|nginx_kill_workers)$/) {
         $s{op} = $1;
     } elsif ($line =~ /^(redis(?:_b)?_cmd)\s+(.*?)(?:\s+=>\s+(.*))?$/) {
