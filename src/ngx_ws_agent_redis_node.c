@@ -1258,6 +1258,40 @@ ngx_ws_agent_redis_node_close(ngx_ws_agent_redis_node_t *node)
 }
 
 
+ngx_int_t
+ngx_ws_agent_redis_sockaddr(u_char *ip, size_t len, ngx_int_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen)
+{
+    if (port < 1 || port > 65535) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
+
+    sa->sockaddr_in.sin_addr.s_addr = ngx_inet_addr(ip, len);
+
+    if (sa->sockaddr_in.sin_addr.s_addr != INADDR_NONE) {
+        sa->sockaddr_in.sin_family = AF_INET;
+        *socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr(ip, len, sa->sockaddr_in6.sin6_addr.s6_addr)
+               == NGX_OK)
+    {
+        sa->sockaddr_in6.sin6_family = AF_INET6;
+        *socklen = sizeof(struct sockaddr_in6);
+#endif
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    ngx_inet_set_port(&sa->sockaddr, (in_port_t) port);
+
+    return NGX_OK;
+}
+
+
 /* the status page's view of the node: address, TLS, role */
 
 static void
