@@ -12,12 +12,20 @@
 #include "ngx_ws_agent_redis_cluster.h"
 
 
+/*
+ * A failover a client is not told of (CLUSTER FAILOVER: the old master
+ * goes on taking SPUBLISH as a replica, no MOVED) shows in the map only
+ */
+#define NGX_WS_AGENT_CLUSTER_EVERY  2000
+
+
 static void ngx_ws_agent_redis_cluster_ready(ngx_ws_agent_redis_node_t *node);
 static void ngx_ws_agent_redis_cluster_reply(ngx_ws_agent_redis_node_t *node,
     redisReply *rr);
 static void ngx_ws_agent_redis_cluster_down(ngx_ws_agent_redis_node_t *node,
     const char *why, ngx_uint_t logged);
 static void ngx_ws_agent_redis_cluster_ask(ngx_ws_agent_redis_cluster_t *cl);
+static void ngx_ws_agent_redis_cluster_every(ngx_event_t *ev);
 static ngx_int_t ngx_ws_agent_redis_cluster_parse(
     ngx_ws_agent_redis_cluster_t *cl, redisReply *rr);
 static ngx_int_t ngx_ws_agent_redis_cluster_master(
@@ -50,6 +58,14 @@ ngx_ws_agent_redis_cluster_start(ngx_ws_agent_redis_cluster_t *cl,
         cl->slots[i] = NGX_WS_AGENT_NO_MASTER;
     }
 
+    ngx_memzero(&cl->every, sizeof(ngx_event_t));
+    cl->every.handler = ngx_ws_agent_redis_cluster_every;
+    cl->every.data = cl;
+    cl->every.log = log;
+    cl->every.cancelable = 1;
+
+    ngx_add_timer(&cl->every, NGX_WS_AGENT_CLUSTER_EVERY);
+
     ngx_ws_agent_redis_node_start(&cl->node, seeds,
                                   &ngx_ws_agent_redis_cluster_handler, cl,
                                   log, NULL);
@@ -76,7 +92,25 @@ ngx_ws_agent_redis_cluster_refresh(ngx_ws_agent_redis_cluster_t *cl)
 void
 ngx_ws_agent_redis_cluster_close(ngx_ws_agent_redis_cluster_t *cl)
 {
+    if (cl->every.timer_set) {
+        ngx_del_timer(&cl->every);
+    }
+
     ngx_ws_agent_redis_node_close(&cl->node);
+}
+
+
+static void
+ngx_ws_agent_redis_cluster_every(ngx_event_t *ev)
+{
+    ngx_ws_agent_redis_cluster_t  *cl = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_ws_agent_redis_cluster_refresh(cl);
+    ngx_add_timer(&cl->every, NGX_WS_AGENT_CLUSTER_EVERY);
 }
 
 

@@ -37,6 +37,7 @@ struct ngx_ws_agent_redis_cluster_s {
     ngx_uint_t                    nmasters;
     uint16_t                      slots[NGX_WS_AGENT_SLOTS];  /* master */
 
+    ngx_event_t                   every;        /* learn it again, always */
     ngx_uint_t                    asked;        /* CLUSTER SLOTS unanswered */
     unsigned                      again:1;      /* asked while one was out */
 };
