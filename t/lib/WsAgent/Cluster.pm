@@ -403,11 +403,17 @@ sub run_cmd {
         }
         $opt->{tick}->() if $opt->{tick};
     }
-    my $done = waitpid($pid, POSIX::WNOHANG()) == $pid;
-    my $rc = $done ? $? >> 8 : 124;
-    kill_pid($pid, signals => [qw(TERM KILL)], grace => 2) unless $done;
-    waitpid($pid, 0) if $done ? 0 : 1;
-    $out .= "\n(killed after $secs s)\n" unless $done;
+    # its output ended: it exits now (or has to be killed at the deadline)
+    my $rc;
+    my $done = wait_until($deadline - time > 5 ? 5 : $deadline - time, sub {
+        return 0 unless waitpid($pid, POSIX::WNOHANG()) == $pid;
+        $rc = $? >> 8;
+        1;
+    });
+    unless ($done) {
+        kill_pid($pid, signals => [qw(TERM KILL)], grace => 2);
+        ($rc, $out) = (124, "$out\n(killed after $secs s)\n");
+    }
     return ($rc, $out);
 }
 

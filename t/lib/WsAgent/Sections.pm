@@ -373,7 +373,7 @@ sub run_peers {
     }
     if (my $sub = $t->{cluster_sub}) {
         my $want = cluster_want($block);
-        $sub->collect({ map { $_ => $want->{$_}{n} } keys %{ $want->{ch} } },
+        $sub->collect({ map { $_ => $want->{ch}{$_}{n} } keys %{ $want->{ch} } },
                       $t->{wait} || 2, 0.2);
     }
     if (has($block, 'redis_delivered')) {
@@ -972,6 +972,8 @@ sub redis_like_summary {
 sub cluster_node {
     my ($what) = @_;
     return $what if $what =~ /^\d+$/;
+    # other:CHANNEL: a master that does not own the channel's slot
+    return $Cluster->next_master(cluster_node($1)) if $what =~ /^other:(.+)$/;
     return $Cluster->owner($what) // die "no master owns the slot of $what\n";
 }
 
@@ -982,7 +984,9 @@ sub cluster_node {
 # cluster_wait_promoted [SECS]             its slots have a live master again
 # cluster_stop PORT | cluster_start PORT   TERM (then KILL) / the same config
 # cluster_wait_ok [SECS]                   cluster_state:ok everywhere, agreed
-# cluster_cmd CH|PORT ARGS [=> REPLY]      a command on that node
+# cluster_cmd CH|other:CH|PORT ARGS [=> REPLY | =~ REGEX]   a command on
+#                                          that node (other:CH: a master not
+#                                          owning CH's slot)
 # cluster_keyslot KEY [=> SLOT]            the harness's CRC16 against CLUSTER KEYSLOT
 sub cluster_hooks {
     my ($t) = @_;
@@ -1069,9 +1073,13 @@ sub cluster_hooks {
         },
         cmd => sub {
             my ($arg) = @_;
-            my ($words, $want) = $arg =~ /^(.*?)(?:\s+=>\s+(.*))?$/;
+            my ($words, $op, $want) = $arg =~ /^(.*?)(?:\s+(=>|=~)\s+(.*))?$/;
             my ($node, @args) = WsAgent::WsClient::_words($words);
             my $r = WsAgent::Redis::reply_text($Cluster->cmd(cluster_node($node), @args));
+            if (($op // '') eq '=~') {
+                return $r =~ /$want/ ? (1, "node replied $r")
+                                     : (0, "node replied '$r', want /$want/");
+            }
             return (0, "node replied $r") if $r =~ /^\(error\)/ && !defined $want;
             return (0, "node replied '$r', want '$want'")
                 if defined $want && $r ne trim($want);
@@ -1153,7 +1161,7 @@ sub check_cluster {
         unless ($want->{ch}{$ch}) { push @bad, "a message on $ch, not listed"; next }
         my $s = $seq->($msg);
         # a copy on the same node: an event sent again
-        if ($per_node_seen{$port}{$msg}++) { $copies++; next }
+        if ($per_node_seen{$port}{"$ch $msg"}++) { $copies++; next }
         push @{ $by_node{$port}{$ch} }, $s;
         $nodes_of{$ch}{$port}++;
         $first{$ch}{$s} //= $port;
