@@ -37,8 +37,8 @@ static char *ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
 static char *ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_ws_agent_redis_sentinels(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
+static char *ngx_ws_agent_redis_list(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_ws_agent_events(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -152,9 +152,16 @@ static ngx_command_t  ngx_ws_agent_commands[] = {
 
     { ngx_string("ws_agent_redis_sentinels"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_ws_agent_redis_sentinels,
+      ngx_ws_agent_redis_list,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
+      offsetof(ngx_ws_agent_main_conf_t, sentinels),
+      NULL },
+
+    { ngx_string("ws_agent_redis_cluster"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_ws_agent_redis_list,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_ws_agent_main_conf_t, seeds),
       NULL },
 
     { ngx_string("ws_agent_redis_queue"),
@@ -427,8 +434,24 @@ ngx_ws_agent_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (wmcf->redis.cluster && !wmcf->seeds_configured) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis\" is cluster but no "
+                           "\"ws_agent_redis_cluster\" is set");
+        return NGX_CONF_ERROR;
+    }
+
+    if (wmcf->seeds_configured && !wmcf->redis.cluster) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_redis_cluster\" is set but "
+                           "\"ws_agent_redis\" is not cluster");
+        return NGX_CONF_ERROR;
+    }
+
     if (wmcf->configured
-        && ngx_ws_agent_redis_server_init(cf, &wmcf->redis, &wmcf->sentinels)
+        && ngx_ws_agent_redis_server_init(cf, &wmcf->redis,
+                                          wmcf->redis.cluster
+                                          ? &wmcf->seeds : &wmcf->sentinels)
            != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -639,6 +662,12 @@ ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     wmcf->configured = 1;
 
+    if (ngx_strcmp(value[1].data, "cluster") == 0) {
+        /* the masters are those ws_agent_redis_cluster's seeds name */
+        rd->cluster = 1;
+        return NGX_CONF_OK;
+    }
+
     if (ngx_strncmp(value[1].data, "sentinel:", 9) == 0) {
         rd->master.data = value[1].data + 9;
         rd->master.len = value[1].len - 9;
@@ -690,21 +719,28 @@ ngx_ws_agent_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* ws_agent_redis_sentinels ADDR [ADDR ...] [tls] [user=U] [password=P] */
+/*
+ * ws_agent_redis_sentinels ADDR [ADDR ...] [tls] [user=U] [password=P]
+ * ws_agent_redis_cluster ADDR [ADDR ...]
+ */
 
 static char *
-ngx_ws_agent_redis_sentinels(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_ws_agent_redis_list(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_ws_agent_main_conf_t *wmcf = conf;
 
     ngx_str_t                    *value;
     ngx_url_t                     u;
-    ngx_uint_t                    i, j;
+    ngx_uint_t                    i, j, sentinels;
     ngx_addr_t                   *addr;
     ngx_array_t                  *addrs;
-    ngx_ws_agent_redis_server_t  *sn = &wmcf->sentinels;
+    ngx_ws_agent_redis_server_t  *sn;
 
-    if (wmcf->sentinels_configured) {
+    sentinels = (cmd->offset == offsetof(ngx_ws_agent_main_conf_t,
+                                         sentinels));
+    sn = sentinels ? &wmcf->sentinels : &wmcf->seeds;
+
+    if (sentinels ? wmcf->sentinels_configured : wmcf->seeds_configured) {
         return "is duplicate";
     }
 
@@ -717,34 +753,34 @@ ngx_ws_agent_redis_sentinels(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     for (i = 1; i < cf->args->nelts; i++) {
 
-        if (ngx_strcmp(value[i].data, "tls") == 0) {
+        if (sentinels && ngx_strcmp(value[i].data, "tls") == 0) {
             sn->tls = 1;
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+        if (sentinels && ngx_strncmp(value[i].data, "user=", 5) == 0) {
             sn->user.data = value[i].data + 5;
             sn->user.len = value[i].len - 5;
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+        if (sentinels && ngx_strncmp(value[i].data, "password=", 9) == 0) {
             sn->password.data = value[i].data + 9;
             sn->password.len = value[i].len - 9;
             continue;
         }
 
-        /* a sentinel's address: resolved here, once */
+        /* an address: resolved here, once */
         ngx_memzero(&u, sizeof(ngx_url_t));
         u.url = value[i];
-        u.default_port = 26379;
+        u.default_port = sentinels ? 26379 : 6379;
 
         if (ngx_strncmp(value[i].data, "unix:", 5) == 0
             || ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"ws_agent_redis_sentinels\" has an invalid "
-                               "address \"%V\": %s", &value[i],
+                               "\"%V\" has an invalid address \"%V\": %s",
+                               &cmd->name, &value[i],
                                u.err ? u.err : "expected host:port");
             return NGX_CONF_ERROR;
         }
@@ -761,23 +797,30 @@ ngx_ws_agent_redis_sentinels(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (addrs->nelts == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ws_agent_redis_sentinels\" has no address");
+                           "\"%V\" has no address", &cmd->name);
         return NGX_CONF_ERROR;
     }
 
-    if ((sn->user.len || sn->password.len) && sn->password.len == 0) {
+    if (sn->user.len && sn->password.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ws_agent_redis_sentinels\" has user= without "
-                           "password=");
+                           "\"%V\" has user= without password=",
+                           &cmd->name);
         return NGX_CONF_ERROR;
     }
 
-    ngx_str_set(&sn->addr, "sentinel");
+    if (sentinels) {
+        ngx_str_set(&sn->addr, "sentinel");
+        wmcf->sentinels_configured = 1;
+
+    } else {
+        ngx_str_set(&sn->addr, "cluster seed");
+        wmcf->seeds_configured = 1;
+    }
+
     sn->addrs = addrs->elts;
     sn->naddrs = addrs->nelts;
     sn->db = 0;
     sn->tls_verify = NGX_CONF_UNSET;
-    wmcf->sentinels_configured = 1;
 
     return NGX_CONF_OK;
 }

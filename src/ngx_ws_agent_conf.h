@@ -56,15 +56,19 @@ typedef struct {
 
     unsigned                    unix_socket:1;
     unsigned                    tls:1;
+    unsigned                    cluster:1;      /* "cluster": the seeds' */
+    unsigned                    need_master:1;  /* ROLE must say master */
 } ngx_ws_agent_redis_server_t;
 
 
 typedef struct {
     ngx_ws_agent_redis_server_t redis;
     ngx_ws_agent_redis_server_t sentinels;  /* for redis.master */
+    ngx_ws_agent_redis_server_t seeds;      /* for redis.cluster */
     ngx_uint_t                  queue;
     unsigned                    configured:1;
     unsigned                    sentinels_configured:1;
+    unsigned                    seeds_configured:1;
 } ngx_ws_agent_main_conf_t;
 
 

@@ -1,13 +1,18 @@
 /*
  * The Redis publisher (see ngx_ws_agent_redis.h).
  *
- * The worker's events wait in its queue (ngx_ws_agent_redis_queue_t,
- * below) and go to Redis through a node (ngx_ws_agent_redis_node.c: the
- * connection on nginx's own machinery), pipelined, their replies taken in
- * order.  Every change to the queue goes through the
- * ngx_ws_agent_redis_queue_*() functions, which keep its counts, its bound
- * and the status page's figures; every loss goes through
- * ngx_ws_agent_redis_lost(), which counts it and has it logged.
+ * The worker's events go to Redis through targets: one node (the
+ * connection, ngx_ws_agent_redis_node.c) and the events held for it.  A
+ * single server or a sentinel's master is one target; in a cluster each
+ * master is one, an event goes to the target owning its channel's slot,
+ * and the events of slots with no known master wait in "unrouted" until
+ * the map names one.  Replies come in order per target.
+ *
+ * Every change to what a target holds goes through the
+ * ngx_ws_agent_redis_queue_*() functions, which keep the counts, the one
+ * bound over all targets (ws_agent_redis_queue) and the status page's
+ * figures; every loss goes through ngx_ws_agent_redis_lost(), which counts
+ * it and has it logged.
  */
 
 #include <ngx_config.h>
@@ -17,6 +22,7 @@
 #include "ngx_ws_agent_redis.h"
 #include "ngx_ws_agent_redis_node.h"
 #include "ngx_ws_agent_redis_sentinel.h"
+#include "ngx_ws_agent_redis_cluster.h"
 #include "ngx_ws_agent_stats.h"
 
 
@@ -25,36 +31,54 @@
 #define NGX_WS_AGENT_REDIS_LOSS_WINDOW  1000
 
 
+typedef enum {
+    NGX_WS_AGENT_LINE_RESEND = 0,
+    NGX_WS_AGENT_LINE_WAITING,
+    NGX_WS_AGENT_LINE_IN_FLIGHT,
+    NGX_WS_AGENT_NLINES
+} ngx_ws_agent_line_e;
+
+
 /* an event, as the RESP command that publishes it */
 typedef struct {
     ngx_queue_t                   queue;
+    ngx_uint_t                    stamp;        /* arrival order */
+    uint16_t                      slot;         /* in a cluster */
+    unsigned                      line:2;
+    unsigned                      asking:1;     /* ASKING first (ASK) */
+    unsigned                      asked:1;      /* ASKING was answered */
     size_t                        len;
     u_char                        data[1];
 } ngx_ws_agent_item_t;
 
 
 /*
- * The events the worker holds for Redis, at most ws_agent_redis_queue of
- * them in all, in three lines, each in the order its events are sent:
- *   resend     sent on a connection lost before Redis replied: they go
- *              first on the next one (Redis may have published them, then
- *              a subscriber sees their seq twice)
+ * What a target holds, in three lines, each in the order its events are
+ * sent:
+ *   resend     sent on a connection lost before Redis replied (or sent to
+ *              the wrong node): they go first on the next one (Redis may
+ *              have published them, then a subscriber sees their seq twice)
  *   waiting    never sent
  *   in_flight  sent on this connection, reply pending (pipelined, at most
  *              NGX_WS_AGENT_REDIS_WINDOW)
  * Only an event never sent may be dropped, so a drop counted is an event
- * Redis never had: when the queue is full the oldest waiting event gives
- * way, and when none is waiting (all were sent) the new one is dropped.
+ * Redis never had: when ws_agent_redis_queue events are held (all targets)
+ * the oldest waiting event gives way, and when none is waiting (all were
+ * sent) the new one is dropped.
  */
 typedef struct {
-    ngx_queue_t                   resend;
-    ngx_queue_t                   waiting;
-    ngx_queue_t                   in_flight;
-    ngx_uint_t                    nresend;
-    ngx_uint_t                    nwaiting;
-    ngx_uint_t                    nin_flight;
-    ngx_uint_t                    size;         /* ws_agent_redis_queue */
-} ngx_ws_agent_redis_queue_t;
+    ngx_queue_t                   line[NGX_WS_AGENT_NLINES];
+    ngx_uint_t                    n[NGX_WS_AGENT_NLINES];
+
+    ngx_ws_agent_redis_node_t     node;
+    ngx_ws_agent_redis_server_t   server;       /* a cluster master's */
+    ngx_str_t                     name;         /* for the log */
+    u_char                        text[sizeof("cluster node ")
+                                       + NGX_SOCKADDR_STRLEN];
+    time_t                        down_logged_at;
+    unsigned                      down_logged:1;
+    unsigned                      open:1;       /* its node is started */
+} ngx_ws_agent_redis_target_t;
 
 
 typedef enum {
@@ -68,10 +92,19 @@ typedef enum {
 typedef struct {
     ngx_ws_agent_main_conf_t     *conf;
     ngx_log_t                    *log;
-    ngx_ws_agent_redis_node_t     node;
-    ngx_ws_agent_redis_sentinel_t sentinel;     /* sentinel:NAME only */
 
-    ngx_ws_agent_redis_queue_t    queue;
+    ngx_ws_agent_redis_target_t  *targets[NGX_WS_AGENT_MAX_NODES];
+    ngx_uint_t                    ntargets;
+    ngx_ws_agent_redis_target_t   unrouted;     /* a cluster's, no node */
+
+    ngx_ws_agent_redis_sentinel_t sentinel;     /* sentinel:NAME only */
+    ngx_ws_agent_redis_cluster_t *cluster;      /* cluster only */
+    uint8_t                      *route;        /* slot: target, or 0xff */
+
+    ngx_uint_t                    held;         /* all targets, all lines */
+    ngx_uint_t                    unsent;       /* resend + waiting */
+    ngx_uint_t                    size;         /* ws_agent_redis_queue */
+    ngx_uint_t                    stamp;
 
     /* losses not logged yet: one line per kind at the end of a window */
     ngx_event_t                   loss_log;
@@ -79,28 +112,42 @@ typedef struct {
     u_char                        refused[NGX_WS_AGENT_ERROR_LEN];
 
     ngx_ws_agent_worker_stats_t  *stats;        /* this worker's slot */
-    time_t                        down_logged_at;
 
     unsigned                      active:1;    /* configured here */
-    unsigned                      down_logged:1;
     unsigned                      exiting:1;
+    unsigned                      mapped:1;    /* a cluster map came */
 } ngx_ws_agent_redis_t;
 
 
-static void ngx_ws_agent_redis_queue_init(ngx_ws_agent_redis_t *rs);
-static ngx_uint_t ngx_ws_agent_redis_queue_held(ngx_ws_agent_redis_t *rs);
+#define NGX_WS_AGENT_NO_TARGET  0xff
+
+
+static ngx_ws_agent_redis_target_t *ngx_ws_agent_redis_target_of(
+    ngx_ws_agent_redis_t *rs, ngx_uint_t slot);
+static ngx_ws_agent_redis_target_t *ngx_ws_agent_redis_target_at(
+    ngx_ws_agent_redis_t *rs, struct sockaddr *sa, socklen_t socklen);
+static void ngx_ws_agent_redis_target_init(ngx_ws_agent_redis_target_t *t);
+static void ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl);
+static void ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
+    redisReply *rr, ngx_uint_t moved);
+static void ngx_ws_agent_redis_summary(ngx_ws_agent_redis_t *rs);
+
 static ngx_int_t ngx_ws_agent_redis_queue_room(ngx_ws_agent_redis_t *rs);
-static void ngx_ws_agent_redis_queue_add(ngx_ws_agent_redis_t *rs,
-    ngx_ws_agent_item_t *item);
+static void ngx_ws_agent_redis_queue_put(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
+    ngx_ws_agent_line_e line);
+static void ngx_ws_agent_redis_queue_take(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item);
 static ngx_ws_agent_item_t *ngx_ws_agent_redis_queue_next(
-    ngx_ws_agent_redis_t *rs);
-static void ngx_ws_agent_redis_queue_sent(ngx_ws_agent_redis_t *rs,
-    ngx_ws_agent_item_t *item);
-static void ngx_ws_agent_redis_queue_answered(ngx_ws_agent_redis_t *rs,
-    ngx_ws_agent_item_t *item);
-static void ngx_ws_agent_redis_queue_requeue(ngx_ws_agent_redis_t *rs);
+    ngx_ws_agent_redis_target_t *t);
+static void ngx_ws_agent_redis_queue_requeue(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t);
+static void ngx_ws_agent_redis_queue_reroute(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t);
 static void ngx_ws_agent_redis_queue_free(ngx_ws_agent_redis_t *rs,
-    ngx_uint_t *unsent, ngx_uint_t *unanswered);
+    ngx_ws_agent_redis_target_t *t, ngx_uint_t *unsent,
+    ngx_uint_t *unanswered);
 static void ngx_ws_agent_redis_queue_gauges(ngx_ws_agent_redis_t *rs);
 static void ngx_ws_agent_redis_lost(ngx_ws_agent_redis_t *rs,
     ngx_ws_agent_lost_e kind, ngx_uint_t n);
@@ -114,7 +161,9 @@ static void ngx_ws_agent_redis_down(ngx_ws_agent_redis_node_t *node,
     const char *why, ngx_uint_t logged);
 static void ngx_ws_agent_redis_error(ngx_ws_agent_redis_t *rs,
     const char *err, size_t len);
-static void ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs);
+static void ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t);
+static void ngx_ws_agent_redis_send_all(ngx_ws_agent_redis_t *rs);
 
 
 static ngx_ws_agent_redis_node_handler_t  ngx_ws_agent_redis_handler = {
@@ -131,7 +180,8 @@ ngx_int_t
 ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
     ngx_ws_agent_main_conf_t *wmcf)
 {
-    ngx_ws_agent_redis_t  *rs = &ngx_ws_agent_redis;
+    ngx_ws_agent_redis_t         *rs = &ngx_ws_agent_redis;
+    ngx_ws_agent_redis_target_t  *t;
 
     ngx_memzero(rs, sizeof(ngx_ws_agent_redis_t));
 
@@ -144,22 +194,56 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
     rs->stats = ngx_ws_agent_slot;
     rs->stats->redis = 1;
     rs->active = 1;
-
-    ngx_ws_agent_redis_queue_init(rs);
+    rs->size = wmcf->queue;
 
     rs->loss_log.handler = ngx_ws_agent_redis_loss_log;
     rs->loss_log.data = rs;
     rs->loss_log.log = cycle->log;
     rs->loss_log.cancelable = 1;
 
-    ngx_ws_agent_redis_node_start(&rs->node, &wmcf->redis,
-                                  &ngx_ws_agent_redis_handler, rs,
-                                  cycle->log, 1);
+    ngx_ws_agent_redis_target_init(&rs->unrouted);
+
+    if (wmcf->redis.cluster) {
+        rs->route = ngx_palloc(cycle->pool, NGX_WS_AGENT_SLOTS);
+        rs->cluster = ngx_palloc(cycle->pool,
+                                 sizeof(ngx_ws_agent_redis_cluster_t));
+        if (rs->route == NULL || rs->cluster == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memset(rs->route, NGX_WS_AGENT_NO_TARGET, NGX_WS_AGENT_SLOTS);
+
+        /* the worker's line on the page sums its masters up */
+        ngx_cpystrn(rs->stats->node.address, (u_char *) "cluster",
+                    sizeof(rs->stats->node.address));
+        rs->stats->node.tls = wmcf->redis.tls;
+
+        ngx_ws_agent_redis_cluster_start(rs->cluster, &wmcf->seeds,
+                                         ngx_ws_agent_redis_map, rs,
+                                         cycle->log);
+        return NGX_OK;
+    }
+
+    t = ngx_pcalloc(cycle->pool, sizeof(ngx_ws_agent_redis_target_t));
+    if (t == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_ws_agent_redis_target_init(t);
+    t->name = wmcf->redis.addr;
+    t->open = 1;
+
+    rs->targets[0] = t;
+    rs->ntargets = 1;
+
+    ngx_ws_agent_redis_node_start(&t->node, &wmcf->redis,
+                                  &ngx_ws_agent_redis_handler, t,
+                                  cycle->log, &rs->stats->node);
 
     if (wmcf->redis.master.len) {
         /* the node connects where the sentinels say the master is */
         ngx_ws_agent_redis_sentinel_start(&rs->sentinel, &wmcf->sentinels,
-                                          &wmcf->redis, &rs->node,
+                                          &wmcf->redis, &t->node,
                                           cycle->log);
     }
 
@@ -171,11 +255,13 @@ ngx_int_t
 ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
     ngx_uint_t n, ngx_log_t *log)
 {
-    u_char                *p;
-    size_t                 len;
-    ngx_uint_t             i;
-    ngx_ws_agent_item_t   *item;
-    ngx_ws_agent_redis_t  *rs = &ngx_ws_agent_redis;
+    u_char                       *p;
+    size_t                        len;
+    ngx_str_t                     cmd;
+    ngx_uint_t                    i;
+    ngx_ws_agent_item_t          *item;
+    ngx_ws_agent_redis_t         *rs = &ngx_ws_agent_redis;
+    ngx_ws_agent_redis_target_t  *t;
 
     if (!rs->active || rs->exiting) {
         return NGX_DECLINED;
@@ -192,21 +278,23 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
         len += parts[i].len;
     }
 
-    /*
-     * formatted once here, so hiredis only copies it out; NUL-terminated
-     * (not counted in item->len): hiredis looks through it with strchr()
-     */
-    item = ngx_alloc(offsetof(ngx_ws_agent_item_t, data)
-                     + sizeof("*3\r\n$7\r\nPUBLISH\r\n") - 1
-                     + 2 * (1 + NGX_SIZE_T_LEN + 4)
-                     + channel->len + len + 1, log);
+    /* a cluster's pub/sub is sharded: SPUBLISH reaches the slot's shard */
+    if (rs->cluster) {
+        ngx_str_set(&cmd, "*3\r\n$8\r\nSPUBLISH\r\n$");
+
+    } else {
+        ngx_str_set(&cmd, "*3\r\n$7\r\nPUBLISH\r\n$");
+    }
+
+    /* formatted once here: the node only copies it out */
+    item = ngx_alloc(offsetof(ngx_ws_agent_item_t, data) + cmd.len
+                     + 2 * (NGX_SIZE_T_LEN + 4) + channel->len + len, log);
     if (item == NULL) {
         return NGX_ERROR;
     }
 
     /* *3 $7 PUBLISH $<n> channel $<n> message, in RESP */
-    p = ngx_cpymem(item->data, "*3\r\n$7\r\nPUBLISH\r\n$",
-                   sizeof("*3\r\n$7\r\nPUBLISH\r\n$") - 1);
+    p = ngx_cpymem(item->data, cmd.data, cmd.len);
     p = ngx_ws_agent_decimal(p, channel->len);
     *p++ = '\r';
     *p++ = '\n';
@@ -224,10 +312,19 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
     *p++ = '\n';
 
     item->len = p - item->data;
-    *p = '\0';
+    item->stamp = rs->stamp++;
+    item->asking = 0;
+    item->asked = 0;
+    item->slot = rs->cluster
+                 ? (uint16_t) ngx_ws_agent_redis_slot(channel->data,
+                                                      channel->len)
+                 : 0;
 
-    ngx_ws_agent_redis_queue_add(rs, item);
-    ngx_ws_agent_redis_send(rs);
+    t = ngx_ws_agent_redis_target_of(rs, item->slot);
+
+    ngx_ws_agent_redis_queue_put(rs, t, item, NGX_WS_AGENT_LINE_WAITING);
+    ngx_ws_agent_redis_queue_gauges(rs);
+    ngx_ws_agent_redis_send(rs, t);
 
     return NGX_OK;
 }
@@ -236,25 +333,59 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
 /* pipelines held events (those to send again first) while the window allows */
 
 static void
-ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
+ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t)
 {
     ngx_ws_agent_item_t  *item;
 
-    while (ngx_ws_agent_redis_node_ready(&rs->node)
-           && rs->queue.nin_flight < NGX_WS_AGENT_REDIS_WINDOW)
+    static u_char  asking[] = "*1\r\n$6\r\nASKING\r\n";
+
+    if (!t->open) {
+        return;
+    }
+
+    while (ngx_ws_agent_redis_node_ready(&t->node)
+           && t->n[NGX_WS_AGENT_LINE_IN_FLIGHT] < NGX_WS_AGENT_REDIS_WINDOW)
     {
-        item = ngx_ws_agent_redis_queue_next(rs);
+        item = ngx_ws_agent_redis_queue_next(t);
         if (item == NULL) {
-            return;
+            break;
         }
 
-        if (ngx_ws_agent_redis_node_send(&rs->node, item->data, item->len)
+        if (item->asking) {
+            /* ASK: this one command goes to the importing node */
+            if (ngx_ws_agent_redis_node_send(&t->node, asking,
+                                             sizeof(asking) - 1)
+                != NGX_OK)
+            {
+                break;
+            }
+
+            item->asked = 0;
+        }
+
+        if (ngx_ws_agent_redis_node_send(&t->node, item->data, item->len)
             != NGX_OK)
         {
-            return;
+            break;
         }
 
-        ngx_ws_agent_redis_queue_sent(rs, item);
+        ngx_ws_agent_redis_queue_take(rs, t, item);
+        ngx_ws_agent_redis_queue_put(rs, t, item,
+                                     NGX_WS_AGENT_LINE_IN_FLIGHT);
+    }
+
+    ngx_ws_agent_redis_queue_gauges(rs);
+}
+
+
+static void
+ngx_ws_agent_redis_send_all(ngx_ws_agent_redis_t *rs)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < rs->ntargets; i++) {
+        ngx_ws_agent_redis_send(rs, rs->targets[i]);
     }
 }
 
@@ -264,18 +395,55 @@ ngx_ws_agent_redis_send(ngx_ws_agent_redis_t *rs)
 static void
 ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 {
-    ngx_ws_agent_redis_t  *rs = node->data;
+    ngx_ws_agent_item_t          *item;
+    ngx_ws_agent_redis_t         *rs = &ngx_ws_agent_redis;
+    ngx_ws_agent_redis_target_t  *t = node->data;
 
-    if (rs->queue.nin_flight == 0) {
+    if (t->n[NGX_WS_AGENT_LINE_IN_FLIGHT] == 0) {
         ngx_log_error(NGX_LOG_ALERT, rs->log, 0,
                       "ws_agent: Redis %V sent a reply to no command",
-                      &rs->conf->redis.addr);
+                      &t->name);
         return;
     }
 
-    ngx_ws_agent_redis_queue_answered(rs, ngx_queue_data(
-                          ngx_queue_head(&rs->queue.in_flight),
-                          ngx_ws_agent_item_t, queue));
+    item = ngx_queue_data(ngx_queue_head(&t->line[NGX_WS_AGENT_LINE_IN_FLIGHT]),
+                          ngx_ws_agent_item_t, queue);
+
+    if (item->asking && !item->asked) {
+        /* ASKING's +OK: the command's own reply comes next */
+        item->asked = 1;
+        return;
+    }
+
+    if (rr->type == REDIS_REPLY_ERROR && rs->cluster) {
+
+        if (ngx_strncmp(rr->str, "MOVED ", 6) == 0) {
+            ngx_ws_agent_redis_redirect(rs, t, item, rr, 1);
+            return;
+        }
+
+        if (ngx_strncmp(rr->str, "ASK ", 4) == 0) {
+            ngx_ws_agent_redis_redirect(rs, t, item, rr, 0);
+            return;
+        }
+
+        if (ngx_strncmp(rr->str, "CLUSTERDOWN", 11) == 0
+            || ngx_strncmp(rr->str, "TRYAGAIN", 8) == 0)
+        {
+            /* kept: what is in flight goes again, after back-off */
+            ngx_log_error(NGX_LOG_ERR, rs->log, 0,
+                          "ws_agent: Redis %V answered \"%*s\": events "
+                          "wait and go again", &t->name, (size_t) rr->len,
+                          rr->str);
+            ngx_ws_agent_redis_error(rs, rr->str, rr->len);
+            ngx_ws_agent_redis_node_reset(node, rr->str);
+            ngx_ws_agent_redis_cluster_refresh(rs->cluster);
+            return;
+        }
+    }
+
+    ngx_ws_agent_redis_queue_take(rs, t, item);
+    ngx_free(item);
 
     if (rr->type == REDIS_REPLY_ERROR) {
         ngx_ws_agent_redis_error(rs, rr->str, rr->len);
@@ -288,58 +456,353 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
         rs->stats->published++;
     }
 
-    ngx_ws_agent_redis_send(rs);
-}
-
-
-/* the queue: the only functions that change its lines and counts */
-
-static void
-ngx_ws_agent_redis_queue_init(ngx_ws_agent_redis_t *rs)
-{
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
-
-    ngx_queue_init(&q->resend);
-    ngx_queue_init(&q->waiting);
-    ngx_queue_init(&q->in_flight);
-    q->size = rs->conf->queue;
-}
-
-
-static ngx_uint_t
-ngx_ws_agent_redis_queue_held(ngx_ws_agent_redis_t *rs)
-{
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
-
-    return q->nresend + q->nwaiting + q->nin_flight;
+    ngx_ws_agent_redis_send(rs, t);
 }
 
 
 /*
- * Makes room for one event: NGX_OK when there is room (an oldest waiting
- * event may have given way), NGX_DECLINED when the new one is dropped;
- * either drop is counted
+ * "MOVED slot ip:port" (the slot has a new owner) or "ASK slot ip:port"
+ * (this one command goes there): the event goes again, first, to that node
  */
+
+static void
+ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
+    redisReply *rr, ngx_uint_t moved)
+{
+    u_char                       *p, *last, *colon, *host;
+    ngx_int_t                     slot, port;
+    ngx_uint_t                    i;
+    socklen_t                     socklen;
+    ngx_sockaddr_t                sa;
+    ngx_ws_agent_redis_target_t  *to;
+
+    p = (u_char *) rr->str + (moved ? 6 : 4);
+    last = (u_char *) rr->str + rr->len;
+
+    host = ngx_strlchr(p, last, ' ');
+    colon = NULL;
+
+    if (host) {
+        slot = ngx_atoi(p, host - p);
+        host++;
+
+        for (p = last; p > host; p--) {
+            if (p[-1] == ':') {
+                colon = p - 1;
+                break;
+            }
+        }
+
+    } else {
+        slot = NGX_ERROR;
+    }
+
+    to = NULL;
+
+    if (slot != NGX_ERROR && slot < NGX_WS_AGENT_SLOTS && colon) {
+        port = ngx_atoi(colon + 1, last - colon - 1);
+        ngx_memzero(&sa, sizeof(ngx_sockaddr_t));
+
+        sa.sockaddr_in.sin_addr.s_addr = ngx_inet_addr(host, colon - host);
+
+        if (sa.sockaddr_in.sin_addr.s_addr != INADDR_NONE
+            && port > 0 && port < 65536)
+        {
+            sa.sockaddr_in.sin_family = AF_INET;
+            socklen = sizeof(struct sockaddr_in);
+            ngx_inet_set_port(&sa.sockaddr, (in_port_t) port);
+            to = ngx_ws_agent_redis_target_at(rs, &sa.sockaddr, socklen);
+        }
+    }
+
+    ngx_ws_agent_redis_queue_take(rs, t, item);
+
+    if (to == NULL) {
+        /* an answer we cannot follow: the event is lost, and says why */
+        ngx_free(item);
+        ngx_ws_agent_redis_error(rs, rr->str, rr->len);
+        ngx_cpystrn(rs->refused, (u_char *) rr->str,
+                    ngx_min((size_t) rr->len + 1, NGX_WS_AGENT_ERROR_LEN));
+        ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_REFUSED, 1);
+        return;
+    }
+
+    item->asking = !moved;
+
+    ngx_ws_agent_redis_queue_put(rs, to, item, NGX_WS_AGENT_LINE_RESEND);
+
+    if (moved) {
+        for (i = 0; i < rs->ntargets && rs->targets[i] != to; i++) {
+            /* void */
+        }
+
+        if (rs->route[slot] != i) {
+            rs->route[slot] = (uint8_t) i;
+
+            ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
+                          "ws_agent: Redis cluster: slot %i moved to %*s",
+                          slot, last - host, host);
+
+            ngx_ws_agent_redis_cluster_refresh(rs->cluster);
+        }
+    }
+
+    ngx_ws_agent_redis_queue_gauges(rs);
+    ngx_ws_agent_redis_send(rs, to);
+    ngx_ws_agent_redis_send(rs, t);
+}
+
+
+/* targets */
+
+static void
+ngx_ws_agent_redis_target_init(ngx_ws_agent_redis_target_t *t)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_WS_AGENT_NLINES; i++) {
+        ngx_queue_init(&t->line[i]);
+        t->n[i] = 0;
+    }
+}
+
+
+static ngx_ws_agent_redis_target_t *
+ngx_ws_agent_redis_target_of(ngx_ws_agent_redis_t *rs, ngx_uint_t slot)
+{
+    if (rs->cluster == NULL) {
+        return rs->targets[0];
+    }
+
+    if (rs->route[slot] == NGX_WS_AGENT_NO_TARGET) {
+        return &rs->unrouted;
+    }
+
+    return rs->targets[rs->route[slot]];
+}
+
+
+/* a cluster master's target: found, or made (and its node started) */
+
+static ngx_ws_agent_redis_target_t *
+ngx_ws_agent_redis_target_at(ngx_ws_agent_redis_t *rs, struct sockaddr *sa,
+    socklen_t socklen)
+{
+    u_char                       *p;
+    size_t                        len;
+    ngx_uint_t                    i;
+    ngx_addr_t                   *addr;
+    ngx_ws_agent_redis_target_t  *t;
+
+    for (i = 0; i < rs->ntargets; i++) {
+        t = rs->targets[i];
+        addr = &t->server.addrs[0];
+
+        if (ngx_cmp_sockaddr(sa, socklen, addr->sockaddr, addr->socklen, 1)
+            == NGX_OK)
+        {
+            goto found;
+        }
+    }
+
+    if (rs->ntargets == NGX_WS_AGENT_MAX_NODES) {
+        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
+                      "ws_agent: Redis cluster has more than %d masters",
+                      NGX_WS_AGENT_MAX_NODES);
+        return NULL;
+    }
+
+    t = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_ws_agent_redis_target_t));
+    addr = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_addr_t) + socklen);
+    p = ngx_pnalloc(ngx_cycle->pool, NGX_SOCKADDR_STRLEN);
+    if (t == NULL || addr == NULL || p == NULL) {
+        return NULL;
+    }
+
+    ngx_ws_agent_redis_target_init(t);
+
+    addr->sockaddr = (struct sockaddr *) (addr + 1);
+    addr->socklen = socklen;
+    ngx_memcpy(addr->sockaddr, sa, socklen);
+
+    len = ngx_sock_ntop(sa, socklen, p, NGX_SOCKADDR_STRLEN, 1);
+
+    /* as the configuration says how, to this master */
+    t->server = rs->conf->redis;
+    t->server.cluster = 0;
+    t->server.need_master = 1;
+    t->server.addr.data = p;
+    t->server.addr.len = len;
+    t->server.addrs = addr;
+    t->server.naddrs = 1;
+
+    t->name.data = t->text;
+    t->name.len = ngx_sprintf(t->text, "cluster node %*s", len, p) - t->text;
+
+    i = rs->ntargets++;
+    rs->targets[i] = t;
+    rs->stats->nnodes = rs->ntargets;
+
+found:
+
+    if (!t->open) {
+        t->open = 1;
+        ngx_ws_agent_redis_node_start(&t->node, &t->server,
+                                      &ngx_ws_agent_redis_handler, t,
+                                      rs->log, &rs->stats->nodes[i]);
+    }
+
+    return t;
+}
+
+
+/*
+ * A new map: every slot routed to its master's target, the events held
+ * for a slot elsewhere moved, targets that own nothing and hold nothing
+ * closed
+ */
+
+static void
+ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl)
+{
+    ngx_uint_t                    i, m, slot, changed, level;
+    ngx_uint_t                    owns[NGX_WS_AGENT_MAX_NODES];
+    uint8_t                       target[NGX_WS_AGENT_MAX_NODES];
+    ngx_ws_agent_redis_t         *rs = cl->data;
+    ngx_ws_agent_redis_target_t  *t;
+
+    for (m = 0; m < cl->nmasters; m++) {
+        t = ngx_ws_agent_redis_target_at(rs, &cl->masters[m].sockaddr.sockaddr,
+                                         cl->masters[m].socklen);
+        if (t == NULL) {
+            target[m] = NGX_WS_AGENT_NO_TARGET;
+            continue;
+        }
+
+        for (i = 0; rs->targets[i] != t; i++) { /* void */ }
+
+        target[m] = (uint8_t) i;
+    }
+
+    changed = 0;
+    ngx_memzero(owns, sizeof(owns));
+
+    for (slot = 0; slot < NGX_WS_AGENT_SLOTS; slot++) {
+        m = cl->slots[slot];
+        i = (m == NGX_WS_AGENT_NO_MASTER) ? NGX_WS_AGENT_NO_TARGET
+                                          : target[m];
+
+        if (rs->route[slot] != i) {
+            rs->route[slot] = (uint8_t) i;
+            changed++;
+        }
+
+        if (i != NGX_WS_AGENT_NO_TARGET) {
+            owns[i]++;
+        }
+    }
+
+    if (changed) {
+        level = rs->mapped ? NGX_LOG_NOTICE : NGX_LOG_INFO;
+
+        ngx_log_error(level, rs->log, 0, "ws_agent: Redis cluster map: %ui "
+                      "masters, %ui slot(s) routed anew", cl->nmasters,
+                      changed);
+        rs->mapped = 1;
+    }
+
+    ngx_ws_agent_redis_queue_reroute(rs, &rs->unrouted);
+
+    for (i = 0; i < rs->ntargets; i++) {
+        ngx_ws_agent_redis_queue_reroute(rs, rs->targets[i]);
+    }
+
+    for (i = 0; i < rs->ntargets; i++) {
+        t = rs->targets[i];
+
+        if (t->open && owns[i] == 0
+            && t->n[NGX_WS_AGENT_LINE_RESEND] + t->n[NGX_WS_AGENT_LINE_WAITING]
+               + t->n[NGX_WS_AGENT_LINE_IN_FLIGHT] == 0)
+        {
+            /* not a master now (failed over, emptied by a reshard) */
+            ngx_ws_agent_redis_node_close(&t->node);
+            t->open = 0;
+        }
+    }
+
+    ngx_ws_agent_redis_queue_gauges(rs);
+    ngx_ws_agent_redis_summary(rs);
+    ngx_ws_agent_redis_send_all(rs);
+}
+
+
+/* a cluster's line on the status page: connected when every master is */
+
+static void
+ngx_ws_agent_redis_summary(ngx_ws_agent_redis_t *rs)
+{
+    ngx_uint_t  i, up;
+
+    if (rs->cluster == NULL) {
+        return;
+    }
+
+    up = (rs->ntargets != 0);
+
+    for (i = 0; i < rs->ntargets; i++) {
+        if (rs->targets[i]->open
+            && !ngx_ws_agent_redis_node_ready(&rs->targets[i]->node))
+        {
+            up = 0;
+        }
+    }
+
+    rs->stats->node.connected = up;
+}
+
+
+/* the queue: the only functions that change the lines and counts */
 
 static ngx_int_t
 ngx_ws_agent_redis_queue_room(ngx_ws_agent_redis_t *rs)
 {
-    ngx_queue_t                 *h;
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+    ngx_uint_t                    i;
+    ngx_queue_t                  *h;
+    ngx_ws_agent_item_t          *item, *oldest;
+    ngx_ws_agent_redis_target_t  *t, *from;
 
-    if (ngx_ws_agent_redis_queue_held(rs) < q->size) {
+    if (rs->held < rs->size) {
         return NGX_OK;
     }
 
-    if (q->nwaiting == 0) {
+    /* the oldest event never sent, of all targets */
+    oldest = NULL;
+    from = NULL;
+
+    for (i = 0; i <= rs->ntargets; i++) {
+        t = (i == rs->ntargets) ? &rs->unrouted : rs->targets[i];
+
+        if (t->n[NGX_WS_AGENT_LINE_WAITING] == 0) {
+            continue;
+        }
+
+        h = ngx_queue_head(&t->line[NGX_WS_AGENT_LINE_WAITING]);
+        item = ngx_queue_data(h, ngx_ws_agent_item_t, queue);
+
+        if (oldest == NULL || item->stamp < oldest->stamp) {
+            oldest = item;
+            from = t;
+        }
+    }
+
+    if (oldest == NULL) {
         ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_NEW, 1);
         return NGX_DECLINED;
     }
 
-    h = ngx_queue_head(&q->waiting);
-    ngx_queue_remove(h);
-    q->nwaiting--;
-    ngx_free(ngx_queue_data(h, ngx_ws_agent_item_t, queue));
+    ngx_ws_agent_redis_queue_take(rs, from, oldest);
+    ngx_free(oldest);
 
     ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_OLDEST, 1);
     ngx_ws_agent_redis_queue_gauges(rs);
@@ -349,74 +812,54 @@ ngx_ws_agent_redis_queue_room(ngx_ws_agent_redis_t *rs)
 
 
 static void
-ngx_ws_agent_redis_queue_add(ngx_ws_agent_redis_t *rs,
-    ngx_ws_agent_item_t *item)
+ngx_ws_agent_redis_queue_put(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
+    ngx_ws_agent_line_e line)
 {
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+    ngx_queue_insert_tail(&t->line[line], &item->queue);
+    item->line = line;
+    t->n[line]++;
+    rs->held++;
 
-    ngx_queue_insert_tail(&q->waiting, &item->queue);
-    q->nwaiting++;
+    if (line != NGX_WS_AGENT_LINE_IN_FLIGHT) {
+        rs->unsent++;
+    }
+}
 
-    ngx_ws_agent_redis_queue_gauges(rs);
+
+static void
+ngx_ws_agent_redis_queue_take(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item)
+{
+    ngx_queue_remove(&item->queue);
+    t->n[item->line]--;
+    rs->held--;
+
+    if (item->line != NGX_WS_AGENT_LINE_IN_FLIGHT) {
+        rs->unsent--;
+    }
 }
 
 
 /* the event to send next: one to send again first, then the oldest waiting */
 
 static ngx_ws_agent_item_t *
-ngx_ws_agent_redis_queue_next(ngx_ws_agent_redis_t *rs)
+ngx_ws_agent_redis_queue_next(ngx_ws_agent_redis_target_t *t)
 {
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+    ngx_ws_agent_line_e  line;
 
-    if (q->nresend) {
-        return ngx_queue_data(ngx_queue_head(&q->resend),
-                              ngx_ws_agent_item_t, queue);
-    }
+    if (t->n[NGX_WS_AGENT_LINE_RESEND]) {
+        line = NGX_WS_AGENT_LINE_RESEND;
 
-    if (q->nwaiting) {
-        return ngx_queue_data(ngx_queue_head(&q->waiting),
-                              ngx_ws_agent_item_t, queue);
-    }
-
-    return NULL;
-}
-
-
-/* the event queue_next() gave is with hiredis now: its reply is awaited */
-
-static void
-ngx_ws_agent_redis_queue_sent(ngx_ws_agent_redis_t *rs,
-    ngx_ws_agent_item_t *item)
-{
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
-
-    if (q->nresend) {
-        q->nresend--;
+    } else if (t->n[NGX_WS_AGENT_LINE_WAITING]) {
+        line = NGX_WS_AGENT_LINE_WAITING;
 
     } else {
-        q->nwaiting--;
+        return NULL;
     }
 
-    ngx_queue_remove(&item->queue);
-    ngx_queue_insert_tail(&q->in_flight, &item->queue);
-    q->nin_flight++;
-
-    ngx_ws_agent_redis_queue_gauges(rs);
-}
-
-
-
-static void
-ngx_ws_agent_redis_queue_answered(ngx_ws_agent_redis_t *rs,
-    ngx_ws_agent_item_t *item)
-{
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
-
-    ngx_queue_remove(&item->queue);
-    q->nin_flight--;
-    ngx_free(item);
-
-    ngx_ws_agent_redis_queue_gauges(rs);
+    return ngx_queue_data(ngx_queue_head(&t->line[line]),
+                          ngx_ws_agent_item_t, queue);
 }
 
 
@@ -426,57 +869,99 @@ ngx_ws_agent_redis_queue_answered(ngx_ws_agent_redis_t *rs,
  */
 
 static void
-ngx_ws_agent_redis_queue_requeue(ngx_ws_agent_redis_t *rs)
+ngx_ws_agent_redis_queue_requeue(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t)
 {
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+    ngx_uint_t            n;
+    ngx_queue_t          *q, *resend, *in_flight;
+    ngx_ws_agent_item_t  *item;
 
-    if (q->nin_flight == 0) {
+    n = t->n[NGX_WS_AGENT_LINE_IN_FLIGHT];
+
+    if (n == 0) {
         return;
     }
 
-    ngx_queue_add(&q->in_flight, &q->resend);
-    ngx_queue_init(&q->resend);
-    ngx_queue_add(&q->resend, &q->in_flight);
-    ngx_queue_init(&q->in_flight);
+    resend = &t->line[NGX_WS_AGENT_LINE_RESEND];
+    in_flight = &t->line[NGX_WS_AGENT_LINE_IN_FLIGHT];
 
-    q->nresend += q->nin_flight;
-    q->nin_flight = 0;
+    for (q = ngx_queue_head(in_flight); q != ngx_queue_sentinel(in_flight);
+         q = ngx_queue_next(q))
+    {
+        item = ngx_queue_data(q, ngx_ws_agent_item_t, queue);
+        item->line = NGX_WS_AGENT_LINE_RESEND;
+    }
+
+    ngx_queue_add(in_flight, resend);
+    ngx_queue_init(resend);
+    ngx_queue_add(resend, in_flight);
+    ngx_queue_init(in_flight);
+
+    t->n[NGX_WS_AGENT_LINE_RESEND] += n;
+    t->n[NGX_WS_AGENT_LINE_IN_FLIGHT] = 0;
+    rs->unsent += n;
 
     ngx_ws_agent_redis_queue_gauges(rs);
 }
 
 
+/* a cluster's new map: t's unsent events of slots now elsewhere go there */
+
+static void
+ngx_ws_agent_redis_queue_reroute(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t)
+{
+    ngx_uint_t                    line;
+    ngx_queue_t                  *q, *next;
+    ngx_ws_agent_item_t          *item;
+    ngx_ws_agent_redis_target_t  *to;
+
+    for (line = NGX_WS_AGENT_LINE_RESEND; line <= NGX_WS_AGENT_LINE_WAITING;
+         line++)
+    {
+        for (q = ngx_queue_head(&t->line[line]);
+             q != ngx_queue_sentinel(&t->line[line]);
+             q = next)
+        {
+            next = ngx_queue_next(q);
+            item = ngx_queue_data(q, ngx_ws_agent_item_t, queue);
+            to = ngx_ws_agent_redis_target_of(rs, item->slot);
+
+            if (to != t) {
+                ngx_ws_agent_redis_queue_take(rs, t, item);
+                ngx_ws_agent_redis_queue_put(rs, to, item, line);
+            }
+        }
+    }
+}
+
+
 /*
- * Worker exit: everything held is freed; how many were never sent, and how
- * many were sent without a reply (Redis may still publish those)
+ * Worker exit: everything t holds is freed; how many were never sent, and
+ * how many were sent without a reply (Redis may still publish those)
  */
 
 static void
-ngx_ws_agent_redis_queue_free(ngx_ws_agent_redis_t *rs, ngx_uint_t *unsent,
+ngx_ws_agent_redis_queue_free(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_uint_t *unsent,
     ngx_uint_t *unanswered)
 {
-    ngx_uint_t                   i;
-    ngx_queue_t                 *line[3], *h;
-    ngx_ws_agent_redis_queue_t  *q = &rs->queue;
+    ngx_uint_t            i;
+    ngx_queue_t          *h;
+    ngx_ws_agent_item_t  *item;
 
-    *unsent = q->nwaiting;
-    *unanswered = q->nresend + q->nin_flight;
+    *unsent += t->n[NGX_WS_AGENT_LINE_WAITING];
+    *unanswered += t->n[NGX_WS_AGENT_LINE_RESEND]
+                   + t->n[NGX_WS_AGENT_LINE_IN_FLIGHT];
 
-    line[0] = &q->resend;
-    line[1] = &q->waiting;
-    line[2] = &q->in_flight;
-
-    for (i = 0; i < 3; i++) {
-        while (!ngx_queue_empty(line[i])) {
-            h = ngx_queue_head(line[i]);
-            ngx_queue_remove(h);
-            ngx_free(ngx_queue_data(h, ngx_ws_agent_item_t, queue));
+    for (i = 0; i < NGX_WS_AGENT_NLINES; i++) {
+        while (!ngx_queue_empty(&t->line[i])) {
+            h = ngx_queue_head(&t->line[i]);
+            item = ngx_queue_data(h, ngx_ws_agent_item_t, queue);
+            ngx_ws_agent_redis_queue_take(rs, t, item);
+            ngx_free(item);
         }
     }
-
-    q->nresend = 0;
-    q->nwaiting = 0;
-    q->nin_flight = 0;
 
     ngx_ws_agent_redis_queue_gauges(rs);
 }
@@ -487,8 +972,8 @@ ngx_ws_agent_redis_queue_free(ngx_ws_agent_redis_t *rs, ngx_uint_t *unsent,
 static void
 ngx_ws_agent_redis_queue_gauges(ngx_ws_agent_redis_t *rs)
 {
-    rs->stats->queued = rs->queue.nresend + rs->queue.nwaiting;
-    rs->stats->in_flight = rs->queue.nin_flight;
+    rs->stats->queued = rs->unsent;
+    rs->stats->in_flight = rs->held - rs->unsent;
 }
 
 
@@ -531,14 +1016,14 @@ ngx_ws_agent_redis_log_losses(ngx_ws_agent_redis_t *rs)
         ngx_log_error(NGX_LOG_WARN, rs->log, 0,
                       "ws_agent: Redis queue full (%ui events), dropped "
                       "%ui oldest unsent event(s)",
-                      rs->queue.size, n[NGX_WS_AGENT_LOST_OLDEST]);
+                      rs->size, n[NGX_WS_AGENT_LOST_OLDEST]);
     }
 
     if (n[NGX_WS_AGENT_LOST_NEW]) {
         ngx_log_error(NGX_LOG_WARN, rs->log, 0,
                       "ws_agent: Redis queue full (%ui events, all sent and "
                       "awaiting replies), dropped %ui new event(s)",
-                      rs->queue.size, n[NGX_WS_AGENT_LOST_NEW]);
+                      rs->size, n[NGX_WS_AGENT_LOST_NEW]);
     }
 
     if (n[NGX_WS_AGENT_LOST_REFUSED]) {
@@ -556,22 +1041,25 @@ ngx_ws_agent_redis_log_losses(ngx_ws_agent_redis_t *rs)
 static void
 ngx_ws_agent_redis_ready(ngx_ws_agent_redis_node_t *node)
 {
-    ngx_ws_agent_redis_t  *rs = node->data;
+    ngx_ws_agent_redis_t         *rs = &ngx_ws_agent_redis;
+    ngx_ws_agent_redis_target_t  *t = node->data;
 
-    if (rs->down_logged) {
+    if (t->down_logged) {
         ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
                       "ws_agent: Redis %V connected again, %ui event(s) "
-                      "waiting", &rs->conf->redis.addr,
-                      ngx_ws_agent_redis_queue_held(rs));
+                      "waiting", &t->name,
+                      t->n[NGX_WS_AGENT_LINE_RESEND]
+                      + t->n[NGX_WS_AGENT_LINE_WAITING]);
 
     } else {
         ngx_log_error(NGX_LOG_INFO, rs->log, 0,
-                      "ws_agent: Redis %V connected", &rs->conf->redis.addr);
+                      "ws_agent: Redis %V connected", &t->name);
     }
 
-    rs->down_logged = 0;
+    t->down_logged = 0;
 
-    ngx_ws_agent_redis_send(rs);
+    ngx_ws_agent_redis_summary(rs);
+    ngx_ws_agent_redis_send(rs, t);
 }
 
 
@@ -579,26 +1067,34 @@ static void
 ngx_ws_agent_redis_down(ngx_ws_agent_redis_node_t *node, const char *why,
     ngx_uint_t logged)
 {
-    size_t                 len;
-    ngx_uint_t             same;
-    ngx_ws_agent_redis_t  *rs = node->data;
+    size_t                        len;
+    ngx_uint_t                    same;
+    ngx_ws_agent_redis_t         *rs = &ngx_ws_agent_redis;
+    ngx_ws_agent_redis_target_t  *t = node->data;
 
     /* unanswered events are sent again first on the next connection */
-    ngx_ws_agent_redis_queue_requeue(rs);
+    ngx_ws_agent_redis_queue_requeue(rs, t);
 
     if (rs->exiting) {
         return;
     }
 
-    if (node->not_master) {
+    ngx_ws_agent_redis_summary(rs);
+
+    if (node->not_master && rs->conf->redis.master.len) {
         ngx_ws_agent_redis_sentinel_ask(&rs->sentinel);
+    }
+
+    if (rs->cluster) {
+        /* a master gone may have been replaced: the map says */
+        ngx_ws_agent_redis_cluster_refresh(rs->cluster);
     }
 
     if (logged) {
         /* the node said why (a refused AUTH): "still unavailable" next */
         ngx_ws_agent_redis_error(rs, why, ngx_strlen(why));
-        rs->down_logged = 1;
-        rs->down_logged_at = ngx_time();
+        t->down_logged = 1;
+        t->down_logged_at = ngx_time();
         return;
     }
 
@@ -608,12 +1104,12 @@ ngx_ws_agent_redis_down(ngx_ws_agent_redis_node_t *node, const char *why,
 
     ngx_ws_agent_redis_error(rs, why, len);
 
-    if (rs->down_logged) {
+    if (t->down_logged) {
         /*
          * each new reason once (the first was "connection refused", now
          * it is "Too many open files"), the same one again every minute
          */
-        if (same && ngx_time() - rs->down_logged_at < 60) {
+        if (same && ngx_time() - t->down_logged_at < 60) {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rs->log, 0,
                            "ws_agent: Redis still unavailable: %s", why);
             return;
@@ -621,20 +1117,19 @@ ngx_ws_agent_redis_down(ngx_ws_agent_redis_node_t *node, const char *why,
 
         ngx_log_error(NGX_LOG_WARN, rs->log, 0,
                       "ws_agent: Redis %V still unavailable (%s), %ui "
-                      "event(s) waiting", &rs->conf->redis.addr, why,
-                      ngx_ws_agent_redis_queue_held(rs));
+                      "event(s) waiting", &t->name, why, rs->held);
 
-        rs->down_logged_at = ngx_time();
+        t->down_logged_at = ngx_time();
         return;
     }
 
     ngx_log_error(NGX_LOG_ERR, rs->log, 0,
                   "ws_agent: Redis %V unavailable (%s); events wait in a "
                   "queue of %ui, reconnecting with back-off",
-                  &rs->conf->redis.addr, why, rs->conf->queue);
+                  &t->name, why, rs->conf->queue);
 
-    rs->down_logged = 1;
-    rs->down_logged_at = ngx_time();
+    t->down_logged = 1;
+    t->down_logged_at = ngx_time();
 }
 
 
@@ -660,9 +1155,10 @@ ngx_ws_agent_redis_error(ngx_ws_agent_redis_t *rs, const char *err,
 void
 ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_msec_t             start, left;
-    ngx_uint_t             unsent, unanswered;
-    ngx_ws_agent_redis_t  *rs = &ngx_ws_agent_redis;
+    ngx_msec_t                    start, left;
+    ngx_uint_t                    i, unsent, unanswered, waited;
+    ngx_ws_agent_redis_t         *rs = &ngx_ws_agent_redis;
+    ngx_ws_agent_redis_target_t  *t;
 
     if (!rs->active) {
         return;
@@ -671,29 +1167,55 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
     ngx_time_update();
     start = ngx_current_msec;
 
-    while (ngx_ws_agent_redis_node_ready(&rs->node)
-           && ngx_ws_agent_redis_queue_held(rs))
-    {
+    for ( ;; ) {
         ngx_time_update();
         left = NGX_WS_AGENT_REDIS_EXIT_FLUSH - (ngx_current_msec - start);
 
-        if ((ngx_msec_int_t) left <= 0) {
+        if (rs->held == 0 || (ngx_msec_int_t) left <= 0) {
             break;
         }
 
-        ngx_ws_agent_redis_send(rs);
+        waited = 0;
 
-        if (ngx_ws_agent_redis_node_wait(&rs->node, left) != NGX_OK) {
+        for (i = 0; i < rs->ntargets; i++) {
+            t = rs->targets[i];
+
+            if (!t->open || !ngx_ws_agent_redis_node_ready(&t->node)
+                || t->n[NGX_WS_AGENT_LINE_RESEND]
+                   + t->n[NGX_WS_AGENT_LINE_WAITING]
+                   + t->n[NGX_WS_AGENT_LINE_IN_FLIGHT] == 0)
+            {
+                continue;
+            }
+
+            ngx_ws_agent_redis_send(rs, t);
+
+            /* one node at a time, in short turns when there are several */
+            (void) ngx_ws_agent_redis_node_wait(&t->node,
+                                   rs->ntargets > 1 ? ngx_min(left, 20)
+                                                    : left);
+            waited = 1;
+        }
+
+        if (!waited) {
             break;
         }
     }
 
     rs->exiting = 1;
 
-    ngx_ws_agent_redis_node_close(&rs->node);
+    for (i = 0; i < rs->ntargets; i++) {
+        if (rs->targets[i]->open) {
+            ngx_ws_agent_redis_node_close(&rs->targets[i]->node);
+        }
+    }
 
     if (rs->conf->redis.master.len) {
         ngx_ws_agent_redis_sentinel_close(&rs->sentinel);
+    }
+
+    if (rs->cluster) {
+        ngx_ws_agent_redis_cluster_close(rs->cluster);
     }
 
     if (rs->loss_log.timer_set) {
@@ -702,7 +1224,15 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
 
     ngx_ws_agent_redis_log_losses(rs);
 
-    ngx_ws_agent_redis_queue_free(rs, &unsent, &unanswered);
+    unsent = 0;
+    unanswered = 0;
+
+    ngx_ws_agent_redis_queue_free(rs, &rs->unrouted, &unsent, &unanswered);
+
+    for (i = 0; i < rs->ntargets; i++) {
+        ngx_ws_agent_redis_queue_free(rs, rs->targets[i], &unsent,
+                                      &unanswered);
+    }
 
     if (unsent + unanswered) {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_LOST_AT_EXIT,

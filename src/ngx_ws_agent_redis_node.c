@@ -154,6 +154,7 @@ ngx_ws_agent_redis_tls_init(ngx_conf_t *cf, ngx_ws_agent_redis_server_t *rd)
 ngx_int_t
 ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
     ngx_ws_agent_redis_server_t *rd, ngx_ws_agent_redis_server_t *sentinels)
+    /* sentinels: the sentinels, or a cluster's seeds */
 {
     u_char                    *p;
     ngx_url_t                  u;
@@ -203,8 +204,43 @@ ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
         ngx_str_set(&rd->tls_ciphers, "DEFAULT");
     }
 
+    if (rd->cluster) {
+        if (rd->db) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_redis\" is cluster: db= is not "
+                               "supported (a cluster has one database)");
+            return NGX_ERROR;
+        }
+
+        if (rd->tls && rd->tls_verify && rd->tls_name.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_redis\" is cluster with tls: set "
+                               "\"ws_agent_redis_tls_name\" to the name the "
+                               "nodes' certificates carry");
+            return NGX_ERROR;
+        }
+
+        /* the seeds are nodes of the cluster: the same AUTH and TLS */
+        sentinels->user = rd->user;
+        sentinels->password = rd->password;
+        sentinels->tls = rd->tls;
+
+        if (rd->tls) {
+            if (ngx_ws_agent_redis_tls_init(cf, rd) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            sentinels->ssl = rd->ssl;
+            sentinels->tls_verify = rd->tls_verify;
+            sentinels->tls_name = rd->tls_name;
+        }
+
+        return NGX_OK;
+    }
+
     if (rd->master.len) {
         /* the sentinels name the master by its address */
+        rd->need_master = 1;
         if ((rd->tls || sentinels->tls) && rd->tls_verify
             && rd->tls_name.len == 0)
         {
@@ -308,7 +344,7 @@ ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
 void
 ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     ngx_ws_agent_redis_server_t *server, ngx_ws_agent_redis_node_handler_t *h,
-    void *data, ngx_log_t *log, ngx_uint_t shown)
+    void *data, ngx_log_t *log, ngx_ws_agent_node_stats_t *stats)
 {
     ngx_memzero(node, sizeof(ngx_ws_agent_redis_node_t));
 
@@ -323,7 +359,7 @@ ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     log = node->log;
     node->handler = h;
     node->data = data;
-    node->stats = shown ? ngx_ws_agent_slot : &node->unshown;
+    node->stats = stats ? stats : &node->unshown;
     node->backoff = NGX_WS_AGENT_NODE_BACKOFF_MIN;
 
     node->retry.handler = ngx_ws_agent_redis_node_retry;
@@ -832,15 +868,16 @@ ngx_ws_agent_redis_node_setup_reply(ngx_ws_agent_redis_node_t *node,
          * a demoted master still takes PUBLISH, and its subscribers are
          * not the ones waiting: a sentinel's master must say "master"
          */
-        if (rd->master.len
+        if (rd->need_master
             && ngx_strcmp(node->role_text, "master") != 0)
         {
             ngx_log_error(NGX_LOG_ERR, node->log, 0,
-                          "ws_agent: Redis sentinel:%V at %V is not a master "
-                          "(ROLE says %s), asking the sentinels again",
-                          &rd->master, &node->name,
+                          "ws_agent: Redis %V at %V is not a master "
+                          "(ROLE says %s), %s", &rd->addr, &node->name,
                           node->role_text[0] ? (char *) node->role_text
-                                             : "nothing");
+                                             : "nothing",
+                          rd->master.len ? "asking the sentinels again"
+                                         : "learning the cluster map again");
             node->not_master = 1;
             node->known = 0;
             ngx_ws_agent_redis_node_down(node, "not a master", 1);

@@ -81,8 +81,8 @@ struct ngx_ws_agent_redis_node_s {
 
     ngx_ws_agent_redis_node_handler_t  *handler;
     void                               *data;
-    ngx_ws_agent_worker_stats_t        *stats;      /* this worker's slot */
-    ngx_ws_agent_worker_stats_t         unshown;    /* or: not on the page */
+    ngx_ws_agent_node_stats_t          *stats;      /* on the status page */
+    ngx_ws_agent_node_stats_t           unshown;    /* or: not on it */
 
     unsigned                            known:1;    /* sockaddr is set */
     unsigned                            not_master:1;   /* ROLE said so */
@@ -96,11 +96,11 @@ ngx_int_t ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
 
 /*
  * worker start: the node begins connecting (a sentinel master's node waits
- * for node_connect_to()); shown: its figures go to this worker's status
+ * for node_connect_to()); stats: where the status page finds it, or NULL
  */
 void ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     ngx_ws_agent_redis_server_t *server, ngx_ws_agent_redis_node_handler_t *h,
-    void *data, ngx_log_t *log, ngx_uint_t shown);
+    void *data, ngx_log_t *log, ngx_ws_agent_node_stats_t *stats);
 
 /*
  * a sentinel master's node: the master is at sa now; a connection to

@@ -48,7 +48,7 @@ ngx_ws_agent_redis_sentinel_start(ngx_ws_agent_redis_sentinel_t *sn,
 
     ngx_ws_agent_redis_node_start(&sn->node, sentinels,
                                   &ngx_ws_agent_redis_sentinel_handler, sn,
-                                  log, 0);
+                                  log, NULL);
 }
 
 
@@ -81,8 +81,8 @@ ngx_ws_agent_redis_sentinel_ready(ngx_ws_agent_redis_node_t *node)
 
     if (sn->last_error[0]) {
         ngx_log_error(NGX_LOG_NOTICE, sn->log, 0,
-                      "ws_agent: Redis sentinel at %V available again",
-                      &node->name);
+                      "ws_agent: Redis sentinel at %V connected (the last "
+                      "one tried was not: %s)", &node->name, sn->last_error);
         sn->last_error[0] = '\0';
     }
 
@@ -153,11 +153,13 @@ ngx_ws_agent_redis_sentinel_reply(ngx_ws_agent_redis_node_t *node,
                           "SENTINEL get-master-addr-by-name: %*s",
                           &node->name, (size_t) rr->len, rr->str);
 
-        } else {
+        } else if (ngx_time() - sn->unknown_logged_at >= 60) {
+            /* the sentinels are asked in turn: once a minute is enough */
             ngx_log_error(NGX_LOG_ERR, sn->log, 0,
                           "ws_agent: Redis sentinels do not know master "
                           "\"%V\" (asked %V)", &sn->data->master,
                           &node->name);
+            sn->unknown_logged_at = ngx_time();
         }
 
         /* the next sentinel, after back-off */

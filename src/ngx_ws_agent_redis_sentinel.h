@@ -19,6 +19,7 @@ typedef struct {
     ngx_log_t                    *log;
     ngx_uint_t                    replies;      /* on this connection */
     time_t                        down_logged_at;
+    time_t                        unknown_logged_at;
     u_char                        last_error[NGX_WS_AGENT_ERROR_LEN];
 } ngx_ws_agent_redis_sentinel_t;
 

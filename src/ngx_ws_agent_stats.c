@@ -123,12 +123,12 @@ ngx_ws_agent_stats_init_process(void)
             w->active = 0;
             w->gated = 0;
             w->redis = 0;
-            w->connected = 0;
             w->queued = 0;
             w->in_flight = 0;
-            w->reconnects = 0;
             w->published = 0;
             w->last_error[0] = '\0';
+            ngx_memzero(&w->node, sizeof(ngx_ws_agent_node_stats_t));
+            w->nnodes = 0;
             ngx_ws_agent_slot = w;
             return NGX_OK;
         }
@@ -156,7 +156,8 @@ ngx_ws_agent_stats_exit_process(void)
     /* connections a fast shutdown abandons count nowhere from here on */
     ngx_ws_agent_slot = &ngx_ws_agent_local_slot;
 
-    w->connected = 0;
+    w->node.connected = 0;
+    w->nnodes = 0;
     w->queued = 0;
     w->in_flight = 0;
     (void) ngx_atomic_cmp_set(&w->pid, (ngx_atomic_uint_t) ngx_pid, 0);

@@ -59,24 +59,36 @@ typedef enum {
 #define NGX_WS_AGENT_ERROR_LEN      120
 
 
+#define NGX_WS_AGENT_MAX_NODES      16
+
+
+/* one Redis connection of a worker, as the status page shows it */
+typedef struct {
+    ngx_atomic_t                 connected;
+    ngx_atomic_t                 tls;
+    ngx_atomic_t                 reconnects;
+    u_char                       address[NGX_SOCKADDR_STRLEN];
+    u_char                       role[16];   /* ROLE's answer, or "" */
+} ngx_ws_agent_node_stats_t;
+
+
 /*
  * One worker's own numbers: its open and gated connections (so a worker
- * killed with SIGKILL takes its share with it) and its Redis connection.
+ * killed with SIGKILL takes its share with it) and its Redis connection
+ * (in a cluster: "node" sums up, "nodes" are the masters').
  */
 typedef struct {
     ngx_atomic_t                 pid;        /* 0: a free slot */
     ngx_atomic_t                 active;
     ngx_atomic_t                 gated;
     ngx_atomic_t                 redis;      /* 1: publishes to Redis */
-    ngx_atomic_t                 connected;
     ngx_atomic_t                 queued;
     ngx_atomic_t                 in_flight;
-    ngx_atomic_t                 reconnects;
     ngx_atomic_t                 published;
     u_char                       last_error[NGX_WS_AGENT_ERROR_LEN];
-    ngx_atomic_t                 tls;
-    u_char                       address[NGX_SOCKADDR_STRLEN];
-    u_char                       role[16];   /* ROLE's answer, or "" */
+    ngx_ws_agent_node_stats_t    node;
+    ngx_atomic_t                 nnodes;
+    ngx_ws_agent_node_stats_t    nodes[NGX_WS_AGENT_MAX_NODES];
 } ngx_ws_agent_worker_stats_t;
 
 

@@ -32,6 +32,8 @@ typedef struct {
 
 static ngx_int_t ngx_ws_agent_status_prometheus(ngx_http_request_t *r,
     ngx_buf_t *b);
+static void ngx_ws_agent_status_node(yajl_gen g,
+    ngx_ws_agent_node_stats_t *ns, ngx_uint_t connected);
 static ngx_int_t ngx_ws_agent_status_json(ngx_http_request_t *r,
     ngx_buf_t *b);
 static double ngx_ws_agent_status_quantile(ngx_atomic_t *buckets,
@@ -199,8 +201,9 @@ static ngx_int_t
 ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
 {
     u_char                       *p, *end;
-    ngx_uint_t                    i;
+    ngx_uint_t                    i, j;
     ngx_atomic_uint_t             n, cum;
+    ngx_ws_agent_node_stats_t    *ns;
     ngx_ws_agent_stats_t         *st;
     ngx_ws_agent_metric_t        *m;
     ngx_ws_agent_worker_stats_t  *w;
@@ -266,7 +269,7 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
 
         if (w->redis && ngx_ws_agent_stats_alive(w)) {
             p = ngx_slprintf(p, end, "ngx_ws_agent_redis_connected"
-                             "{pid=\"%uA\"} %uA\n", w->pid, w->connected);
+                             "{pid=\"%uA\"} %uA\n", w->pid, w->node.connected);
         }
     }
 
@@ -293,11 +296,18 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
     for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
         w = &st->workers[i];
 
-        if (w->redis && ngx_ws_agent_stats_alive(w)) {
+        if (!w->redis || !ngx_ws_agent_stats_alive(w)) {
+            continue;
+        }
+
+        n = ngx_min(w->nnodes, NGX_WS_AGENT_MAX_NODES);
+        ns = n ? w->nodes : &w->node;
+
+        for (j = 0; j < (n ? n : 1); j++) {
             p = ngx_slprintf(p, end, "ngx_ws_agent_redis_node_info"
                              "{pid=\"%uA\",address=\"%s\",role=\"%s\","
-                             "tls=\"%s\"} 1\n", w->pid, w->address, w->role,
-                             w->tls ? "on" : "off");
+                             "tls=\"%s\"} 1\n", w->pid, ns[j].address,
+                             ns[j].role, ns[j].tls ? "on" : "off");
         }
     }
 
@@ -311,12 +321,33 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
 }
 
 
+/* a Redis connection's address, TLS and role (and, in a list, connected) */
+
+static void
+ngx_ws_agent_status_node(yajl_gen g, ngx_ws_agent_node_stats_t *ns,
+    ngx_uint_t connected)
+{
+    if (connected) {
+        yajl_gen_string(g, (const unsigned char *) "connected", 9);
+        yajl_gen_bool(g, ns->connected != 0);
+    }
+
+    yajl_gen_string(g, (const unsigned char *) "address", 7);
+    yajl_gen_string(g, ns->address,
+                    ngx_strnlen(ns->address, sizeof(ns->address)));
+    yajl_gen_string(g, (const unsigned char *) "tls", 3);
+    yajl_gen_bool(g, ns->tls != 0);
+    yajl_gen_string(g, (const unsigned char *) "role", 4);
+    yajl_gen_string(g, ns->role, ngx_strnlen(ns->role, sizeof(ns->role)));
+}
+
+
 static ngx_int_t
 ngx_ws_agent_status_json(ngx_http_request_t *r, ngx_buf_t *b)
 {
     size_t                        len;
     u_char                        num[NGX_ATOMIC_T_LEN + 8];
-    ngx_uint_t                    i, open;
+    ngx_uint_t                    i, j, n, open;
     yajl_gen                      g;
     yajl_gen_status               gs;
     ngx_atomic_uint_t             count;
@@ -421,25 +452,35 @@ ngx_ws_agent_status_json(ngx_http_request_t *r, ngx_buf_t *b)
         ngx_ws_agent_key("pid");
         ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->pid);
         ngx_ws_agent_key("connected");
-        yajl_gen_bool(g, w->connected != 0);
+        yajl_gen_bool(g, w->node.connected != 0);
         ngx_ws_agent_key("queued");
         ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->queued);
         ngx_ws_agent_key("in_flight");
         ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->in_flight);
         ngx_ws_agent_key("reconnects");
-        ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->reconnects);
+        ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->node.reconnects);
         ngx_ws_agent_key("published");
         ngx_ws_agent_num("%uA", (ngx_atomic_uint_t) w->published);
         ngx_ws_agent_key("last_error");
         yajl_gen_string(g, w->last_error,
                         ngx_strnlen(w->last_error, NGX_WS_AGENT_ERROR_LEN));
-        ngx_ws_agent_key("address");
-        yajl_gen_string(g, w->address,
-                        ngx_strnlen(w->address, sizeof(w->address)));
-        ngx_ws_agent_key("tls");
-        yajl_gen_bool(g, w->tls != 0);
-        ngx_ws_agent_key("role");
-        yajl_gen_string(g, w->role, ngx_strnlen(w->role, sizeof(w->role)));
+        ngx_ws_agent_status_node(g, &w->node, 0);
+
+        n = ngx_min(w->nnodes, NGX_WS_AGENT_MAX_NODES);
+
+        if (n) {
+            ngx_ws_agent_key("nodes");
+            yajl_gen_array_open(g);
+
+            for (j = 0; j < n; j++) {
+                yajl_gen_map_open(g);
+                ngx_ws_agent_status_node(g, &w->nodes[j], 1);
+                yajl_gen_map_close(g);
+            }
+
+            yajl_gen_array_close(g);
+        }
+
         yajl_gen_map_close(g);
     }
 

@@ -4,6 +4,9 @@ package WsAgent::Redis;
 # raw-RESP helpers: one-shot commands and a SUBSCRIBE listener.  It listens
 # on 127.0.0.1 unless host => another loopback address (a second Redis on
 # 127.0.0.2 can then take the same port: Linux answers on all of 127/8).
+# With sentinel => 1 it is a sentinel (redis-server CONF --sentinel: the
+# config file is the sentinel's, which it rewrites); WsAgent::Sentinel
+# builds its topology from these.
 # It may also listen with TLS on tls_port (certificates from WsAgent::Tls),
 # while the plain port stays open for the harness and the subscriber, and
 # have ACL users made with ACL SETUSER after every start.
@@ -30,6 +33,7 @@ sub new {
 
 sub port { $_[0]{port} }
 sub host { $_[0]{host} }
+sub pid { $_[0]{pid} }
 sub tls_port { $_[0]{tls_port} }
 sub sock_path { "$_[0]{dir}/redis.sock" }
 sub running { !!$_[0]{pid} }
@@ -78,8 +82,9 @@ sub start {
     local $self->{unix} = 1 if $opt{closed};
     local $self->{via_unix} = 1 if $opt{closed};
     my $conf = "port " . ($opt{closed} ? 0 : $self->{port})
-             . "\nbind $self->{host}\nsave \"\"\n"
-             . "appendonly no\ndaemonize no\ndir $dir\n"
+             . "\nbind $self->{host}\n"
+             . ($self->{sentinel} ? '' : "save \"\"\nappendonly no\n")
+             . "daemonize no\ndir $dir\n"
              . "logfile $dir/redis.log\n";
     $conf .= "unixsocket " . $self->sock_path . "\nunixsocketperm 777\n"
         if $self->{unix};
@@ -92,7 +97,8 @@ sub start {
     if ($pid == 0) {
         open STDOUT, '>>', "$dir/redis.stdout";
         open STDERR, '>&', \*STDOUT;
-        exec $BINARY, "$dir/redis.conf" or POSIX::_exit(127);
+        exec $BINARY, "$dir/redis.conf",
+             $self->{sentinel} ? '--sentinel' : () or POSIX::_exit(127);
     }
     $self->{pid} = $pid;
     my $up = wait_until(5, sub {
@@ -112,6 +118,13 @@ sub stop {
     my ($self) = @_;
     return unless $self->{pid};
     kill_pid(delete $self->{pid}, signals => [qw(TERM KILL)], grace => 3);
+}
+
+# SIGKILL by PID: no shutdown, no goodbye to clients or replicas.
+sub crash {
+    my ($self) = @_;
+    return unless $self->{pid};
+    kill_pid(delete $self->{pid}, signals => ['KILL'], grace => 3);
 }
 
 sub open_port {

@@ -14,8 +14,9 @@ package WsAgent::Sections;
 #                   nginx is stopped then, as the bundled runner stops it
 #                   before the error_log checks
 #   after_block     test cleanup handler: Prometheus and the backend
-#                   stopped, subscriber closed, Redis back up
-#   after_file      cleanup handler: Prometheus, Redis and backend stopped
+#                   stopped, subscribers closed, Redis back up
+#   after_file      cleanup handler: Prometheus, Redis, the Sentinel
+#                   topology and the backend stopped
 #
 # The runner's own checks (status, headers, body, error_log) stay the
 # runner's.
@@ -38,14 +39,15 @@ use WsAgent::Backend;
 use WsAgent::WsClient;
 use WsAgent::Redis;
 use WsAgent::Dns;
+use WsAgent::Sentinel;
 use WsAgent::Cluster;
 use WsAgent::Tls;
 use WsAgent::Browser;
 use WsAgent::Prometheus;
 
 # set by Test::Nginx::Socket::WsAgent: "cpan" or "bundled"; use_redis(),
-# use_dns(), use_cluster()
-our ($Runner, $UseRedis, $UseDns, $UseCluster) = ('bundled');
+# use_dns(), use_sentinel(), use_cluster()
+our ($Runner, $UseRedis, $UseDns, $UseSentinel, $UseCluster) = ('bundled');
 
 # The sections of this plug-in; a block with any of them is ours.
 my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
@@ -56,8 +58,9 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
               browser_check browser_timeout prometheus prometheus_interval
               prometheus_rules prometheus_check dns_records redis_b
               redis_b_subscribe redis_b_messages redis_b_messages_like
-              redis_delivered meanwhile cluster_config cluster_subscribe
-              cluster_classic_subscribe cluster_delivered cluster_loss);
+              redis_delivered meanwhile sentinel_subscribe sentinel_check
+              cluster_config cluster_subscribe cluster_classic_subscribe
+              cluster_delivered cluster_loss);
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
@@ -67,8 +70,8 @@ my %STRICT = (redis_config => 1, redis_b => 1, redis_acl => 1,
 my $PROBE = '/.ws-agent-probe';
 
 my $MainPid = $$;
-my ($State, $Redis, $RedisB, $Dns, $Tls, $Backend, $Prometheus, $Cur,
-    $Cluster);
+my ($State, $Redis, $RedisB, $Dns, $Tls, $Sentinel, $Backend, $Prometheus,
+    $Cur, $Cluster);
 
 # --- per file ---------------------------------------------------------------
 
@@ -118,7 +121,16 @@ sub after_file {
     if ($RedisB) { $RedisB->stop; undef $RedisB }
     if ($Redis) { $Redis->stop; undef $Redis }
     if ($Dns) { $Dns->stop; undef $Dns }
+    stop_sentinel_subscriber();
+    if ($Sentinel) { $Sentinel->stop; undef $Sentinel }
     if ($Cluster) { $Cluster->stop_all; undef $Cluster }
+}
+
+sub stop_sentinel_subscriber {
+    return unless $Sentinel;
+    my $sub = delete $Sentinel->{subscriber};
+    $sub->stop if $sub;
+    delete $Sentinel->{backend};
 }
 
 END { after_file() }
@@ -160,7 +172,7 @@ sub preprocess {
     undo_changes($block);
     return if defined $block->SKIP;
     $Cur = my $t = { block => $block, failures_before => failures() };
-    $t->{ours} = $UseRedis || $UseDns || $UseCluster
+    $t->{ours} = $UseRedis || $UseDns || $UseSentinel || $UseCluster
                  || grep { has($block, $_) } @OURS;
     # where this block's part of error.log starts (CPAN's runner makes a
     # new one at every nginx start)
@@ -217,6 +229,16 @@ sub preprocess {
         $Dns->set_records(expand($block, 'dns_records'));
         $Dns->start;
         $ENV{TEST_NGINX_DNS_PORT} = $Dns->port;
+    }
+    # the Sentinel topology, one per file: its ports; a block that fails
+    # over (a sentinel_kill_master or sentinel_failover step) needs a
+    # replica ready
+    if ($UseSentinel || grep { /^sentinel_/ && has($block, $_) } sections($block)) {
+        $Sentinel ||= WsAgent::Sentinel->new(dir => "$State/sentinel");
+        $Sentinel->ensure(replica => (value($block, 'ws_client') // '')
+                          =~ /^\s*sentinel_(kill_master|failover)/m ? 1 : 0);
+        my %env = $Sentinel->env;
+        @ENV{keys %env} = values %env;
     }
     # the Redis Cluster: one per file (3 masters, 3 replicas), made at the
     # first block that wants it, every node up and the cluster ok again
@@ -279,12 +301,17 @@ sub preprocess {
         $t->{subscriber_b} = WsAgent::Redis::Subscriber->new($RedisB,
                                                              split ' ', $ch);
     }
+    if ($Sentinel && defined(my $ch = value($block, 'sentinel_subscribe'))) {
+        $Sentinel->{subscriber} =
+            WsAgent::Sentinel::Subscriber->start($Sentinel, split ' ', $ch);
+    }
     if (has($block, 'ws_backend')) {
         my $steps = WsAgent::Backend::parse_steps(value($block, 'ws_backend'));
         $Backend = WsAgent::Backend->start(
             port => $ENV{TEST_NGINX_BACKEND_PORT}, steps => $steps,
             dir => "$State/backend");
         $t->{backend} = $Backend;
+        $Sentinel->{backend} = $Backend if $Sentinel;
     }
 
     # CPAN's runner reaches the checks only through a request: a block
@@ -348,6 +375,7 @@ sub run_and_check {
             check_redis($t, '_b') if $t->{redis_b_messages};
             check_delivered($t) if $t->{delivered};
             check_cluster($t) if $t->{cluster_sub};
+            check_sentinel($t) if has($block, 'sentinel_check');
         }
     }
     # Prometheus goes before nginx (it would log failed scrapes)
@@ -475,6 +503,12 @@ sub after_block {
     }
     # B is the block's own: a later block's 127.0.0.2 finds nothing
     if ($RedisB) { $RedisB->stop; undef $RedisB }
+    # (a data node a block killed is started again before the next block)
+    if ($Sentinel) {
+        print_sentinel_state($t) if failures() > $t->{failures_before};
+        stop_sentinel_subscriber();
+        $Sentinel->close_switch_watch;
+    }
     # the bundled runner prints the block's error.log itself
     print_error_log($t) if $Runner eq 'cpan'
                            && failures() > $t->{failures_before};
@@ -610,8 +644,20 @@ sub ws_hooks {
         redis_hooks('redis', $Redis, $t->{subscriber}),
         redis_hooks('redis_b', $RedisB, $t->{subscriber_b}),
         dns_hooks(),
+        sentinel_hooks(),
         cluster_hooks($t),
     };
+}
+
+# The Sentinel topology's steps (not in a parallel copy: the topology's
+# state is the runner's).
+sub sentinel_hooks {
+    return () unless $Sentinel;
+    return map { my $m = $_; ("sentinel_$m" => sub {
+        return (0, "sentinel_$m: not in a parallel client")
+            unless $$ == $MainPid;
+        return $Sentinel->$m($_[0]{secs});
+    }) } qw(kill_master failover wait_switch restart_old_master);
 }
 
 sub run_ws_client {
@@ -703,6 +749,32 @@ sub check_ws_steps {
         Test::More::ok($r->{ok}, $label)
             or Test::More::diag("step '$step->{text}':\n  $r->{msg}");
     }
+}
+
+# The block's "--- sentinel_check eval" sub, after the client and the
+# backend are done, while nginx runs: sub { my ($sentinel, $name) = @_ },
+# $sentinel a WsAgent::Sentinel (->subscriber, ->backend, ->history,
+# tally()), checks with Test::More.
+sub check_sentinel {
+    my ($t) = @_;
+    my $name = $t->{name};
+    my $check = value($t->{block}, 'sentinel_check');
+    if (ref $check eq 'CODE') {
+        eval { $check->($Sentinel, $name); 1 }
+            or Test::More::fail("$name - sentinel_check ran: $@");
+    } else {
+        Test::More::fail("$name - sentinel_check is a sub (--- "
+                         . "sentinel_check eval: sub { ... })");
+    }
+}
+
+sub print_sentinel_state {
+    my ($t) = @_;
+    my $h = join "\n  ", map { my $x = $_; join ' ', map { "$_=$x->{$_}" }
+                                sort keys %$x } @{ $Sentinel->history };
+    Test::More::diag("sentinel topology (nodes " . join(' ', $Sentinel->node_ports)
+        . ", sentinels " . join(' ', $Sentinel->sentinel_ports) . "), history:\n  "
+        . $h . "\n" . $Sentinel->logs_tail);
 }
 
 # The page's result goes to the block's "--- browser_check eval" sub, which

@@ -82,6 +82,10 @@ sub parse_step {
         $s{op} = $1;
     } elsif ($line =~ /^(redis(?:_b)?_cmd)\s+(.*?)(?:\s+=>\s+(.*))?$/) {
         @s{qw(op args want)} = ($1, [_words($2)], $3);
+    } elsif ($line =~ /^(sentinel_kill_master|sentinel_failover|sentinel_restart_old_master)$/) {
+        $s{op} = $1;
+    } elsif ($line =~ /^sentinel_wait_switch(?:\s+(\S+))?$/) {
+        @s{qw(op secs)} = ('sentinel_wait_switch', parse_duration($1 // '15s'));
     } elsif ($line =~ /^dns_set\s+(\S+)\s+(\S.*)$/) {
         @s{qw(op name values)} = ('dns_set', $1, [split ' ', $2]);
     } elsif ($line =~ /^dns_remove\s+(\S+)$/) {
@@ -150,7 +154,7 @@ sub step {
     }
     if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
-    if ($op =~ /^(redis(_b)?_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|dns_\w+|cluster_\w+)$/) {
+    if ($op =~ /^(redis(_b)?_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|dns_\w+|sentinel_\w+|cluster_\w+)$/) {
         my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
         return $hook->($s);
     }

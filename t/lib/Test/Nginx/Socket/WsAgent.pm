@@ -68,7 +68,7 @@ BEGIN {
 
 use WsAgent::Sections;
 
-our @EXPORT = qw(use_redis use_dns use_cluster);
+our @EXPORT = qw(use_redis use_dns use_sentinel use_cluster);
 
 # a private redis-server for every block of the file
 sub use_redis { $WsAgent::Sections::UseRedis = 1 }
@@ -79,6 +79,9 @@ sub use_cluster { $WsAgent::Sections::UseCluster = 1 }
 
 # the DNS responder ($TEST_NGINX_DNS_PORT) for every block of the file
 sub use_dns { $WsAgent::Sections::UseDns = 1 }
+
+# the private Sentinel topology (WsAgent::Sentinel) for every block
+sub use_sentinel { $WsAgent::Sections::UseSentinel = 1 }
 
 $WsAgent::Sections::Runner = $Runner;
 
