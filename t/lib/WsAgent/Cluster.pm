@@ -353,6 +353,15 @@ sub failover {
     return $replica;
 }
 
+# SPUBLISH calls the node at $port served (INFO commandstats, since its
+# start or CONFIG RESETSTAT), undef if it does not answer.
+sub spublish_calls {
+    my ($self, $port) = @_;
+    my $r = $self->cmd($port, 'INFO', 'commandstats');
+    return undef if ref $r;
+    return $r =~ /cmdstat_spublish:calls=(\d+)/ ? $1 : 0;
+}
+
 # SIGKILL of the node at $port (by its PID): no goodbye to anyone.
 sub kill_node {
     my ($self, $port) = @_;

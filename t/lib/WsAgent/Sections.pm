@@ -254,6 +254,8 @@ sub preprocess {
         my @m = $Cluster->masters;
         $ENV{"TEST_NGINX_CLUSTER_MASTER_" . ($_ + 1)} = $m[$_] for 0 .. $#m;
         $ENV{TEST_NGINX_CLUSTER_MASTERS} = "@m";
+        # command statistics from here: SPUBLISH served per node
+        $Cluster->cmd($_, 'CONFIG', 'RESETSTAT') for $Cluster->live_ports;
     }
 
     # $TEST_NGINX_* in every section, as the bundled runner does (CPAN's
@@ -1063,7 +1065,7 @@ sub cluster_node {
 sub cluster_hooks {
     my ($t) = @_;
     my @ops = qw(move reshard failover kill wait_promoted stop start wait_ok
-                 cmd keyslot);
+                 cmd keyslot status_nodes);
     return map { ("cluster_$_" => undef) } @ops unless $Cluster;
     my $sub = $t->{cluster_sub};
     my $follow = sub { if ($sub) { $sub->pump(0.01); $sub->follow } };
@@ -1112,6 +1114,9 @@ sub cluster_hooks {
             my ($arg) = @_;
             my $m = cluster_node(trim($arg));
             my $new = $Cluster->failover($m);
+            # what the demoted master served until now (a replica serves
+            # SPUBLISH too: the check says how many it served after this)
+            $t->{cluster_demoted}{$m} = $Cluster->spublish_calls($m);
             $follow->();
             (1, "master $m -> $new");
         },
@@ -1156,6 +1161,45 @@ sub cluster_hooks {
             return (0, "node replied '$r', want '$want'")
                 if defined $want && $r ne trim($want);
             (1, "node replied $r");
+        },
+        # the status page's "nodes" of its first worker: every master of the
+        # cluster now, connected, "role":"master"; no other node listed
+        # as a connected master
+        status_nodes => sub {
+            my ($path) = @_;
+            my $res = WsAgent::Http::send_request(server_port(),
+                WsAgent::Http::build_request("GET $path"), 3);
+            my $body = $res->{body} // '';
+            my ($arr) = $body =~ /"nodes":\[(.*?)\]/s
+                or return (0, "GET $path: no \"nodes\" in:\n$body");
+            my @nodes;
+            for my $o ($arr =~ /\{[^{}]*\}/g) {
+                # one match at a time: $1 is not copied in a list
+                my ($address) = $o =~ /"address":"([^"]*)"/;
+                my ($role) = $o =~ /"role":"([^"]*)"/;
+                push @nodes, { address => $address // '', role => $role // '',
+                               connected => $o =~ /"connected":true/ ? 1 : 0 };
+            }
+            my %master = map { ("127.0.0.1:$_" => 1) } $Cluster->masters;
+            my @bad;
+            for my $a (sort keys %master) {
+                push @bad, "master $a is not listed as a connected master"
+                    unless grep { $_->{address} eq $a && $_->{connected}
+                                  && $_->{role} eq 'master' } @nodes;
+            }
+            for my $n (grep { !$master{$_->{address}} && $_->{connected}
+                              && $_->{role} eq 'master' } @nodes) {
+                my ($port) = $n->{address} =~ /:(\d+)$/;
+                my $role = $port ? $Cluster->cmd($port, 'ROLE') : undef;
+                push @bad, "$n->{address} is listed as a connected master; "
+                    . "its ROLE says " . (ref $role eq 'ARRAY' ? $role->[0]
+                                          : WsAgent::Redis::reply_text($role));
+            }
+            my $list = join ' ', map { "$_->{address}($_->{role},"
+                . ($_->{connected} ? 'connected' : 'not connected') . ")" } @nodes;
+            return @bad ? (0, join("; ", @bad) . "\n  status nodes: $list\n  "
+                              . "masters now: " . join(' ', sort keys %master))
+                        : (1, "nodes: $list");
         },
         keyslot => sub {
             my ($arg) = @_;
@@ -1307,6 +1351,19 @@ sub check_cluster {
         . ($status ? " and $status" : '') . " count $logged lost";
     $t->{cluster_summary} = $summary;
     Test::More::diag("$name - cluster: $summary");
+    # who served the SPUBLISHes (counted from the block's start), and what
+    # a master demoted by a cluster_failover step served after it
+    my %masters_now = map { $_ => 1 } $Cluster->masters;
+    Test::More::diag("$name - cluster: SPUBLISH served per node: " . join ' ',
+        map { "$_(" . ($masters_now{$_} ? 'master' : 'replica') . ")="
+              . ($Cluster->spublish_calls($_) // '-') } sort $Cluster->live_ports);
+    for my $m (sort keys %{ $t->{cluster_demoted} || {} }) {
+        my $now = $Cluster->spublish_calls($m) // 0;
+        Test::More::diag("$name - cluster: the master demoted by the failover ($m) "
+            . "served " . ($now - ($t->{cluster_demoted}{$m} // 0))
+            . " SPUBLISH after it (a replica serves SPUBLISH for its master's "
+            . "slots and passes it on: no MOVED)");
+    }
     Test::More::diag("$name - cluster: missing " . join '; ',
         map { "$_: seq @{ $miss_by_ch{$_} }" } sort keys %miss_by_ch) if $missing;
     Test::More::ok(!@bad, "$name - cluster_delivered (" . keys(%{ $want->{ch} })
