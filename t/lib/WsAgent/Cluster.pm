@@ -99,10 +99,26 @@ sub node_config {
          . "cluster-replica-validity-factor 0\n$self->{config}\n";
 }
 
+# INT, TERM or HUP to the test file still stops the nodes (END runs on
+# exit); a forked child (backend, client) dies of it as before.
+sub exit_on_signals {
+    my $main = $$;
+    for my $sig (qw(INT TERM HUP)) {
+        next if $SIG{$sig};
+        $SIG{$sig} = sub {
+            exit 128 + ($sig eq 'INT' ? 2 : $sig eq 'TERM' ? 15 : 1)
+                if $$ == $main;
+            $SIG{$sig} = 'DEFAULT';
+            kill $sig, $$;
+        };
+    }
+}
+
 # Starts the nodes and makes the cluster once; later calls only restore.
 sub start {
     my ($self) = @_;
     return $self->restore if $self->{created};
+    exit_on_signals();
     for my $node (@{ $self->{nodes} }) {
         $node->{config} = $self->node_config($node);
         $node->start;
