@@ -502,16 +502,11 @@ ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
 
     if (slot != NGX_ERROR && slot < NGX_WS_AGENT_SLOTS && colon) {
         port = ngx_atoi(colon + 1, last - colon - 1);
-        ngx_memzero(&sa, sizeof(ngx_sockaddr_t));
 
-        sa.sockaddr_in.sin_addr.s_addr = ngx_inet_addr(host, colon - host);
-
-        if (sa.sockaddr_in.sin_addr.s_addr != INADDR_NONE
-            && port > 0 && port < 65536)
+        if (ngx_ws_agent_redis_sockaddr(host, colon - host, port, &sa,
+                                        &socklen)
+            == NGX_OK)
         {
-            sa.sockaddr_in.sin_family = AF_INET;
-            socklen = sizeof(struct sockaddr_in);
-            ngx_inet_set_port(&sa.sockaddr, (in_port_t) port);
             to = ngx_ws_agent_redis_target_at(rs, &sa.sockaddr, socklen);
         }
     }

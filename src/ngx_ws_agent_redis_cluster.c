@@ -220,36 +220,23 @@ ngx_ws_agent_redis_cluster_master(ngx_ws_agent_redis_cluster_t *cl,
     ip = (u_char *) node->element[0]->str;
     len = node->element[0]->len;
 
-    ngx_memzero(&sa, sizeof(ngx_sockaddr_t));
-
     if (len == 0) {
         /* "": the node does not know its address: the seed's own is it */
         ngx_memcpy(&sa, &cl->node.sockaddr, cl->node.socklen);
         socklen = cl->node.socklen;
+        ngx_inet_set_port(&sa.sockaddr,
+                          (in_port_t) node->element[1]->integer);
 
-    } else if ((sa.sockaddr_in.sin_addr.s_addr = ngx_inet_addr(ip, len))
-               != INADDR_NONE)
+    } else if (ngx_ws_agent_redis_sockaddr(ip, len, node->element[1]->integer,
+                                           &sa, &socklen)
+               != NGX_OK)
     {
-        sa.sockaddr_in.sin_family = AF_INET;
-        socklen = sizeof(struct sockaddr_in);
-
-#if (NGX_HAVE_INET6)
-    } else if (ngx_inet6_addr(ip, len, sa.sockaddr_in6.sin6_addr.s6_addr)
-               == NGX_OK)
-    {
-        sa.sockaddr_in6.sin6_family = AF_INET6;
-        socklen = sizeof(struct sockaddr_in6);
-#endif
-
-    } else {
         ngx_log_error(NGX_LOG_ERR, cl->log, 0,
                       "ws_agent: Redis cluster names a master \"%*s\", "
                       "which is not an IP address (set "
                       "cluster-preferred-endpoint-type ip)", len, ip);
         return NGX_ERROR;
     }
-
-    ngx_inet_set_port(&sa.sockaddr, (in_port_t) node->element[1]->integer);
 
     for (i = 0; i < cl->nmasters; i++) {
         if (ngx_cmp_sockaddr(&sa.sockaddr, socklen,

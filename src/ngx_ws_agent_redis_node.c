@@ -60,6 +60,8 @@ static ngx_int_t ngx_ws_agent_redis_node_reserve(
     ngx_ws_agent_redis_node_t *node, size_t len);
 static void ngx_ws_agent_redis_node_status(ngx_ws_agent_redis_node_t *node);
 static redisReader *ngx_ws_agent_redis_node_reader(void);
+static const char *ngx_ws_agent_redis_node_lost(
+    ngx_ws_agent_redis_node_t *node, const char *why);
 static void ngx_ws_agent_redis_free_object(void *reply);
 static u_char *ngx_ws_agent_redis_node_log(ngx_log_t *log, u_char *buf,
     size_t len);
@@ -1042,12 +1044,16 @@ ngx_ws_agent_redis_node_read(ngx_event_t *ev)
         }
 
         if (n == 0) {
-            ngx_ws_agent_redis_node_down(node, "connection closed", 0);
+            ngx_ws_agent_redis_node_down(node,
+                                    ngx_ws_agent_redis_node_lost(node,
+                                                       "connection closed"), 0);
             return;
         }
 
         if (n == NGX_ERROR) {
-            ngx_ws_agent_redis_node_down(node, "connection lost", 0);
+            ngx_ws_agent_redis_node_down(node,
+                                    ngx_ws_agent_redis_node_lost(node,
+                                                       "connection lost"), 0);
             return;
         }
 
@@ -1084,6 +1090,26 @@ ngx_ws_agent_redis_node_read(ngx_event_t *ev)
 }
 
 
+/*
+ * A TLS server that wants a client certificate ends the connection right
+ * after the handshake (TLS 1.3); its alert is often lost to the reset
+ */
+
+static const char *
+ngx_ws_agent_redis_node_lost(ngx_ws_agent_redis_node_t *node,
+    const char *why)
+{
+#if (NGX_SSL)
+    if (node->state == NGX_WS_AGENT_NODE_SETUP && node->server->ssl) {
+        return "connection lost right after the TLS handshake: does the "
+               "server require ws_agent_redis_tls_certificate?";
+    }
+#endif
+
+    return why;
+}
+
+
 static void
 ngx_ws_agent_redis_node_write(ngx_event_t *ev)
 {
@@ -1104,7 +1130,9 @@ ngx_ws_agent_redis_node_write(ngx_event_t *ev)
         }
 
         if (n == NGX_ERROR) {
-            ngx_ws_agent_redis_node_down(node, "connection lost", 0);
+            ngx_ws_agent_redis_node_down(node,
+                                    ngx_ws_agent_redis_node_lost(node,
+                                                       "connection lost"), 0);
             return;
         }
 
@@ -1255,6 +1283,40 @@ ngx_ws_agent_redis_node_close(ngx_ws_agent_redis_node_t *node)
 
     node->state = NGX_WS_AGENT_NODE_CLOSED;
     node->stats->connected = 0;
+}
+
+
+ngx_int_t
+ngx_ws_agent_redis_sockaddr(u_char *ip, size_t len, ngx_int_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen)
+{
+    if (port < 1 || port > 65535) {
+        return NGX_DECLINED;
+    }
+
+    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
+
+    sa->sockaddr_in.sin_addr.s_addr = ngx_inet_addr(ip, len);
+
+    if (sa->sockaddr_in.sin_addr.s_addr != INADDR_NONE) {
+        sa->sockaddr_in.sin_family = AF_INET;
+        *socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr(ip, len, sa->sockaddr_in6.sin6_addr.s6_addr)
+               == NGX_OK)
+    {
+        sa->sockaddr_in6.sin6_family = AF_INET6;
+        *socklen = sizeof(struct sockaddr_in6);
+#endif
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    ngx_inet_set_port(&sa->sockaddr, (in_port_t) port);
+
+    return NGX_OK;
 }
 
 

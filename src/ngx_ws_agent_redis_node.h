@@ -127,6 +127,13 @@ ngx_int_t ngx_ws_agent_redis_node_send(ngx_ws_agent_redis_node_t *node,
 ngx_int_t ngx_ws_agent_redis_node_wait(ngx_ws_agent_redis_node_t *node,
     ngx_msec_t timeout);
 
+/*
+ * ip (text, as Redis writes addresses) and port as a socket address:
+ * NGX_OK, or NGX_DECLINED when ip is not an IP address or port no port
+ */
+ngx_int_t ngx_ws_agent_redis_sockaddr(u_char *ip, size_t len, ngx_int_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen);
+
 /* worker exit: the connection closed, no handler called again */
 void ngx_ws_agent_redis_node_close(ngx_ws_agent_redis_node_t *node);
 

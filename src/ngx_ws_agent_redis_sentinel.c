@@ -246,36 +246,15 @@ ngx_ws_agent_redis_sentinel_master(ngx_ws_agent_redis_sentinel_t *sn,
     ngx_sockaddr_t   sa;
 
     n = ngx_atoi(port, portlen);
-    if (n < 1 || n > 65535) {
-        return NGX_ERROR;
-    }
 
-    ngx_memzero(&sa, sizeof(ngx_sockaddr_t));
-
-    sa.sockaddr_in.sin_addr.s_addr = ngx_inet_addr(ip, iplen);
-
-    if (sa.sockaddr_in.sin_addr.s_addr != INADDR_NONE) {
-        sa.sockaddr_in.sin_family = AF_INET;
-        len = sizeof(struct sockaddr_in);
-
-#if (NGX_HAVE_INET6)
-    } else if (ngx_inet6_addr(ip, iplen, sa.sockaddr_in6.sin6_addr.s6_addr)
-               == NGX_OK)
-    {
-        sa.sockaddr_in6.sin6_family = AF_INET6;
-        len = sizeof(struct sockaddr_in6);
-#endif
-
-    } else {
+    if (ngx_ws_agent_redis_sockaddr(ip, iplen, n, &sa, &len) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, sn->log, 0,
                       "ws_agent: Redis sentinel named master \"%V\" at "
-                      "\"%*s\", which is not an IP address (set "
+                      "\"%*s:%*s\", which is not an IP address and port (set "
                       "\"sentinel resolve-hostnames no\" or use IPs)",
-                      &sn->data->master, iplen, ip);
+                      &sn->data->master, iplen, ip, portlen, port);
         return NGX_ERROR;
     }
-
-    ngx_inet_set_port(&sa.sockaddr, (in_port_t) n);
 
     ngx_ws_agent_redis_node_connect_to(sn->master, &sa.sockaddr, len);
 

@@ -561,3 +561,111 @@ unknown "no_such_token_var" variable
 --- must_die
 --- error_log
 invalid number of arguments in "ws_agent_jwt_protocol_prefix" directive
+
+
+
+=== TEST 46: ws_agent_redis user= needs password=
+--- http_config
+    ws_agent_redis 127.0.0.1:6379 user=publisher;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis" has user= without password=
+
+
+
+=== TEST 47: ws_agent_redis sentinel: needs a master name
+--- http_config
+    ws_agent_redis sentinel:;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis" has an empty master name in sentinel:
+
+
+
+=== TEST 48: ws_agent_redis_sentinels twice
+--- http_config
+    ws_agent_redis sentinel:mymaster;
+    ws_agent_redis_sentinels 127.0.0.1:26379;
+    ws_agent_redis_sentinels 127.0.0.1:26380;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis_sentinels" directive is duplicate
+
+
+
+=== TEST 49: ws_agent_redis_sentinels needs an address
+--- http_config
+    ws_agent_redis sentinel:mymaster;
+    ws_agent_redis_sentinels password=secret;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis_sentinels" has no address
+
+
+
+=== TEST 50: ws_agent_redis_sentinels user= needs password=
+--- http_config
+    ws_agent_redis sentinel:mymaster;
+    ws_agent_redis_sentinels 127.0.0.1:26379 user=s;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis_sentinels" has user= without password=
+
+
+
+=== TEST 51: ws_agent_redis_sentinels with a unix socket
+--- http_config
+    ws_agent_redis sentinel:mymaster;
+    ws_agent_redis_sentinels unix:/tmp/s.sock;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis_sentinels" has an invalid address "unix:/tmp/s.sock": expected host:port
+
+
+
+=== TEST 52: ws_agent_redis_cluster twice
+--- http_config
+    ws_agent_redis cluster;
+    ws_agent_redis_cluster 127.0.0.1:7000;
+    ws_agent_redis_cluster 127.0.0.1:7001;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis_cluster" directive is duplicate
+
+
+
+=== TEST 53: ws_agent_redis_cluster with an address that does not parse
+--- http_config
+    ws_agent_redis cluster;
+    ws_agent_redis_cluster 127.0.0.1:99999;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis_cluster" has an invalid address "127.0.0.1:99999": invalid port
+
+
+
+=== TEST 54: ws_agent_redis_cluster only in http
+--- http_config
+
+--- config
+    ws_agent_redis_cluster 127.0.0.1:7000;
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis_cluster" directive is not allowed here
