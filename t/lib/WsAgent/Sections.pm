@@ -40,13 +40,14 @@ use WsAgent::WsClient;
 use WsAgent::Redis;
 use WsAgent::Dns;
 use WsAgent::Sentinel;
+use WsAgent::Cluster;
 use WsAgent::Tls;
 use WsAgent::Browser;
 use WsAgent::Prometheus;
 
 # set by Test::Nginx::Socket::WsAgent: "cpan" or "bundled"; use_redis(),
-# use_dns(), use_sentinel()
-our ($Runner, $UseRedis, $UseDns, $UseSentinel) = ('bundled');
+# use_dns(), use_sentinel(), use_cluster()
+our ($Runner, $UseRedis, $UseDns, $UseSentinel, $UseCluster) = ('bundled');
 
 # The sections of this plug-in; a block with any of them is ours.
 my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
@@ -57,17 +58,20 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
               browser_check browser_timeout prometheus prometheus_interval
               prometheus_rules prometheus_check dns_records redis_b
               redis_b_subscribe redis_b_messages redis_b_messages_like
-              redis_delivered meanwhile sentinel_subscribe sentinel_check);
+              redis_delivered meanwhile sentinel_subscribe sentinel_check
+              cluster_config cluster_subscribe cluster_classic_subscribe
+              cluster_delivered cluster_loss);
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
-my %STRICT = (redis_config => 1, redis_b => 1, redis_acl => 1);
+my %STRICT = (redis_config => 1, redis_b => 1, redis_acl => 1,
+              cluster_config => 1);
 
 my $PROBE = '/.ws-agent-probe';
 
 my $MainPid = $$;
 my ($State, $Redis, $RedisB, $Dns, $Tls, $Sentinel, $Backend, $Prometheus,
-    $Cur);
+    $Cur, $Cluster);
 
 # --- per file ---------------------------------------------------------------
 
@@ -119,6 +123,7 @@ sub after_file {
     if ($Dns) { $Dns->stop; undef $Dns }
     stop_sentinel_subscriber();
     if ($Sentinel) { $Sentinel->stop; undef $Sentinel }
+    if ($Cluster) { $Cluster->stop_all; undef $Cluster }
 }
 
 sub stop_sentinel_subscriber {
@@ -167,7 +172,7 @@ sub preprocess {
     undo_changes($block);
     return if defined $block->SKIP;
     $Cur = my $t = { block => $block, failures_before => failures() };
-    $t->{ours} = $UseRedis || $UseDns || $UseSentinel
+    $t->{ours} = $UseRedis || $UseDns || $UseSentinel || $UseCluster
                  || grep { has($block, $_) } @OURS;
     # where this block's part of error.log starts (CPAN's runner makes a
     # new one at every nginx start)
@@ -235,6 +240,23 @@ sub preprocess {
         my %env = $Sentinel->env;
         @ENV{keys %env} = values %env;
     }
+    # the Redis Cluster: one per file (3 masters, 3 replicas), made at the
+    # first block that wants it, every node up and the cluster ok again
+    # at the start of every later block
+    if ($UseCluster || grep { /^cluster_/ && has($block, $_) } sections($block)) {
+        $Cluster ||= WsAgent::Cluster->new(dir => "$State/cluster",
+            config => expand($block, 'cluster_config') // '');
+        $Cluster->start;
+        my @p = $Cluster->ports;
+        $ENV{"TEST_NGINX_CLUSTER_PORT_" . ($_ + 1)} = $p[$_] for 0 .. $#p;
+        $ENV{TEST_NGINX_CLUSTER_PORTS} = "@p";
+        # the masters when the block starts (a failover changes them)
+        my @m = $Cluster->masters;
+        $ENV{"TEST_NGINX_CLUSTER_MASTER_" . ($_ + 1)} = $m[$_] for 0 .. $#m;
+        $ENV{TEST_NGINX_CLUSTER_MASTERS} = "@m";
+        # command statistics from here: SPUBLISH served per node
+        $Cluster->cmd($_, 'CONFIG', 'RESETSTAT') for $Cluster->live_ports;
+    }
 
     # $TEST_NGINX_* in every section, as the bundled runner does (CPAN's
     # expands only the configuration and a few more)
@@ -269,6 +291,13 @@ sub preprocess {
             $t->{subscriber} = WsAgent::Redis::Subscriber->new($Redis,
                                                                split ' ', $ch);
         }
+    }
+    if ($Cluster && grep { has($block, $_) }
+                         qw(cluster_subscribe cluster_classic_subscribe)) {
+        $t->{cluster_sub} = WsAgent::Cluster::Subscriber->new($Cluster,
+            channels => [split ' ', value($block, 'cluster_subscribe') // ''],
+            classic => [split ' ', value($block, 'cluster_classic_subscribe')
+                                   // '']);
     }
     if ($RedisB && defined(my $ch = value($block, 'redis_b_subscribe'))) {
         $t->{subscriber_b} = WsAgent::Redis::Subscriber->new($RedisB,
@@ -337,7 +366,7 @@ sub run_and_check {
         start_prometheus($t) if has($block, 'prometheus');
         run_peers($t) if $t->{ours};
         sleep $t->{wait} if $t->{wait} && !$t->{subscriber}
-                            && !$t->{subscriber_b};
+                            && !$t->{subscriber_b} && !$t->{cluster_sub};
         # while nginx and Prometheus still run
         check_prometheus($t) if $t->{prometheus};
         if ($t->{ours}) {
@@ -347,6 +376,7 @@ sub run_and_check {
             check_redis($t) if $t->{redis_messages};
             check_redis($t, '_b') if $t->{redis_b_messages};
             check_delivered($t) if $t->{delivered};
+            check_cluster($t) if $t->{cluster_sub};
             check_sentinel($t) if has($block, 'sentinel_check');
         }
     }
@@ -370,6 +400,11 @@ sub run_peers {
                    . trim(value($block, 'browser')),
             profile => "$State/browser",
             timeout => value($block, 'browser_timeout') || 30);
+    }
+    if (my $sub = $t->{cluster_sub}) {
+        my $want = cluster_want($block);
+        $sub->collect({ map { $_ => $want->{ch}{$_}{n} } keys %{ $want->{ch} } },
+                      $t->{wait} || 2, 0.2);
     }
     if (has($block, 'redis_delivered')) {
         $t->{delivered} = collect_delivered($t);
@@ -459,7 +494,15 @@ sub after_block {
     if ($Backend) { $Backend->stop; undef $Backend }
     $t->{subscriber}->close if $t->{subscriber};
     $t->{subscriber_b}->close if $t->{subscriber_b};
+    $t->{cluster_sub}->close if $t->{cluster_sub};
     $Redis->start if $Redis && !$Redis->running;    # after redis_stop(ped)
+    # nodes a block killed or stopped are started again (a killed master
+    # comes back as a replica of its successor), the cluster ok again
+    if ($Cluster && !eval { $Cluster->restore }) {
+        Test::More::diag("the cluster did not recover after the block: $@");
+        $Cluster->stop_all;
+        undef $Cluster;
+    }
     # B is the block's own: a later block's 127.0.0.2 finds nothing
     if ($RedisB) { $RedisB->stop; undef $RedisB }
     # (a data node a block killed is started again before the next block)
@@ -604,6 +647,7 @@ sub ws_hooks {
         redis_hooks('redis_b', $RedisB, $t->{subscriber_b}),
         dns_hooks(),
         sentinel_hooks(),
+        cluster_hooks($t),
     };
 }
 
@@ -994,6 +1038,349 @@ sub redis_like_summary {
     splice @lines, 30 if @lines > 30;
     return "got " . @$got . " messages, want " . @$want . "; $bad of "
          . @order . " channels differ\n  " . join "\n  ", @lines;
+}
+
+# --- the Redis Cluster: steps and checks --------------------------------------
+
+# "CHANNEL" or "PORT" of a step: a port as it is, a channel's owner master.
+sub cluster_node {
+    my ($what) = @_;
+    return $what if $what =~ /^\d+$/;
+    # other:CHANNEL: a master that does not own the channel's slot
+    return $Cluster->next_master(cluster_node($1)) if $what =~ /^other:(.+)$/;
+    return $Cluster->owner($what) // die "no master owns the slot of $what\n";
+}
+
+# cluster_move CH... to next|PORT          each channel's slot to another master
+# cluster_reshard N from CH|PORT to next|PORT   redis-cli --cluster reshard
+# cluster_failover CH|PORT                 CLUSTER FAILOVER on a replica of it
+# cluster_kill CH|PORT                     SIGKILL of that master (by PID)
+# cluster_wait_promoted [SECS]             its slots have a live master again
+# cluster_stop PORT | cluster_start PORT   TERM (then KILL) / the same config
+# cluster_wait_ok [SECS]                   cluster_state:ok everywhere, agreed
+# cluster_cmd CH|other:CH|PORT ARGS [=> REPLY | =~ REGEX]   a command on
+#                                          that node (other:CH: a master not
+#                                          owning CH's slot)
+# cluster_keyslot KEY [=> SLOT]            the harness's CRC16 against CLUSTER KEYSLOT
+sub cluster_hooks {
+    my ($t) = @_;
+    my @ops = qw(move reshard failover kill wait_promoted stop start wait_ok
+                 cmd keyslot status_nodes);
+    return map { ("cluster_$_" => undef) } @ops unless $Cluster;
+    my $sub = $t->{cluster_sub};
+    my $follow = sub { if ($sub) { $sub->pump(0.01); $sub->follow } };
+    my $dest = sub {
+        my ($to, $from) = @_;
+        return $to eq 'next' ? $Cluster->next_master($from) : cluster_node($to);
+    };
+    my %h = (
+        move => sub {
+            my ($arg) = @_;
+            my ($chs, $to) = $arg =~ /^(.+?)\s+to\s+(\S+)$/
+                or return (0, "want: cluster_move CHANNEL... to next|PORT");
+            my @done;
+            for my $ch (split ' ', $chs) {
+                my $slot = WsAgent::Cluster::key_slot($ch);
+                my $from = $Cluster->owner_of_slot($slot);
+                my $dst = $dest->($to, $from);
+                $sub->pump(0.01) if $sub;
+                $Cluster->move_slot($slot, $dst,
+                    $sub ? sub { $sub->before_move($slot, $dst) } : undef);
+                push @done, "$ch (slot $slot) $from -> $dst";
+            }
+            $follow->();
+            (1, join '; ', @done);
+        },
+        reshard => sub {
+            my ($arg) = @_;
+            my ($n, $from, $to) = $arg =~ /^(\d+)\s+from\s+(\S+)\s+to\s+(\S+)$/
+                or return (0, "want: cluster_reshard N from CH|PORT to next|PORT");
+            $from = cluster_node($from);
+            $to = $dest->($to, $from);
+            my %moving = map { $_ => 1 } $Cluster->first_slots($from, $n);
+            my @hit = grep { $moving{WsAgent::Cluster::key_slot($_)} }
+                      @{ $sub ? $sub->{channels} : [] };
+            my $t0 = time;
+            # the subscriber follows while redis-cli runs (it is told by the
+            # sunsubscribe a node pushes when it gives a slot up)
+            my ($rc, $out) = $Cluster->reshard_cli($n, $from, $to,
+                $sub ? sub { $sub->pump(0.02) } : undef);
+            $follow->();
+            return (0, "redis-cli --cluster reshard: exit $rc:\n$out") if $rc;
+            (1, sprintf "%d slots %d -> %d in %.1f s, %d subscribed channel(s) "
+                . "among them", $n, $from, $to, time - $t0, scalar @hit);
+        },
+        failover => sub {
+            my ($arg) = @_;
+            my $m = cluster_node(trim($arg));
+            my $new = $Cluster->failover($m);
+            # what the demoted master served until now (a replica serves
+            # SPUBLISH too: the check says how many it served after this)
+            $t->{cluster_demoted}{$m} = $Cluster->spublish_calls($m);
+            $follow->();
+            (1, "master $m -> $new");
+        },
+        kill => sub {
+            my ($arg) = @_;
+            my $m = cluster_node(trim($arg));
+            $sub->pump(0.01) if $sub;
+            my $pid = $Cluster->kill_node($m);
+            $t->{cluster_killed} = $m;
+            (1, "SIGKILL to $m (pid $pid)");
+        },
+        wait_promoted => sub {
+            my ($arg) = @_;
+            my $secs = $arg =~ /(\d+(?:\.\d+)?)/ ? $1 : 15;
+            my $m = $t->{cluster_killed} // return (0, 'no cluster_kill before');
+            my $t0 = time;
+            my $ok = $Cluster->wait_promoted($m, $secs);
+            $follow->();
+            return $ok ? (1, sprintf "slots of $m have a master again after %.1f s",
+                          time - $t0)
+                       : (0, "slots of $m have no master after $secs s");
+        },
+        stop => sub { $Cluster->stop_node(cluster_node(trim($_[0]))) },
+        start => sub { $Cluster->start_node(trim($_[0])) },
+        wait_ok => sub {
+            my ($arg) = @_;
+            my $secs = $arg =~ /(\d+(?:\.\d+)?)/ ? $1 : 15;
+            my $ok = $Cluster->wait_ok($secs);
+            $follow->();
+            $ok ? 1 : (0, "not ok after $secs s:\n" . $Cluster->why_not_ok);
+        },
+        cmd => sub {
+            my ($arg) = @_;
+            my ($words, $op, $want) = $arg =~ /^(.*?)(?:\s+(=>|=~)\s+(.*))?$/;
+            my ($node, @args) = WsAgent::WsClient::_words($words);
+            my $r = WsAgent::Redis::reply_text($Cluster->cmd(cluster_node($node), @args));
+            if (($op // '') eq '=~') {
+                return $r =~ /$want/ ? (1, "node replied $r")
+                                     : (0, "node replied '$r', want /$want/");
+            }
+            return (0, "node replied $r") if $r =~ /^\(error\)/ && !defined $want;
+            return (0, "node replied '$r', want '$want'")
+                if defined $want && $r ne trim($want);
+            (1, "node replied $r");
+        },
+        # the status page's "nodes" of its first worker: every master of the
+        # cluster now, connected, "role":"master"; no other node listed
+        # as a connected master
+        status_nodes => sub {
+            my ($path) = @_;
+            my $res = WsAgent::Http::send_request(server_port(),
+                WsAgent::Http::build_request("GET $path"), 3);
+            my $body = $res->{body} // '';
+            my ($arr) = $body =~ /"nodes":\[(.*?)\]/s
+                or return (0, "GET $path: no \"nodes\" in:\n$body");
+            my @nodes;
+            for my $o ($arr =~ /\{[^{}]*\}/g) {
+                # one match at a time: $1 is not copied in a list
+                my ($address) = $o =~ /"address":"([^"]*)"/;
+                my ($role) = $o =~ /"role":"([^"]*)"/;
+                push @nodes, { address => $address // '', role => $role // '',
+                               connected => $o =~ /"connected":true/ ? 1 : 0 };
+            }
+            my %master = map { ("127.0.0.1:$_" => 1) } $Cluster->masters;
+            my @bad;
+            for my $a (sort keys %master) {
+                push @bad, "master $a is not listed as a connected master"
+                    unless grep { $_->{address} eq $a && $_->{connected}
+                                  && $_->{role} eq 'master' } @nodes;
+            }
+            for my $n (grep { !$master{$_->{address}} && $_->{connected}
+                              && $_->{role} eq 'master' } @nodes) {
+                my ($port) = $n->{address} =~ /:(\d+)$/;
+                my $role = $port ? $Cluster->cmd($port, 'ROLE') : undef;
+                push @bad, "$n->{address} is listed as a connected master; "
+                    . "its ROLE says " . (ref $role eq 'ARRAY' ? $role->[0]
+                                          : WsAgent::Redis::reply_text($role));
+            }
+            my $list = join ' ', map { "$_->{address}($_->{role},"
+                . ($_->{connected} ? 'connected' : 'not connected') . ")" } @nodes;
+            return @bad ? (0, join("; ", @bad) . "\n  status nodes: $list\n  "
+                              . "masters now: " . join(' ', sort keys %master))
+                        : (1, "nodes: $list");
+        },
+        keyslot => sub {
+            my ($arg) = @_;
+            my ($key, $want) = $arg =~ /^(\S+)(?:\s+=>\s+(\d+))?$/;
+            my $mine = WsAgent::Cluster::key_slot($key);
+            my ($p) = $Cluster->live_ports;
+            my $theirs = $Cluster->cmd($p, 'CLUSTER', 'KEYSLOT', $key);
+            return (0, "CRC16 says $mine, CLUSTER KEYSLOT says "
+                       . WsAgent::Redis::reply_text($theirs)) if "$theirs" ne "$mine";
+            return (0, "slot $mine, want $want") if defined $want && $want != $mine;
+            (1, "slot $mine");
+        },
+    );
+    return map { my $f = $h{$_}; ("cluster_$_" => sub { $f->($_[0]{arg} // '') }) }
+           keys %h;
+}
+
+# "--- cluster_delivered": lines "CHANNEL N [master] [last] [nodes>=K]",
+# and "every master" (each master of the map delivered some message).
+# master: every message came from the channel's master (the map when
+# checked); last: seq N did (the slot's master at the end: after a move or
+# a failover, the new one); nodes>=K: that many nodes delivered some.
+sub cluster_want {
+    my ($block) = @_;
+    my %want = (ch => {});
+    for (expected_lines(value($block, 'cluster_delivered'))) {
+        if ($_ eq 'every master') { $want{every_master} = 1; next }
+        my ($ch, $n, @opt) = split ' ';
+        die "cluster_delivered '$_': want CHANNEL N [master] [last] "
+            . "[nodes>=K], or 'every master'\n"
+            unless defined $n && $n =~ /^\d+$/
+                   && !grep { !/^(master|last|nodes>=\d+)$/ } @opt;
+        $want{ch}{$ch} = { n => $n, map { /^nodes>=(\d+)$/ ? (nodes => $1)
+                                          : ($_ => 1) } @opt };
+    }
+    return \%want;
+}
+
+# What the block's error.log says was lost: the queue's drops and refused
+# PUBLISHes (each "N event(s) lost", "dropped N ...").
+sub logged_losses {
+    my ($log) = @_;
+    my $n = 0;
+    $n += $1 while $log =~ /\((\d+) event\(s\) lost\)/g;
+    $n += $1 while $log =~ /dropped (\d+) (?:oldest unsent|new) event\(s\)/g;
+    $n += $1 while $log =~ /(\d+) event\(s\) (?:lost|not sent to Redis)/g;
+    return $n;
+}
+
+# Per channel, seq 1 .. N each delivered (on any node of the owner's shard,
+# as the subscriber followed it), per node in rising order (copies of a
+# message already delivered left out), nothing on channels not listed;
+# "--- cluster_loss: accounted" lets messages be missing up to what the
+# log counts as lost (default "none").  With "--- cluster_classic_subscribe",
+# the classic (P)SUBSCRIBEs got nothing.
+sub check_cluster {
+    my ($t) = @_;
+    my ($name, $block, $sub) = ($t->{name}, $t->{block}, $t->{cluster_sub});
+    if (has($block, 'cluster_classic_subscribe')) {
+        my @c = $sub->classic_messages;
+        Test::More::ok(!@c, "$name - cluster: the classic SUBSCRIBE/PSUBSCRIBE "
+                            . "on every node got nothing")
+            or Test::More::diag(scalar(@c) . " classic message(s), first: "
+                                . join ' ', @{ $c[0] }[0 .. 2]);
+    }
+    return unless has($block, 'cluster_delivered');
+    my $want = cluster_want($block);
+    my $seq = sub { $_[0] =~ /"seq":(\d+)/ ? $1 : -1 };
+    my (%first, %by_node, %nodes_of, %per_node_seen, @bad, %masters_hit);
+    my ($copies, $total) = (0, 0);
+    my %map_owner = map { $_ => $Cluster->owner($_) } keys %{ $want->{ch} };
+    for my $m ($sub->messages) {
+        my ($port, $ch, $msg) = @$m;
+        $total++;
+        unless ($want->{ch}{$ch}) { push @bad, "a message on $ch, not listed"; next }
+        my $s = $seq->($msg);
+        # a copy on the same node: an event sent again
+        if ($per_node_seen{$port}{"$ch $msg"}++) { $copies++; next }
+        push @{ $by_node{$port}{$ch} }, $s;
+        $nodes_of{$ch}{$port}++;
+        $first{$ch}{$s} //= $port;
+        $masters_hit{$port}++ if ($map_owner{$ch} // 0) == $port;
+    }
+    my ($missing, $got, $sent) = (0, 0, 0);
+    my %miss_by_ch;
+    for my $ch (sort keys %{ $want->{ch} }) {
+        my $w = $want->{ch}{$ch};
+        my @have = sort { $a <=> $b } keys %{ $first{$ch} || {} };
+        my %have = map { $_ => 1 } @have;
+        my @miss = grep { !$have{$_} } 1 .. $w->{n};
+        my @extra = grep { $_ < 1 || $_ > $w->{n} } @have;
+        $sent += $w->{n};
+        $got += @have - @extra;
+        $missing += @miss;
+        $miss_by_ch{$ch} = \@miss if @miss;
+        push @bad, "$ch: seq @extra not expected (1..$w->{n})" if @extra;
+        for my $port (sort keys %by_node) {
+            my @s = @{ $by_node{$port}{$ch} || [] };
+            push @bad, "$ch on $port: seqs do not rise: @s"
+                if grep { $s[$_] <= $s[$_ - 1] } 1 .. $#s;
+        }
+        if ($w->{master}) {
+            my $o = $map_owner{$ch} // 'none';
+            my @not = grep { !grep { $_ == $o } $Cluster->shard($o) }
+                      keys %{ $nodes_of{$ch} || {} };
+            push @bad, "$ch: delivered by @not, not by the shard of its owner $o" if @not;
+            my %on_owner;
+            for my $port (keys %by_node) {
+                next unless $port == $o;
+                $on_owner{$_} = 1 for @{ $by_node{$port}{$ch} || [] };
+            }
+            my @not_owner = grep { !$on_owner{$_} } @have;
+            push @bad, "$ch: seq @not_owner not delivered by its master $o"
+                if @not_owner;
+        }
+        if ($w->{last}) {
+            my $o = $map_owner{$ch} // 'none';
+            push @bad, "$ch: seq $w->{n} not delivered by its master $o at the end"
+                unless grep { $_ == $w->{n} } @{ $by_node{$o}{$ch} || [] };
+        }
+        push @bad, "$ch: delivered by " . keys(%{ $nodes_of{$ch} || {} })
+                   . " node(s), want >= $w->{nodes}"
+            if $w->{nodes} && keys(%{ $nodes_of{$ch} || {} }) < $w->{nodes};
+    }
+    if ($want->{every_master}) {
+        my @none = grep { !$masters_hit{$_} } $Cluster->masters;
+        push @bad, "master(s) @none delivered nothing" if @none;
+    }
+    my ($loss, $status) = split ' ', trim(value($block, 'cluster_loss') // 'none');
+    my $logged = logged_losses(block_log($t));
+    # "accounted /status": the status page's events_dropped_total counts
+    # too (queue_overflow + redis_error + lost_at_exit), if they say more
+    if ($status) {
+        my $res = WsAgent::Http::send_request(server_port(),
+            WsAgent::Http::build_request("GET $status"), 3);
+        my ($d) = ($res->{body} // '') =~ /"events_dropped_total":\{([^}]*)\}/;
+        my $counted = 0;
+        $counted += $1 while ($d // '') =~ /"(?:queue_overflow|redis_error|lost_at_exit)":(\d+)/g;
+        $logged = $counted if $counted > $logged;
+    }
+    my %per_node;
+    for my $port (keys %by_node) {
+        $per_node{$port} += @{ $by_node{$port}{$_} } for keys %{ $by_node{$port} };
+    }
+    my $summary = "sent $sent, received $got distinct ($total deliveries on "
+        . keys(%per_node) . " nodes: "
+        . join(' ', map { "$_=$per_node{$_}" } sort keys %per_node)
+        . "), $copies copies on the same node, missing $missing, the log"
+        . ($status ? " and $status" : '') . " count $logged lost";
+    $t->{cluster_summary} = $summary;
+    Test::More::diag("$name - cluster: $summary");
+    # who served the SPUBLISHes (counted from the block's start), and what
+    # a master demoted by a cluster_failover step served after it
+    my %masters_now = map { $_ => 1 } $Cluster->masters;
+    Test::More::diag("$name - cluster: SPUBLISH served per node: " . join ' ',
+        map { "$_(" . ($masters_now{$_} ? 'master' : 'replica') . ")="
+              . ($Cluster->spublish_calls($_) // '-') } sort $Cluster->live_ports);
+    for my $m (sort keys %{ $t->{cluster_demoted} || {} }) {
+        my $now = $Cluster->spublish_calls($m) // 0;
+        Test::More::diag("$name - cluster: the master demoted by the failover ($m) "
+            . "served " . ($now - ($t->{cluster_demoted}{$m} // 0))
+            . " SPUBLISH after it (a replica serves SPUBLISH for its master's "
+            . "slots and passes it on: no MOVED)");
+    }
+    Test::More::diag("$name - cluster: missing " . join '; ',
+        map { "$_: seq @{ $miss_by_ch{$_} }" } sort keys %miss_by_ch) if $missing;
+    Test::More::ok(!@bad, "$name - cluster_delivered (" . keys(%{ $want->{ch} })
+                          . " channels, per node in order, nothing elsewhere)")
+        or Test::More::diag(@bad . " problem(s):\n  "
+                            . join "\n  ", @bad[0 .. ($#bad < 14 ? $#bad : 14)]);
+    if ($loss eq 'accounted') {
+        Test::More::ok($missing <= $logged, "$name - cluster: the $missing "
+                       . "missing event(s) are at most the $logged the log counts lost");
+    } else {
+        Test::More::is($missing, 0, "$name - cluster: no event missing");
+    }
+    if (failures() > $t->{failures_before}) {
+        my @ev = $sub->events;
+        splice @ev, 0, @ev - 40 if @ev > 40;
+        Test::More::diag("subscriber's log:\n  " . join "\n  ", @ev);
+    }
 }
 
 1;

@@ -29,7 +29,22 @@ sub port_is_free {
 }
 
 # A port the kernel says is free now, never handed out twice by this process.
+# free_port(below => 32768): one below the kernel's ephemeral range
+# (32768-60999 here), chosen at random from 10000 up and checked free, for
+# servers whose port must not collide with the machine's outgoing
+# connections (a busy machine hands out ephemeral ports all the time).
 sub free_port {
+    my (%opt) = @_;
+    if (my $below = $opt{below}) {
+        my $from = $opt{from} // 10000;
+        for (1 .. 200) {
+            my $port = $from + int rand($below - $from);
+            next if $ports_given{$port} || !port_is_free($port);
+            $ports_given{$port}++;
+            return $port;
+        }
+        die "no free port found in $from .. " . ($below - 1);
+    }
     for (1 .. 50) {
         my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
                                       Proto => 'tcp', Listen => 1)

@@ -95,6 +95,8 @@ sub parse_step {
                                       $3 // '>=', $4 // 1);
     } elsif ($line =~ /^dns_query\s+(\S+)\s+([A-Za-z]+)\s+=>\s+(.*)$/) {
         @s{qw(op name type want)} = ('dns_query', $1, uc $2, trim($3));
+    } elsif ($line =~ /^(cluster_[a-z_]+)(?:\s+(.*))?$/) {
+        @s{qw(op arg)} = ($1, trim($2));
     } elsif ($line =~ /^parallel\s+(\d+)$/) {
         @s{qw(op n)} = ('parallel', $1);
     } else {
@@ -152,7 +154,7 @@ sub step {
     }
     if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
-    if ($op =~ /^(redis(_b)?_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|dns_\w+|sentinel_\w+)$/) {
+    if ($op =~ /^(redis(_b)?_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|dns_\w+|sentinel_\w+|cluster_\w+)$/) {
         my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
         return $hook->($s);
     }

@@ -68,10 +68,14 @@ BEGIN {
 
 use WsAgent::Sections;
 
-our @EXPORT = qw(use_redis use_dns use_sentinel);
+our @EXPORT = qw(use_redis use_dns use_sentinel use_cluster);
 
 # a private redis-server for every block of the file
 sub use_redis { $WsAgent::Sections::UseRedis = 1 }
+
+# the Redis Cluster (3 masters, 3 replicas: $TEST_NGINX_CLUSTER_PORT_1 ..
+# _6) for every block of the file
+sub use_cluster { $WsAgent::Sections::UseCluster = 1 }
 
 # the DNS responder ($TEST_NGINX_DNS_PORT) for every block of the file
 sub use_dns { $WsAgent::Sections::UseDns = 1 }
