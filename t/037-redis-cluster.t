@@ -265,7 +265,7 @@ CORE::join ' ', map { "agent:events:r$_" } @::Low
 CORE::join "\n", map { "agent:events:r$_ 4 last nodes>=3" } @::Low
 --- wait: 10
 --- error_log eval
-[qr/\[notice\].*ws_agent: Redis cluster(?:: slot \d+ moved to 127\.0\.0\.1:\d+| map: 3 masters, 200 slot\(s\) routed anew)/]
+[qr/\[notice\].*ws_agent: Redis cluster(?:: slot \d+ moved to 127\.0\.0\.1:\d+| map: 3 masters, \d+ slot\(s\) routed anew)/]
 --- no_error_log
 [alert]
 [crit]
