@@ -60,6 +60,8 @@ static ngx_int_t ngx_ws_agent_redis_node_reserve(
     ngx_ws_agent_redis_node_t *node, size_t len);
 static void ngx_ws_agent_redis_node_status(ngx_ws_agent_redis_node_t *node);
 static redisReader *ngx_ws_agent_redis_node_reader(void);
+static const char *ngx_ws_agent_redis_node_lost(
+    ngx_ws_agent_redis_node_t *node, const char *why);
 static void ngx_ws_agent_redis_free_object(void *reply);
 static u_char *ngx_ws_agent_redis_node_log(ngx_log_t *log, u_char *buf,
     size_t len);
@@ -1005,12 +1007,16 @@ ngx_ws_agent_redis_node_read(ngx_event_t *ev)
         }
 
         if (n == 0) {
-            ngx_ws_agent_redis_node_down(node, "connection closed", 0);
+            ngx_ws_agent_redis_node_down(node,
+                                    ngx_ws_agent_redis_node_lost(node,
+                                                       "connection closed"), 0);
             return;
         }
 
         if (n == NGX_ERROR) {
-            ngx_ws_agent_redis_node_down(node, "connection lost", 0);
+            ngx_ws_agent_redis_node_down(node,
+                                    ngx_ws_agent_redis_node_lost(node,
+                                                       "connection lost"), 0);
             return;
         }
 
@@ -1047,6 +1053,26 @@ ngx_ws_agent_redis_node_read(ngx_event_t *ev)
 }
 
 
+/*
+ * A TLS server that wants a client certificate ends the connection right
+ * after the handshake (TLS 1.3); its alert is often lost to the reset
+ */
+
+static const char *
+ngx_ws_agent_redis_node_lost(ngx_ws_agent_redis_node_t *node,
+    const char *why)
+{
+#if (NGX_SSL)
+    if (node->state == NGX_WS_AGENT_NODE_SETUP && node->server->ssl) {
+        return "connection lost right after the TLS handshake: does the "
+               "server require ws_agent_redis_tls_certificate?";
+    }
+#endif
+
+    return why;
+}
+
+
 static void
 ngx_ws_agent_redis_node_write(ngx_event_t *ev)
 {
@@ -1067,7 +1093,9 @@ ngx_ws_agent_redis_node_write(ngx_event_t *ev)
         }
 
         if (n == NGX_ERROR) {
-            ngx_ws_agent_redis_node_down(node, "connection lost", 0);
+            ngx_ws_agent_redis_node_down(node,
+                                    ngx_ws_agent_redis_node_lost(node,
+                                                       "connection lost"), 0);
             return;
         }
 

@@ -242,7 +242,7 @@ recv close 1000
 --- wait: 1
 --- error_log eval
 [qr/\[error\].*ws_agent: Redis 127\.0\.0\.1:\d+ unavailable \([^)]+\); events wait/,
- qr/certificate required|alert number 116|peer did not return a certificate/]
+ qr/certificate required|alert number 116|peer did not return a certificate|unavailable \(connection lost right after the TLS handshake: does the server require ws_agent_redis_tls_certificate\?\)/]
 --- no_error_log eval
 ['[alert]', qr/ws_agent: Redis \S+ connected/]
 
