@@ -33,6 +33,13 @@
 # with queued + in_flight of every worker, sampled during the outages,
 # never above it.  Only the SIGKILLed worker's queue goes uncounted (its
 # memory went with it): reported, at most the queue's size.
+#
+# SOAK_REDIS=sentinel / cluster (see scripts/soak.sh): the Redis topology
+# instead of one redis-server, the master SIGKILLed instead of Redis's
+# kill and restart (the outage: until each worker is connected to the new
+# master and holds fewer than the queue's size), a subscriber on every data
+# node; an event lost beyond the counters must be one of the documented
+# window's (handed around the kill), any other loss fails.
 
 use strict;
 use warnings;
