@@ -90,7 +90,19 @@ my $t0 = time;
 my $main = $$;
 
 # whatever happens, stop what was started here, by PID
-END { if ($$ == $main) { stop($_, 'KILL') for keys %pid } }
+# (nginx first, TERM: a SIGKILLed master would leave its workers running;
+# a worker left anyway is killed by its PID)
+END {
+    if ($$ == $main) {
+        my @w = workers();
+        stop('nginx', 'TERM');
+        for my $w (@w) {
+            my $cmd = `cat /proc/$w/cmdline 2>/dev/null` // '';
+            kill 'KILL', $w if $cmd =~ /^nginx: worker process/;
+        }
+        stop($_, 'KILL') for keys %pid;
+    }
+}
 $SIG{INT} = $SIG{TERM} = sub { exit 2 };
 
 sub note { my $m = sprintf "%7.2f (%.2f) %s", time - $t0, time, "@_";
