@@ -76,6 +76,8 @@ typedef struct {
     u_char                        text[sizeof("cluster node ")
                                        + NGX_SOCKADDR_STRLEN];
     time_t                        down_logged_at;
+    ngx_uint_t                    reconnects;   /* connects after the first */
+    ngx_uint_t                    connects;
     unsigned                      down_logged:1;
     unsigned                      open:1;       /* its node is started */
 } ngx_ws_agent_redis_target_t;
@@ -723,6 +725,9 @@ ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl)
             /* not a master now (failed over, emptied by a reshard) */
             ngx_ws_agent_redis_node_close(&t->node);
             t->open = 0;
+
+            /* and not on the status page's list of masters either */
+            ngx_memzero(t->node.stats, sizeof(ngx_ws_agent_node_stats_t));
         }
     }
 
@@ -737,13 +742,14 @@ ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl)
 static void
 ngx_ws_agent_redis_summary(ngx_ws_agent_redis_t *rs)
 {
-    ngx_uint_t  i, up;
+    ngx_uint_t  i, up, reconnects;
 
     if (rs->cluster == NULL) {
         return;
     }
 
     up = (rs->ntargets != 0);
+    reconnects = 0;
 
     for (i = 0; i < rs->ntargets; i++) {
         if (rs->targets[i]->open
@@ -751,9 +757,12 @@ ngx_ws_agent_redis_summary(ngx_ws_agent_redis_t *rs)
         {
             up = 0;
         }
+
+        reconnects += rs->targets[i]->reconnects;
     }
 
     rs->stats->node.connected = up;
+    rs->stats->node.reconnects = reconnects;
 }
 
 
@@ -1052,6 +1061,10 @@ ngx_ws_agent_redis_ready(ngx_ws_agent_redis_node_t *node)
     }
 
     t->down_logged = 0;
+
+    if (t->connects++) {
+        t->reconnects++;
+    }
 
     ngx_ws_agent_redis_summary(rs);
     ngx_ws_agent_redis_send(rs, t);

@@ -304,6 +304,11 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
         ns = n ? w->nodes : &w->node;
 
         for (j = 0; j < (n ? n : 1); j++) {
+            if (n && ns[j].address[0] == '\0') {
+                /* a cluster node that is no master now */
+                continue;
+            }
+
             p = ngx_slprintf(p, end, "ngx_ws_agent_redis_node_info"
                              "{pid=\"%uA\",address=\"%s\",role=\"%s\","
                              "tls=\"%s\"} 1\n", w->pid, ns[j].address,
@@ -473,6 +478,10 @@ ngx_ws_agent_status_json(ngx_http_request_t *r, ngx_buf_t *b)
             yajl_gen_array_open(g);
 
             for (j = 0; j < n; j++) {
+                if (w->nodes[j].address[0] == '\0') {
+                    continue;
+                }
+
                 yajl_gen_map_open(g);
                 ngx_ws_agent_status_node(g, &w->nodes[j], 1);
                 yajl_gen_map_close(g);

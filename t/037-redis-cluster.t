@@ -315,7 +315,7 @@ cluster_status_nodes /status
 --- cluster_loss: accounted /status
 --- wait: 20
 --- error_log eval
-[qr/\[error\].*ws_agent: Redis .*127\.0\.0\.1:\d+ unavailable \((?:connection closed|connect\(\) failed)/,
+[qr/\[error\].*ws_agent: Redis .*127\.0\.0\.1:\d+ unavailable \((?:connection closed|connection lost|connect\(\) failed)/,
  qr/\[notice\].*ws_agent: Redis cluster map: 3 masters/]
 --- no_error_log
 [alert]
