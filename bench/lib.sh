@@ -50,7 +50,10 @@ wait_port() {
 #
 #   bench_conf KIND DIR MAIN CONNS BACKLOG EXTRA
 #
-# KIND stock | module; DIR gets nginx.conf, logs/, tmp/; MAIN: lines for the
+# KIND stock | module | cluster (the module publishing to the Redis Cluster
+# of $cluster_ports: `ws_agent_redis cluster;` and `ws_agent_redis_cluster`
+# with them as seeds, instead of `ws_agent_redis 127.0.0.1:$rport;`);
+# DIR gets nginx.conf, logs/, tmp/; MAIN: lines for the
 # main context (process model, affinity, limits); CONNS: worker_connections;
 # BACKLOG: the listen backlog; EXTRA: one more directive in every module
 # location (or "").  Uses the caller's $module, $rport, $bport, $eport,
@@ -60,7 +63,17 @@ bench_conf() {
     local kind=$1 dir=$2 main=$3 conns=$4 backlog=$5 extra=$6
     mkdir -p "$dir/logs" "$dir/tmp"
 
-    m() { [ "$kind" = module ] && echo "$*" || true; }
+    m() { [ "$kind" != stock ] && echo "$*" || true; }
+    redis_conf() {
+        local p seeds=
+        if [ "$kind" = cluster ]; then
+            for p in $cluster_ports; do seeds="$seeds 127.0.0.1:$p"; done
+            echo "ws_agent_redis cluster;"
+            echo "    ws_agent_redis_cluster$seeds;"
+        else
+            m "ws_agent_redis 127.0.0.1:$rport;"
+        fi
+    }
 
     # one WebSocket location: $1 path, $2 upstream, $3 1 = publish
     loc() {
@@ -96,7 +109,7 @@ http {
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
-    $(m "ws_agent_redis 127.0.0.1:$rport;")
+    $(redis_conf)
 
     upstream echo { server 127.0.0.1:$bport; }
     upstream echo_events { server 127.0.0.1:$eport; }
