@@ -537,18 +537,22 @@ snap_rcalls() {
     RCALLS=$c
 }
 
-# cluster workload, one side: the events workload publishing (/ev: every
-# 64 B message answered with EVENTS agent events, EV_CONNS conns x 4, closed
-# loop, one channel per connection: agent:events:u00000...) from the one
-# worker, into the single redis-server (kind single: the module's config)
-# or the Redis Cluster (kind cluster: SPUBLISH to each channel's slot
-# owner); no subscriber on either side.  Over a window inside the load's
-# measured one (as paced_run's): events published per second as Redis
-# counts them (PUBLISH / SPUBLISH calls, summed over the masters) and as the
-# module does (events_published_total), the relay's msg/s, overflow drops,
-# the worker's, the Redis servers' (summed) and the machine's CPU.
-cluster_run() {  # round kind (single | cluster)
-    local r=$1 kind=$2 ports pidl lp line launched t0 t1 c0 c1 mb0 mb1 ma0 ma1
+# cluster workload, one side, into the single redis-server (kind single:
+# the module's config) or the Redis Cluster (kind cluster: SPUBLISH to each
+# channel's slot owner), from the one worker, no subscriber on either side;
+# one channel per connection (agent:events:u00000...).  name clev: the
+# events workload publishing (/ev: every 64 B message answered with EVENTS
+# agent events, EV_CONNS conns x 4, closed loop): as many as the machine
+# lets through; name clpace: the paced stream publishing (/st, PACE_CONNS
+# sink connections, PACE_RATE events/s in all): the same rate both ways, so
+# the CPU rows compare costs.  Over a window inside the load's measured one
+# (as paced_run's): events published per second as Redis counts them
+# (PUBLISH / SPUBLISH calls, summed over the masters) and as the module does
+# (events_published_total), the relay's msg/s (clev) or the sink's events/s
+# (clpace), overflow drops, the worker's, the Redis servers' (summed) and
+# the machine's CPU.
+cluster_run() {  # round kind (single | cluster) name (clev | clpace)
+    local r=$1 kind=$2 name=$3 ports pidl lp line launched t0 t1 c0 c1 mb0 mb1 ma0 ma1
     local k0 k1 q0 q1 qm0 qm1 p i secs qsecs
     local -a rc0 rc1 rt0 rt1
     if [ "$kind" = cluster ]; then
@@ -557,9 +561,15 @@ cluster_run() {  # round kind (single | cluster)
         ports=$rport; pidl=$redis_pid
     fi
     now_us; launched=$NOW_US
-    "$bench/wsload" --mode echo --port "$nport" --path /ev \
-        --conns "$EV_CONNS" --size 64 --window 4 --warmup "$WARMUP" \
-        --duration "$DURATION" > "$out/cl-relay.out" &
+    if [ "$name" = clev ]; then
+        "$bench/wsload" --mode echo --port "$nport" --path /ev \
+            --conns "$EV_CONNS" --size 64 --window 4 --warmup "$WARMUP" \
+            --duration "$DURATION" > "$out/cl-load.out" &
+    else
+        "$bench/wsload" --mode sink --port "$nport" --path /st \
+            --conns "$PACE_CONNS" --warmup "$WARMUP" \
+            --duration "$DURATION" > "$out/cl-load.out" &
+    fi
     lp=$!
 
     sleep_until_us $((launched + warmup_us + 50000))
@@ -578,7 +588,7 @@ cluster_run() {  # round kind (single | cluster)
     snap_counters; k1=$COUNTERS; q1=$COUNTERS_US; qm1=$COUNTERS_MS
 
     wait "$lp" || true
-    line=$(tail -1 "$out/cl-relay.out")
+    line=$(tail -1 "$out/cl-load.out")
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
     qsecs=$(awk -v a="$q0" -v b="$q1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
     local calls=0 rticks=0 per=
@@ -591,32 +601,34 @@ cluster_run() {  # round kind (single | cluster)
     done
     set -- $k0 $k1      # published seen queued overflow, at start and end
     {
-        echo "  $kind cluster-ev relay: $line"
-        echo "  $kind cluster-ev window: secs=$secs worker_ticks=$((c1 - c0)) machine_busy=$((mb1 - mb0))/$((ma1 - ma0)) redis:$per"
-        echo "  $kind cluster-ev counters: published=$(($5 - $1)) seen=$(($6 - $2)) queued=$(($7 - $3)) overflow=$(($8 - $4)) in $qsecs s (read in $qm0, $qm1 ms)"
+        echo "  $kind $name load: $line"
+        echo "  $kind $name window: secs=$secs worker_ticks=$((c1 - c0)) machine_busy=$((mb1 - mb0))/$((ma1 - ma0)) redis:$per"
+        echo "  $kind $name counters: published=$(($5 - $1)) seen=$(($6 - $2)) queued=$(($7 - $3)) overflow=$(($8 - $4)) in $qsecs s (read in $qm0, $qm1 ms)"
     } >> "$out/log.txt"
-    record "$r" "$kind" clev_rate "$(field "$line" rate)"
-    record "$r" "$kind" clev_events "$(field "$line" events_rate)"
-    record "$r" "$kind" clev_pub_redis \
+    record "$r" "$kind" ${name}_rate "$(field "$line" rate)"
+    [ "$name" = clev ] && \
+        record "$r" "$kind" ${name}_events "$(field "$line" events_rate)"
+    record "$r" "$kind" ${name}_pub_redis \
         "$(awk -v d="$calls" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? d / s : 0) }')"
-    record "$r" "$kind" clev_pub_ctr \
+    record "$r" "$kind" ${name}_pub_ctr \
         "$(awk -v d=$(($5 - $1)) -v s="$qsecs" 'BEGIN { printf "%.0f", (s > 0 ? d / s : 0) }')"
-    record "$r" "$kind" clev_overflow \
+    record "$r" "$kind" ${name}_overflow \
         "$(awk -v d=$(($8 - $4)) -v s="$qsecs" 'BEGIN { printf "%.0f", (s > 0 ? d / s : 0) }')"
-    record "$r" "$kind" clev_cpu_pct \
+    record "$r" "$kind" ${name}_cpu_pct \
         "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v s="$secs" \
            'BEGIN { printf "%.1f", d * 100 / hz / s }')"
-    record "$r" "$kind" clev_cpu_per_event \
+    record "$r" "$kind" ${name}_cpu_per_event \
         "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v n="$calls" \
            'BEGIN { printf "%.3f", n ? d * 1e6 / hz / n : 0 }')"
-    record "$r" "$kind" clev_redis_cpu_pct \
+    record "$r" "$kind" ${name}_redis_cpu_pct \
         "$(awk -v d="$rticks" -v hz="$hz" -v s="$secs" \
            'BEGIN { printf "%.1f", d * 100 / hz / s }')"
-    record "$r" "$kind" clev_busy_pct \
+    record "$r" "$kind" ${name}_busy_pct \
         "$(awk -v b=$((mb1 - mb0)) -v a=$((ma1 - ma0)) \
            'BEGIN { printf "%.1f", a ? b * 100 / a : 0 }')"
     [ "$(field "$line" errors)" = 0 ] || \
-        echo "  warning: $kind cluster-ev relay: errors=$(field "$line" errors)" >&2
+        echo "  warning: $kind $name load: errors=$(field "$line" errors)" >&2
+    return 0
 }
 
 # --- the load generator's own ceiling: straight to the echo backend ---------
@@ -719,7 +731,8 @@ for r in $(seq 1 "$ROUNDS"); do
         for kind in $order; do
             echo "round $r/$ROUNDS: cluster workload, $kind" | tee -a "$out/log.txt"
             if [ "$kind" = single ]; then start_nginx module; else start_nginx cluster; fi
-            cluster_run "$r" "$kind"
+            cluster_run "$r" "$kind" clev
+            cluster_run "$r" "$kind" clpace
             stop_nginx
         done
     fi
