@@ -464,20 +464,25 @@ paced_run() {   # round kind name path publish
 
 # Redis's own count of PUBLISH and SPUBLISH calls on the node at port $1
 # (INFO commandstats, fork-free over /dev/tcp) -> RCALLS; exact, whatever
-# subscribes or not
+# subscribes or not; their rejected_calls (a MOVED answer among them: a
+# wrong slot) -> RREJ
 snap_rcalls() {
-    local fd line v c=0
+    local fd line v c=0 j=0
     if exec {fd}<>"/dev/tcp/127.0.0.1/$1"; then
         printf 'INFO commandstats\r\nQUIT\r\n' >&"$fd"
         while IFS= read -r -u "$fd" line; do
             case $line in
             cmdstat_publish:calls=*|cmdstat_spublish:calls=*)
-                v=${line#*calls=}; v=${v%%,*}; c=$((c + v)) ;;
+                v=${line#*calls=}; v=${v%%,*}; c=$((c + v))
+                case $line in *rejected_calls=*)
+                    v=${line#*rejected_calls=}; v=${v%%,*}; j=$((j + v)) ;;
+                esac ;;
             esac
         done
         exec {fd}>&-
     fi
     RCALLS=$c
+    RREJ=$j
 }
 
 # cluster workload, one side, into the single redis-server (kind single:
@@ -497,7 +502,7 @@ snap_rcalls() {
 cluster_run() {  # round kind (single | cluster) name (clev | clpace)
     local r=$1 kind=$2 name=$3 ports pidl lp line launched t0 t1 c0 c1 mb0 mb1 ma0 ma1
     local k0 k1 q0 q1 qm0 qm1 p i secs qsecs
-    local -a rc0 rc1 rt0 rt1
+    local -a rc0 rc1 rt0 rt1 rj0 rj1
     if [ "$kind" = cluster ]; then
         ports=$cluster_ports; pidl=$cluster_pids
     else
@@ -520,14 +525,14 @@ cluster_run() {  # round kind (single | cluster) name (clev | clpace)
     snap_ticks "$worker_pid"; c0=$TICKS
     snap_machine; mb0=$M_BUSY; ma0=$M_ALL
     i=0; for p in $pidl; do snap_ticks "$p"; rt0[i++]=$TICKS; done
-    i=0; for p in $ports; do snap_rcalls "$p"; rc0[i++]=$RCALLS; done
+    i=0; for p in $ports; do snap_rcalls "$p"; rj0[i]=$RREJ; rc0[i++]=$RCALLS; done
     snap_counters; k0=$COUNTERS; q0=$COUNTERS_US; qm0=$COUNTERS_MS
     sleep_until_us $((launched + warmup_us + duration_us - 200000))
     now_us; t1=$NOW_US
     snap_ticks "$worker_pid"; c1=$TICKS
     snap_machine; mb1=$M_BUSY; ma1=$M_ALL
     i=0; for p in $pidl; do snap_ticks "$p"; rt1[i++]=$TICKS; done
-    i=0; for p in $ports; do snap_rcalls "$p"; rc1[i++]=$RCALLS; done
+    i=0; for p in $ports; do snap_rcalls "$p"; rj1[i]=$RREJ; rc1[i++]=$RCALLS; done
     snap_counters; k1=$COUNTERS; q1=$COUNTERS_US; qm1=$COUNTERS_MS
 
     wait "$lp" || true
@@ -539,7 +544,7 @@ cluster_run() {  # round kind (single | cluster) name (clev | clpace)
     for p in $ports; do
         calls=$((calls + rc1[i] - rc0[i]))
         rticks=$((rticks + rt1[i] - rt0[i]))
-        per="$per $p:calls=$((rc1[i] - rc0[i])),ticks=$((rt1[i] - rt0[i]))"
+        per="$per $p:calls=$((rc1[i] - rc0[i])),rejected=$((rj1[i] - rj0[i])),ticks=$((rt1[i] - rt0[i]))"
         i=$((i + 1))
     done
     set -- $k0 $k1      # published seen queued overflow, at start and end
