@@ -20,9 +20,13 @@
 #                   64 B message, EV_CONNS conns x 4), plain relay
 #   module ev       the same, location without ws_agent_publish
 #   module evpub    the same with ws_agent_publish, redsub subscribed
+#   cluster evpub   (not by default) the same publishing into a 3-master
+#                   Redis Cluster (SPUBLISH by slot; no subscriber: the
+#                   published counter is shown instead)
 #
 # and prints Ir/message for each, the module's extra Ir/message over stock,
-# and Ir per published event = (Ir/msg evpub - Ir/msg ev) / events per msg.
+# and Ir per published event = (Ir/msg evpub - Ir/msg ev) / events per msg
+# (for cluster:evpub likewise, against module:ev).
 # Top functions by Ir (self) of each run, with Ir per message, and Ir by
 # object: out/callgrind-<time>/top-*.txt (inclusive: annotate-*.txt).
 # Under callgrind nginx is ~50x slower: the rates are low, but the ratio
@@ -31,6 +35,7 @@
 #   bench/callgrind.sh                       about 2 minutes
 #   MEASURE=10 bench/callgrind.sh            a longer measured window
 #   MODULE=/tmp/m.so RUNS="module:ev module:evpub" bench/callgrind.sh
+#   RUNS="module:ev module:evpub cluster:evpub" bench/callgrind.sh
 #
 # Knobs: MODULE (build/ngx_ws_agent_module.so; not rebuilt here), NGINX
 # (/usr/sbin/nginx), WARM (3 s), MEASURE (5 s), EVENTS (8), EV_CONNS (20),
@@ -100,6 +105,7 @@ pids+=($!)
 wait_port "$bport" 50
 wait_port "$eport" 50
 wait_port "$rport" 50
+case " $RUNS " in *" cluster:"*) start_cluster ;; esac
 
 # --- nginx, one process -----------------------------------------------------
 
@@ -205,6 +211,8 @@ cg_run() {      # kind name
 
     if [ "$name" = evpub ]; then
         p0=$(metric ngx_ws_agent_events_published_total)
+    fi
+    if [ "$name" = evpub ] && [ "$kind" = module ]; then
         "$bench/redsub" --port "$rport" --warmup 0 \
             --duration "$(awk -v w="$WARM" -v m="$MEASURE" 'BEGIN { print w + m + 1 }')" \
             > "$out/redsub-$tag.out" &
@@ -236,11 +244,11 @@ cg_run() {      # kind name
     wait "$load_pid" || true
     load_pid=
 
-    if [ "$name" = evpub ]; then
+    if [ -n "$sub_pid" ]; then
         wait "$sub_pid" || true     # it ends about 1 s after the dump
         sub_pid=
     fi
-    if [ "$kind" = module ]; then
+    if [ "$kind" != stock ]; then
         p1=$(metric ngx_ws_agent_events_published_total)
         d1=$(metric 'ngx_ws_agent_events_dropped_total{reason="queue_overflow"}')
     fi
@@ -272,7 +280,10 @@ cg_run() {      # kind name
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$name" "$path" "$ir" "$replies" "$events" "$spread" >> "$results"
     [ "$(field "$(tail -1 "$out/wsload-$tag.out")" errors)" = 0 ] \
         || echo "callgrind.sh: warning: $tag: wsload errors: $(tail -1 "$out/wsload-$tag.out")" >&2
-    if [ -n "$p0" ]; then
+    if [ -n "$p0" ] && [ "$kind" = cluster ]; then
+        echo "  $tag: published over the whole run $((p1 - p0)), queue overflow $d1 (no subscriber)" \
+            | tee -a "$out/notes.txt"
+    elif [ -n "$p0" ]; then
         echo "  $tag: published over the whole run $((p1 - p0)), queue overflow $d1; redsub (whole run): $(tail -1 "$out/redsub-$tag.out")" \
             | tee -a "$out/notes.txt"
     elif [ -n "$d1" ] && [ "$d1" != 0 ]; then
@@ -303,6 +314,7 @@ cg_run() {      # kind name
 
 write_conf stock
 write_conf module
+[ -n "$cluster_ports" ] && write_conf cluster
 
 for run in $RUNS; do
     cg_run "${run%%:*}" "${run#*:}"
@@ -341,6 +353,14 @@ done
                 d, per("module:evpub") / per("module:ev")
             if (e > 0)
                 printf "Ir per published event = %.0f / %.2f events per message = %.0f\n", d, e, d / e
+        }
+        if (per("module:ev") != "" && per("cluster:evpub") != "") {
+            d = per("cluster:evpub") - per("module:ev")
+            e = ev["cluster:evpub"] / n["cluster:evpub"]
+            printf "events relay, cluster: publish on - off = %+.0f Ir/message (x%.2f)\n", \
+                d, per("cluster:evpub") / per("module:ev")
+            if (e > 0)
+                printf "Ir per published event, Redis Cluster (SPUBLISH by slot) = %.0f / %.2f = %.0f\n", d, e, d / e
         }
     }' "$results"
     echo

@@ -35,6 +35,70 @@ start_echo_backends() {
     pids+=($!)
 }
 
+# The cluster workload's Redis Cluster (run.sh WORKLOADS=cluster,
+# callgrind.sh's cluster:evpub run): CLUSTER_NODES masters, no replicas.
+#
+# CLUSTER_NODES redis-server 7 processes, cluster-enabled, each with its own
+# directory (nodes.conf) under $out/redis-cluster, client and bus ports
+# (cluster-port) below 32768 on 127.0.0.1, made a cluster with
+# `redis-cli --cluster create ... --cluster-yes`; their pids in pids[] and
+# cluster_pids, their ports in cluster_ports (the module's seeds, see
+# bench_conf); the map and where the events workload's channels
+# (agent:events:u00000..) land go to stdout and $out/log.txt.  Uses the
+# caller's $out, $CLUSTER_NODES (3), $EV_CONNS.
+cluster_ports=
+cluster_pids=
+start_cluster() {
+    local i p b d addrs= ok
+    for i in $(seq 1 "${CLUSTER_NODES:-3}"); do
+        p=$(free_port)
+        b=$(free_port)
+        while [ "$b" = "$p" ]; do b=$(free_port); done
+        d="$out/redis-cluster/node$i"
+        mkdir -p "$d"
+        redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
+            --daemonize no --dir "$d" --logfile "$d/redis.log" \
+            --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-port "$b" --cluster-node-timeout 5000 &
+        pids+=($!)
+        cluster_pids="$cluster_pids $!"
+        cluster_ports="${cluster_ports:+$cluster_ports }$p"
+        addrs="$addrs 127.0.0.1:$p"
+    done
+    for p in $cluster_ports; do wait_port "$p"; done
+    timeout 60 redis-cli --cluster create $addrs --cluster-yes \
+        > "$out/redis-cluster/create.log" 2>&1 \
+        || { cat "$out/redis-cluster/create.log" >&2
+             echo "${0##*/}: redis-cli --cluster create failed" >&2; exit 1; }
+    for _ in $(seq 1 300); do           # bounded: 30 s
+        ok=1
+        for p in $cluster_ports; do
+            timeout 2 redis-cli -p "$p" cluster info 2>/dev/null \
+                | grep -q '^cluster_state:ok' || ok=0
+        done
+        [ "$ok" = 1 ] && break
+        sleep 0.1
+    done
+    [ "$ok" = 1 ] || { echo "${0##*/}: the cluster is not ok within 30 s" >&2; exit 1; }
+    {
+        p=${cluster_ports%% *}
+        echo "cluster: masters on $cluster_ports (bus ports: cluster-port, see redis-cluster/)"
+        timeout 2 redis-cli -p "$p" cluster nodes | sed 's/^/  /'
+        echo "  the events workload's channels (agent:events:u00000..u$(printf %05d $((EV_CONNS - 1)))) by owner:"
+        for i in $(seq 0 $((EV_CONNS - 1))); do
+            timeout 2 redis-cli -p "$p" cluster keyslot \
+                "agent:events:u$(printf %05d "$i")"
+        done | awk -v ranges="$(timeout 2 redis-cli -p "$p" cluster nodes \
+                  | awk '/master/ { a = $2; sub(/@.*/, "", a)
+                                for (i = 9; i <= NF; i++) printf "%s %s;", a, $i }')" '
+            BEGIN { n = split(ranges, r, ";") }
+            { for (i = 1; i < n; i++) { split(r[i], a, " "); split(a[2], s, "-")
+                  if (s[2] == "") s[2] = s[1]
+                  if ($1 >= s[1] && $1 <= s[2]) { c[a[1]]++; break } } }
+            END { for (k in c) printf "    %s: %d channels\n", k, c[k] }'
+    } | tee -a "$out/log.txt"
+}
+
 # PORT [TRIES of 0.1 s, 50 by default]
 wait_port() {
     for _ in $(seq 1 "${2:-50}"); do
@@ -50,7 +114,10 @@ wait_port() {
 #
 #   bench_conf KIND DIR MAIN CONNS BACKLOG EXTRA
 #
-# KIND stock | module; DIR gets nginx.conf, logs/, tmp/; MAIN: lines for the
+# KIND stock | module | cluster (the module publishing to the Redis Cluster
+# of $cluster_ports: `ws_agent_redis cluster;` and `ws_agent_redis_cluster`
+# with them as seeds, instead of `ws_agent_redis 127.0.0.1:$rport;`);
+# DIR gets nginx.conf, logs/, tmp/; MAIN: lines for the
 # main context (process model, affinity, limits); CONNS: worker_connections;
 # BACKLOG: the listen backlog; EXTRA: one more directive in every module
 # location (or "").  Uses the caller's $module, $rport, $bport, $eport,
@@ -60,7 +127,17 @@ bench_conf() {
     local kind=$1 dir=$2 main=$3 conns=$4 backlog=$5 extra=$6
     mkdir -p "$dir/logs" "$dir/tmp"
 
-    m() { [ "$kind" = module ] && echo "$*" || true; }
+    m() { [ "$kind" != stock ] && echo "$*" || true; }
+    redis_conf() {
+        local p seeds=
+        if [ "$kind" = cluster ]; then
+            for p in $cluster_ports; do seeds="$seeds 127.0.0.1:$p"; done
+            echo "ws_agent_redis cluster;"
+            echo "    ws_agent_redis_cluster$seeds;"
+        else
+            m "ws_agent_redis 127.0.0.1:$rport;"
+        fi
+    }
 
     # one WebSocket location: $1 path, $2 upstream, $3 1 = publish
     loc() {
@@ -96,7 +173,7 @@ http {
     fastcgi_temp_path $dir/tmp/fastcgi;
     uwsgi_temp_path $dir/tmp/uwsgi;
     scgi_temp_path $dir/tmp/scgi;
-    $(m "ws_agent_redis 127.0.0.1:$rport;")
+    $(redis_conf)
 
     upstream echo { server 127.0.0.1:$bport; }
     upstream echo_events { server 127.0.0.1:$eport; }

@@ -8,13 +8,17 @@
 #   bench/run.sh                       3 rounds, about 6 minutes
 #   ROUNDS=5 DURATION=8 bench/run.sh   more rounds, longer runs
 #   WORKLOADS=paced bench/run.sh       only the paced-publish workload
+#   WORKLOADS=cluster bench/run.sh     one Redis node vs a 3-master Redis
+#                                      Cluster, events/s from one worker
 #   NO_BUILD=1 MODULE=/tmp/m.so bench/run.sh   no bootstrap/build; that .so
 #
 # Knobs (environment): ROUNDS (3), DURATION (5 s measured per run), WARMUP
 # (1 s), IDLE_CONNS (5000), EVENTS (events per message in the publish
 # workload, 8), EV_CONNS (20), PACE_RATE (events/s of the paced stream, all
 # connections together, 50000), PACE_CONNS (10 sink connections),
-# WORKLOADS (any of "idle small large hs events paced", all by default),
+# WORKLOADS (any of "idle small large hs events paced cluster"; all but
+# cluster by default), CLUSTER_NODES (masters of the cluster workload's
+# Redis Cluster, 3),
 # NO_BUILD (1: skip scripts/bootstrap.sh, the packages and
 # scripts/build.sh; the bench programs are still made), MODULE (the .so,
 # build/ngx_ws_agent_module.so).  Results: bench/out/<time>/ (results.tsv,
@@ -37,6 +41,7 @@ EV_CONNS=${EV_CONNS:-20}
 PACE_RATE=${PACE_RATE:-50000}
 PACE_CONNS=${PACE_CONNS:-10}
 WORKLOADS=${WORKLOADS:-idle small large hs events paced}
+CLUSTER_NODES=${CLUSTER_NODES:-3}
 NGINX=${NGINX:-/usr/sbin/nginx}
 PIN=${PIN:-0}
 ncpu=$(nproc)
@@ -123,6 +128,12 @@ wait_port "$bport"
 wait_port "$eport"
 wait_port "$sport"
 wait_port "$rport"
+
+# --- the cluster workload's Redis Cluster (bench/lib.sh) --------------------
+
+if wants cluster; then
+    start_cluster
+fi
 
 # --- nginx ------------------------------------------------------------------
 
@@ -451,6 +462,123 @@ paced_run() {   # round kind name path publish
            'BEGIN { printf "%.1f", d * 100 / hz / s }')"
 }
 
+# Redis's own count of PUBLISH and SPUBLISH calls on the node at port $1
+# (INFO commandstats, fork-free over /dev/tcp) -> RCALLS; exact, whatever
+# subscribes or not; their rejected_calls (a MOVED answer among them: a
+# wrong slot) -> RREJ
+snap_rcalls() {
+    local fd line v c=0 j=0
+    if exec {fd}<>"/dev/tcp/127.0.0.1/$1"; then
+        printf 'INFO commandstats\r\nQUIT\r\n' >&"$fd"
+        while IFS= read -r -u "$fd" line; do
+            case $line in
+            cmdstat_publish:calls=*|cmdstat_spublish:calls=*)
+                v=${line#*calls=}; v=${v%%,*}; c=$((c + v))
+                case $line in *rejected_calls=*)
+                    v=${line#*rejected_calls=}; v=${v%%,*}; j=$((j + v)) ;;
+                esac ;;
+            esac
+        done
+        exec {fd}>&-
+    fi
+    RCALLS=$c
+    RREJ=$j
+}
+
+# cluster workload, one side, into the single redis-server (kind single:
+# the module's config) or the Redis Cluster (kind cluster: SPUBLISH to each
+# channel's slot owner), from the one worker, no subscriber on either side;
+# one channel per connection (agent:events:u00000...).  name clev: the
+# events workload publishing (/ev: every 64 B message answered with EVENTS
+# agent events, EV_CONNS conns x 4, closed loop): as many as the machine
+# lets through; name clpace: the paced stream publishing (/st, PACE_CONNS
+# sink connections, PACE_RATE events/s in all): the same rate both ways, so
+# the CPU rows compare costs.  Over a window inside the load's measured one
+# (as paced_run's): events published per second as Redis counts them
+# (PUBLISH / SPUBLISH calls, summed over the masters) and as the module does
+# (events_published_total), the relay's msg/s (clev) or the sink's events/s
+# (clpace), overflow drops, the worker's, the Redis servers' (summed) and
+# the machine's CPU.
+cluster_run() {  # round kind (single | cluster) name (clev | clpace)
+    local r=$1 kind=$2 name=$3 ports pidl lp line launched t0 t1 c0 c1 mb0 mb1 ma0 ma1
+    local k0 k1 q0 q1 qm0 qm1 p i secs qsecs
+    local -a rc0 rc1 rt0 rt1 rj0 rj1
+    if [ "$kind" = cluster ]; then
+        ports=$cluster_ports; pidl=$cluster_pids
+    else
+        ports=$rport; pidl=$redis_pid
+    fi
+    now_us; launched=$NOW_US
+    if [ "$name" = clev ]; then
+        "$bench/wsload" --mode echo --port "$nport" --path /ev \
+            --conns "$EV_CONNS" --size 64 --window 4 --warmup "$WARMUP" \
+            --duration "$DURATION" > "$out/cl-load.out" &
+    else
+        "$bench/wsload" --mode sink --port "$nport" --path /st \
+            --conns "$PACE_CONNS" --warmup "$WARMUP" \
+            --duration "$DURATION" > "$out/cl-load.out" &
+    fi
+    lp=$!
+
+    sleep_until_us $((launched + warmup_us + 50000))
+    now_us; t0=$NOW_US
+    snap_ticks "$worker_pid"; c0=$TICKS
+    snap_machine; mb0=$M_BUSY; ma0=$M_ALL
+    i=0; for p in $pidl; do snap_ticks "$p"; rt0[i++]=$TICKS; done
+    i=0; for p in $ports; do snap_rcalls "$p"; rj0[i]=$RREJ; rc0[i++]=$RCALLS; done
+    snap_counters; k0=$COUNTERS; q0=$COUNTERS_US; qm0=$COUNTERS_MS
+    sleep_until_us $((launched + warmup_us + duration_us - 200000))
+    now_us; t1=$NOW_US
+    snap_ticks "$worker_pid"; c1=$TICKS
+    snap_machine; mb1=$M_BUSY; ma1=$M_ALL
+    i=0; for p in $pidl; do snap_ticks "$p"; rt1[i++]=$TICKS; done
+    i=0; for p in $ports; do snap_rcalls "$p"; rj1[i]=$RREJ; rc1[i++]=$RCALLS; done
+    snap_counters; k1=$COUNTERS; q1=$COUNTERS_US; qm1=$COUNTERS_MS
+
+    wait "$lp" || true
+    line=$(tail -1 "$out/cl-load.out")
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+    qsecs=$(awk -v a="$q0" -v b="$q1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+    local calls=0 rticks=0 per=
+    i=0
+    for p in $ports; do
+        calls=$((calls + rc1[i] - rc0[i]))
+        rticks=$((rticks + rt1[i] - rt0[i]))
+        per="$per $p:calls=$((rc1[i] - rc0[i])),rejected=$((rj1[i] - rj0[i])),ticks=$((rt1[i] - rt0[i]))"
+        i=$((i + 1))
+    done
+    set -- $k0 $k1      # published seen queued overflow, at start and end
+    {
+        echo "  $kind $name load: $line"
+        echo "  $kind $name window: secs=$secs worker_ticks=$((c1 - c0)) machine_busy=$((mb1 - mb0))/$((ma1 - ma0)) redis:$per"
+        echo "  $kind $name counters: published=$(($5 - $1)) seen=$(($6 - $2)) queued=$(($7 - $3)) overflow=$(($8 - $4)) in $qsecs s (read in $qm0, $qm1 ms)"
+    } >> "$out/log.txt"
+    record "$r" "$kind" ${name}_rate "$(field "$line" rate)"
+    [ "$name" = clev ] && \
+        record "$r" "$kind" ${name}_events "$(field "$line" events_rate)"
+    record "$r" "$kind" ${name}_pub_redis \
+        "$(awk -v d="$calls" -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? d / s : 0) }')"
+    record "$r" "$kind" ${name}_pub_ctr \
+        "$(awk -v d=$(($5 - $1)) -v s="$qsecs" 'BEGIN { printf "%.0f", (s > 0 ? d / s : 0) }')"
+    record "$r" "$kind" ${name}_overflow \
+        "$(awk -v d=$(($8 - $4)) -v s="$qsecs" 'BEGIN { printf "%.0f", (s > 0 ? d / s : 0) }')"
+    record "$r" "$kind" ${name}_cpu_pct \
+        "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v s="$secs" \
+           'BEGIN { printf "%.1f", d * 100 / hz / s }')"
+    record "$r" "$kind" ${name}_cpu_per_event \
+        "$(awk -v d=$((c1 - c0)) -v hz="$hz" -v n="$calls" \
+           'BEGIN { printf "%.3f", n ? d * 1e6 / hz / n : 0 }')"
+    record "$r" "$kind" ${name}_redis_cpu_pct \
+        "$(awk -v d="$rticks" -v hz="$hz" -v s="$secs" \
+           'BEGIN { printf "%.1f", d * 100 / hz / s }')"
+    record "$r" "$kind" ${name}_busy_pct \
+        "$(awk -v b=$((mb1 - mb0)) -v a=$((ma1 - ma0)) \
+           'BEGIN { printf "%.1f", a ? b * 100 / a : 0 }')"
+    [ "$(field "$line" errors)" = 0 ] || \
+        echo "  warning: $kind $name load: errors=$(field "$line" errors)" >&2
+    return 0
+}
+
 # --- the load generator's own ceiling: straight to the echo backend ---------
 
 echo "run.sh: results in $out"
@@ -506,9 +634,14 @@ fi
 
 write_conf stock
 write_conf module
+wants cluster && write_conf cluster
+
+# the workloads of the stock/module rounds (all but cluster)
+ab=
+for w in idle small large hs events paced; do wants "$w" && ab=1; done
 
 for r in $(seq 1 "$ROUNDS"); do
-    for kind in stock module; do
+    for kind in ${ab:+stock module}; do
         echo "round $r/$ROUNDS: $kind" | tee -a "$out/log.txt"
         start_nginx "$kind"
         if wants idle; then
@@ -538,6 +671,19 @@ for r in $(seq 1 "$ROUNDS"); do
         fi
         stop_nginx
     done
+    if wants cluster; then
+        # A = the module into one redis-server, B = the same module into
+        # the Redis Cluster; A then B in odd rounds, B then A in even ones
+        order="single cluster"
+        [ $((r % 2)) = 0 ] && order="cluster single"
+        for kind in $order; do
+            echo "round $r/$ROUNDS: cluster workload, $kind" | tee -a "$out/log.txt"
+            if [ "$kind" = single ]; then start_nginx module; else start_nginx cluster; fi
+            cluster_run "$r" "$kind" clev
+            cluster_run "$r" "$kind" clpace
+            stop_nginx
+        done
+    fi
 done
 
 "$bench/summary.sh" "$results" "$out/machine.txt" | tee "$out/summary.txt"

@@ -154,7 +154,43 @@ END {
     abs_row("paced: dropped, queue overflow", "events", "module", "pacedpub_overflow", "")
     abs_row("paced: redis-server CPU", "% core", "module", "pacedpub_redis_cpu_pct", "")
     }
+    if (has("single", "clev_pub_redis") || has("cluster", "clev_pub_redis")) {
+    row("cluster: published, Redis counts", "event/s", "single", "clev_pub_redis", "cluster", "clev_pub_redis", "")
+    paired_row("cluster: published, round by round", "single", "clev_pub_redis", "cluster", "clev_pub_redis", "")
+    row("cluster: published, status counter", "event/s", "single", "clev_pub_ctr", "cluster", "clev_pub_ctr", "")
+    row("cluster: relay (events workload)", "msg/s", "single", "clev_rate", "cluster", "clev_rate", "")
+    row("cluster: events relayed", "event/s", "single", "clev_events", "cluster", "clev_events", "")
+    row("cluster: dropped, queue overflow", "event/s", "single", "clev_overflow", "cluster", "clev_overflow", "")
+    row("cluster: worker CPU", "% core", "single", "clev_cpu_pct", "cluster", "clev_cpu_pct", "")
+    row("cluster: worker CPU per published", "us", "single", "clev_cpu_per_event", "cluster", "clev_cpu_per_event", "")
+    row("cluster: redis-server CPU, summed", "% core", "single", "clev_redis_cpu_pct", "cluster", "clev_redis_cpu_pct", "")
+    row("cluster: machine busy", "% 2 cores", "single", "clev_busy_pct", "cluster", "clev_busy_pct", "")
+    CLUSTER = 1
+    }
+    if (has("single", "clpace_pub_redis") || has("cluster", "clpace_pub_redis")) {
+    row("cl-paced: published, Redis", "event/s", "single", "clpace_pub_redis", "cluster", "clpace_pub_redis", "")
+    row("cl-paced: published, counter", "event/s", "single", "clpace_pub_ctr", "cluster", "clpace_pub_ctr", "")
+    row("cl-paced: stream received", "event/s", "single", "clpace_rate", "cluster", "clpace_rate", "")
+    row("cl-paced: dropped, overflow", "event/s", "single", "clpace_overflow", "cluster", "clpace_overflow", "")
+    row("cl-paced: worker CPU", "% core", "single", "clpace_cpu_pct", "cluster", "clpace_cpu_pct", "")
+    paired_row("cl-paced: worker CPU by round", "single", "clpace_cpu_pct", "cluster", "clpace_cpu_pct", "")
+    row("cl-paced: worker CPU per event", "us", "single", "clpace_cpu_per_event", "cluster", "clpace_cpu_per_event", "")
+    row("cl-paced: redis-server CPU sum", "% core", "single", "clpace_redis_cpu_pct", "cluster", "clpace_redis_cpu_pct", "")
+    row("cl-paced: machine busy", "% 2 cores", "single", "clpace_busy_pct", "cluster", "clpace_busy_pct", "")
+    CLUSTER = 1
+    }
     print ""
+    if (CLUSTER) {
+        print "cluster rows: A = the module publishing into ONE redis-server (PUBLISH),"
+        print "B = the same module into a Redis Cluster of 3 masters (SPUBLISH to the"
+        print "slot owner of each channel); both: the events workload on /ev (closed loop),"
+        print "one worker, no subscriber; published = PUBLISH + SPUBLISH calls in INFO"
+        print "commandstats, summed over the masters, per second of the window."
+        print "cl-paced: the same, the paced stream (PACE_RATE events/s, PACE_CONNS"
+        print "sink connections on /st) published instead: equal rates, the CPU rows"
+        print "compare the costs of one rate."
+        print ""
+    }
     print "load generator ceiling, straight to the echo backend (no nginx):"
     line = ""
     if (has("direct", "small_rate")) {
