@@ -976,8 +976,26 @@ ngx_ws_agent_redis_queue_free(ngx_ws_agent_redis_t *rs,
 static void
 ngx_ws_agent_redis_queue_gauges(ngx_ws_agent_redis_t *rs)
 {
+    ngx_uint_t                    i;
+    ngx_ws_agent_redis_target_t  *t;
+
     rs->stats->queued = rs->unsent;
     rs->stats->in_flight = rs->held - rs->unsent;
+
+    if (rs->cluster == NULL) {
+        return;
+    }
+
+    /* a cluster's masters, each on its own line of the page */
+    for (i = 0; i < rs->ntargets; i++) {
+        t = rs->targets[i];
+
+        if (t->open) {
+            t->node.stats->queued = t->n[NGX_WS_AGENT_LINE_RESEND]
+                                    + t->n[NGX_WS_AGENT_LINE_WAITING];
+            t->node.stats->in_flight = t->n[NGX_WS_AGENT_LINE_IN_FLIGHT];
+        }
+    }
 }
 
 

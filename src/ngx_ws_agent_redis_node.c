@@ -928,6 +928,8 @@ ngx_ws_agent_redis_node_down(ngx_ws_agent_redis_node_t *node,
 
     node->state = NGX_WS_AGENT_NODE_IDLE;
     node->stats->connected = 0;
+    ngx_cpystrn(node->stats->last_error, (u_char *) why,
+                NGX_WS_AGENT_ERROR_LEN);
 
     node->handler->down(node, why, logged);
 

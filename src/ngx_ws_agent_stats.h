@@ -67,8 +67,11 @@ typedef struct {
     ngx_atomic_t                 connected;
     ngx_atomic_t                 tls;
     ngx_atomic_t                 reconnects;
+    ngx_atomic_t                 queued;     /* a cluster master's share */
+    ngx_atomic_t                 in_flight;
     u_char                       address[NGX_SOCKADDR_STRLEN];
     u_char                       role[16];   /* ROLE's answer, or "" */
+    u_char                       last_error[NGX_WS_AGENT_ERROR_LEN];
 } ngx_ws_agent_node_stats_t;
 
 

@@ -13,7 +13,7 @@
 #include "ngx_ws_agent_status.h"
 
 
-#define NGX_WS_AGENT_STATUS_MAX  (128 * 1024)
+#define NGX_WS_AGENT_STATUS_MAX  (64 * 1024)     /* and per worker */
 
 
 static u_char *ngx_ws_agent_status_seconds(u_char *p, u_char *end,
@@ -32,8 +32,9 @@ typedef struct {
 
 static ngx_int_t ngx_ws_agent_status_prometheus(ngx_http_request_t *r,
     ngx_buf_t *b);
+static size_t ngx_ws_agent_status_size(void);
 static void ngx_ws_agent_status_node(yajl_gen g,
-    ngx_ws_agent_node_stats_t *ns, ngx_uint_t connected);
+    ngx_ws_agent_node_stats_t *ns, ngx_uint_t listed);
 static ngx_int_t ngx_ws_agent_status_json(ngx_http_request_t *r,
     ngx_buf_t *b);
 static double ngx_ws_agent_status_quantile(ngx_atomic_t *buckets,
@@ -153,7 +154,7 @@ ngx_ws_agent_status_handler(ngx_http_request_t *r)
     wlcf = ngx_http_get_module_loc_conf(r, ngx_ws_agent_module);
     fmt = wlcf->status;
 
-    b = ngx_create_temp_buf(r->pool, NGX_WS_AGENT_STATUS_MAX);
+    b = ngx_create_temp_buf(r->pool, ngx_ws_agent_status_size());
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -326,13 +327,39 @@ ngx_ws_agent_status_prometheus(ngx_http_request_t *r, ngx_buf_t *b)
 }
 
 
+/*
+ * Room for the page: the counters, and each live worker with its cluster
+ * masters (a line of either format is well under these sizes)
+ */
+
+static size_t
+ngx_ws_agent_status_size(void)
+{
+    size_t                        size;
+    ngx_uint_t                    i;
+    ngx_ws_agent_worker_stats_t  *w;
+
+    size = NGX_WS_AGENT_STATUS_MAX;
+
+    for (i = 0; i < NGX_WS_AGENT_MAX_WORKERS; i++) {
+        w = &ngx_ws_agent_stats->workers[i];
+
+        if (w->redis && ngx_ws_agent_stats_alive(w)) {
+            size += 1024 + ngx_min(w->nnodes, NGX_WS_AGENT_MAX_NODES) * 768;
+        }
+    }
+
+    return size;
+}
+
+
 /* a Redis connection's address, TLS and role (and, in a list, connected) */
 
 static void
 ngx_ws_agent_status_node(yajl_gen g, ngx_ws_agent_node_stats_t *ns,
-    ngx_uint_t connected)
+    ngx_uint_t listed)
 {
-    if (connected) {
+    if (listed) {
         yajl_gen_string(g, (const unsigned char *) "connected", 9);
         yajl_gen_bool(g, ns->connected != 0);
     }
@@ -344,6 +371,19 @@ ngx_ws_agent_status_node(yajl_gen g, ngx_ws_agent_node_stats_t *ns,
     yajl_gen_bool(g, ns->tls != 0);
     yajl_gen_string(g, (const unsigned char *) "role", 4);
     yajl_gen_string(g, ns->role, ngx_strnlen(ns->role, sizeof(ns->role)));
+
+    if (listed) {
+        /* a cluster master's own figures (the worker's are above them) */
+        yajl_gen_string(g, (const unsigned char *) "queued", 6);
+        yajl_gen_integer(g, (long long) ns->queued);
+        yajl_gen_string(g, (const unsigned char *) "in_flight", 9);
+        yajl_gen_integer(g, (long long) ns->in_flight);
+        yajl_gen_string(g, (const unsigned char *) "reconnects", 10);
+        yajl_gen_integer(g, (long long) ns->reconnects);
+        yajl_gen_string(g, (const unsigned char *) "last_error", 10);
+        yajl_gen_string(g, ns->last_error,
+                        ngx_strnlen(ns->last_error, sizeof(ns->last_error)));
+    }
 }
 
 

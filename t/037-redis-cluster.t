@@ -70,7 +70,9 @@ sub delivered { my ($n, $opt, $prefix, @users) = @_;
 our $Nodes = '"redis_workers":\[\{(?=.*"address":"cluster")(?=.*"nodes":\['
     . join('', map { '(?=[^\]]*\{(?=[^}]*"address":"127\.0\.0\.1:$TEST_NGINX_CLUSTER_MASTER_'
                      . $_ . '")(?=[^}]*"connected":true)(?=[^}]*"role":"master")'
-                     . '(?=[^}]*"tls":false)[^}]*\})' } 1 .. 3)
+                     . '(?=[^}]*"tls":false)(?=[^}]*"queued":0[,}])'
+                     . '(?=[^}]*"in_flight":0[,}])(?=[^}]*"reconnects":0[,}])'
+                     . '(?=[^}]*"last_error":"")[^}]*\})' } 1 .. 3)
     . '\{[^{}\]]*\}(?:,\{[^{}\]]*\}){2}\])';
 our $NoLoss = '"events_dropped_total":\{"queue_overflow":0,"redis_error":0,"lost_at_exit":0,';
 
