@@ -669,3 +669,29 @@ invalid number of arguments in "ws_agent_jwt_protocol_prefix" directive
 --- must_die
 --- error_log
 "ws_agent_redis_cluster" directive is not allowed here
+
+
+
+=== TEST 55: ws_agent_redis cluster with tls needs ws_agent_redis_tls_name when verifying
+--- http_config
+    ws_agent_redis cluster tls;
+    ws_agent_redis_tls_trusted_certificate /nonexistent/ca.pem;
+    ws_agent_redis_cluster 127.0.0.1:7000;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis" is cluster with tls: set "ws_agent_redis_tls_name" to the name the nodes' certificates carry
+
+
+
+=== TEST 56: ws_agent_redis sentinel: with tls needs ws_agent_redis_tls_name when verifying
+--- http_config
+    ws_agent_redis sentinel:mymaster tls;
+    ws_agent_redis_tls_trusted_certificate /nonexistent/ca.pem;
+    ws_agent_redis_sentinels 127.0.0.1:26379;
+--- config
+    location = /ok { return 200 "ok\n"; }
+--- must_die
+--- error_log
+"ws_agent_redis" names a sentinel master with tls: set "ws_agent_redis_tls_name" to the name the servers' certificates carry
