@@ -41,6 +41,10 @@ static char *ngx_ws_agent_redis_list(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_ws_agent_stream(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_ws_agent_hash_tag(ngx_conf_t *cf, ngx_str_t *stream,
+    ngx_str_t *channel);
 static char *ngx_ws_agent_events(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_ws_agent_status(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -225,6 +229,13 @@ static ngx_command_t  ngx_ws_agent_commands[] = {
     { ngx_string("ws_agent_publish"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_ws_agent_publish,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ws_agent_stream"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_ws_agent_stream,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -485,6 +496,7 @@ ngx_ws_agent_create_loc_conf(ngx_conf_t *cf)
     wlcf->gate_buffer = NGX_CONF_UNSET_SIZE;
     wlcf->max_frame_size = NGX_CONF_UNSET_SIZE;
     wlcf->publish = NGX_CONF_UNSET_PTR;
+    wlcf->stream = NGX_CONF_UNSET_PTR;
     wlcf->events = NGX_CONF_UNSET_PTR;
     wlcf->event_max_size = NGX_CONF_UNSET_SIZE;
     wlcf->user = NGX_CONF_UNSET_PTR;
@@ -521,6 +533,7 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_frame_size, prev->max_frame_size,
                               1024 * 1024);
     ngx_conf_merge_ptr_value(conf->publish, prev->publish, NULL);
+    ngx_conf_merge_ptr_value(conf->stream, prev->stream, NULL);
     ngx_conf_merge_size_value(conf->event_max_size, prev->event_max_size,
                               64 * 1024);
     ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
@@ -562,9 +575,9 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->events = prev->events;
     }
 
-    if (conf->publish) {
-        wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_ws_agent_module);
+    wmcf = ngx_http_conf_get_module_main_conf(cf, ngx_ws_agent_module);
 
+    if (conf->publish) {
         if (!wmcf->configured) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"ws_agent_publish\" is set but no "
@@ -572,6 +585,23 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "http block");
             return NGX_CONF_ERROR;
         }
+    }
+
+    if (conf->stream && conf->publish == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_stream\" is set but "
+                           "\"ws_agent_publish\" is off: the stream takes "
+                           "the events published on a channel");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->stream) {
+        wmcf->streams = 1;
+    }
+
+    if (conf->stream && wmcf->redis.cluster) {
+        return ngx_ws_agent_hash_tag(cf, &conf->stream->value.value,
+                                     &conf->publish->value.value);
     }
 
     return NGX_CONF_OK;
@@ -870,6 +900,154 @@ ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                          (u_char *) "ws_agent_user",
                          sizeof("ws_agent_user") - 2)
         != NULL;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_ws_agent_stream(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_ws_agent_loc_conf_t *wlcf = conf;
+
+    ngx_str_t                         *value, v;
+    ngx_int_t                          n;
+    ngx_uint_t                         i;
+    ngx_ws_agent_stream_t             *st;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (wlcf->stream != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (cf->args->nelts > 2) {
+            return "takes no parameters after \"off\"";
+        }
+
+        wlcf->stream = NULL;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len == 0) {
+        return "takes a stream name, not an empty string";
+    }
+
+    st = ngx_pcalloc(cf->pool, sizeof(ngx_ws_agent_stream_t));
+    if (st == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    st->maxlen = NGX_CONF_UNSET_UINT;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "maxlen=", 7) == 0) {
+            n = ngx_atoi(value[i].data + 7, value[i].len - 7);
+            if (n == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"ws_agent_stream\" has an invalid "
+                                   "\"%V\" (a number of entries)",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            st->maxlen = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "age=", 4) == 0) {
+            v.data = value[i].data + 4;
+            v.len = value[i].len - 4;
+
+            n = ngx_parse_time(&v, 0);
+            if (n == NGX_ERROR || n == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"ws_agent_stream\" has an invalid "
+                                   "\"%V\" (a time, such as age=1h)",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            st->age = n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_stream\" has an unknown parameter "
+                           "\"%V\" (expected maxlen= or age=)", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (st->maxlen == NGX_CONF_UNSET_UINT) {
+        st->maxlen = st->age ? 0 : 1000;
+    }
+
+    if (st->maxlen == 0 && st->age == 0) {
+        return "needs a bound: maxlen=N (more than 0) or age=TIME";
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = &st->value;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    st->names_user = ngx_strlcasestrn(value[1].data,
+                                      value[1].data + value[1].len,
+                                      (u_char *) "ws_agent_user",
+                                      sizeof("ws_agent_user") - 2)
+                     != NULL;
+
+    wlcf->stream = st;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * In a cluster the append, its de-duplication key and the PUBLISH are one
+ * script on one node: the stream's name and the channel's must carry the
+ * same {hash tag}, so they are on one slot whatever the variables say.
+ */
+
+static char *
+ngx_ws_agent_hash_tag(ngx_conf_t *cf, ngx_str_t *stream, ngx_str_t *channel)
+{
+    u_char     *s, *c, *se, *ce;
+    ngx_str_t   tag;
+
+    s = ngx_strlchr(stream->data, stream->data + stream->len, '{');
+    se = s ? ngx_strlchr(s, stream->data + stream->len, '}') : NULL;
+
+    if (se == NULL || se == s + 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_stream\" \"%V\" has no {hash tag}: "
+                           "in a Redis Cluster the stream and the channel "
+                           "must share one, e.g. agent:stream:{$ws_agent_user} "
+                           "and agent:events:{$ws_agent_user}", stream);
+        return NGX_CONF_ERROR;
+    }
+
+    c = ngx_strlchr(channel->data, channel->data + channel->len, '{');
+    ce = c ? ngx_strlchr(c, channel->data + channel->len, '}') : NULL;
+
+    if (ce == NULL || ce - c != se - s || ngx_strncmp(c, s, se - s) != 0) {
+        tag.data = s;
+        tag.len = se - s + 1;
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ws_agent_publish\" \"%V\" does not carry "
+                           "the stream's hash tag \"%V\": in a Redis "
+                           "Cluster both must be on one slot", channel, &tag);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

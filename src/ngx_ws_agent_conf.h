@@ -67,6 +67,7 @@ typedef struct {
     ngx_ws_agent_redis_server_t seeds;      /* for redis.cluster */
     ngx_uint_t                  queue;
     unsigned                    configured:1;
+    unsigned                    streams:1;      /* a ws_agent_stream is on */
     unsigned                    sentinels_configured:1;
     unsigned                    seeds_configured:1;
 } ngx_ws_agent_main_conf_t;
@@ -79,6 +80,18 @@ typedef struct {
 } ngx_ws_agent_channel_t;
 
 
+/*
+ * ws_agent_stream: the Redis Stream each published event is also appended
+ * to, capped by length and/or age
+ */
+typedef struct {
+    ngx_http_complex_value_t    value;
+    ngx_uint_t                  names_user;
+    ngx_uint_t                  maxlen;         /* 0: no MAXLEN */
+    ngx_msec_t                  age;            /* 0: no MINID */
+} ngx_ws_agent_stream_t;
+
+
 typedef struct {
     ngx_flag_t                  enable;
     ngx_str_t                   ready_type;
@@ -88,6 +101,7 @@ typedef struct {
     size_t                      gate_buffer;
     size_t                      max_frame_size;
     ngx_ws_agent_channel_t     *publish;        /* NULL: off */
+    ngx_ws_agent_stream_t      *stream;         /* NULL: off */
     ngx_array_t                *events;         /* of ngx_str_t */
     size_t                      event_max_size;
     ngx_http_complex_value_t   *user;

@@ -82,6 +82,26 @@ ngx_ws_agent_events_start(ngx_ws_agent_ctx_t *ctx)
     ev->channel = channel;
     ev->state = NGX_WS_AGENT_PUBLISH_ON;
 
+    if (wlcf->stream) {
+        if (ngx_http_complex_value(r, &wlcf->stream->value, &ev->stream)
+            != NGX_OK)
+        {
+            ev->state = NGX_WS_AGENT_PUBLISH_UNROUTED;
+            return;
+        }
+
+        if (ev->stream.len == 0
+            || (ctx->user.len == 0 && wlcf->stream->names_user))
+        {
+            /* published, but not kept: said once for the connection */
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "ws_agent %V: stream \"%V\" names nobody; this "
+                          "connection's events are published, not kept",
+                          &ctx->id, &wlcf->stream->value.value);
+            ev->stream.len = 0;
+        }
+    }
+
     ngx_ws_agent_events_lifecycle(ctx, "ws_open", "{}");
 }
 
@@ -214,10 +234,11 @@ static void
 ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
     size_t type_len, u_char *event, size_t event_len)
 {
-    u_char       *p, *head;
-    size_t        i, esc;
-    ngx_str_t     parts[4];
-    ngx_time_t   *tp;
+    u_char                      *p, *head;
+    size_t                       i, esc;
+    ngx_str_t                    parts[4];
+    ngx_time_t                  *tp;
+    ngx_ws_agent_redis_event_t   rev;
     u_char        buf[NGX_WS_AGENT_HEAD_LEN + 256];
 
     /* configured names and the module's own rarely need escaping */
@@ -242,12 +263,16 @@ ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
     p = ngx_ws_agent_decimal(p, (uint64_t) tp->sec * 1000 + tp->msec);
     p = ngx_cpymem(p, ",\"type\":\"", sizeof(",\"type\":\"") - 1);
 
+    rev.type.data = p;
+
     if (esc == 0) {
         p = ngx_cpymem(p, type, type_len);
 
     } else {
         p = (u_char *) ngx_escape_json(p, type, type_len);
     }
+
+    rev.type.len = p - rev.type.data;
 
     p = ngx_cpymem(p, "\",\"event\":", sizeof("\",\"event\":") - 1);
 
@@ -259,8 +284,15 @@ ngx_ws_agent_events_send(ngx_ws_agent_ctx_t *ctx, u_char *type,
     parts[3].data = (u_char *) "}";
     parts[3].len = 1;
 
-    if (ngx_ws_agent_redis_publish(&ctx->events.channel, parts, 4,
-                                   ctx->request->connection->log)
+    rev.channel = &ctx->events.channel;
+    rev.stream = ctx->events.stream.len ? &ctx->events.stream : NULL;
+    rev.conf = ctx->conf->stream;
+    rev.connection_id = &ctx->id;
+    rev.seq = ctx->events.seq + 1;
+    rev.parts = parts;
+    rev.nparts = 4;
+
+    if (ngx_ws_agent_redis_publish(&rev, ctx->request->connection->log)
         == NGX_OK)
     {
         ctx->events.seq++;

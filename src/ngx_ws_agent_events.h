@@ -22,6 +22,7 @@ typedef enum {
 /* one connection's publishing */
 typedef struct {
     ngx_str_t                   channel;
+    ngx_str_t                   stream;     /* "": not kept */
     ngx_str_t                   envelope;   /* its connection part, heap */
     ngx_uint_t                  seq;        /* the last one published */
     ngx_uint_t                  state;      /* ngx_ws_agent_events_state_e */

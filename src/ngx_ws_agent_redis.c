@@ -25,6 +25,8 @@
 #include "ngx_ws_agent_redis_cluster.h"
 #include "ngx_ws_agent_stats.h"
 
+#include <openssl/sha.h>
+
 
 #define NGX_WS_AGENT_REDIS_WINDOW       1024
 #define NGX_WS_AGENT_REDIS_EXIT_FLUSH   500
@@ -115,6 +117,8 @@ typedef struct {
 
     ngx_ws_agent_worker_stats_t  *stats;        /* this worker's slot */
 
+    u_char                        append_sha[41];   /* the script's */
+
     unsigned                      active:1;    /* configured here */
     unsigned                      exiting:1;
     unsigned                      mapped:1;    /* a cluster map came */
@@ -123,7 +127,43 @@ typedef struct {
 
 #define NGX_WS_AGENT_NO_TARGET  0xff
 
+#define ngx_ws_agent_redis_literal(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
 
+
+/*
+ * The append (ws_agent_stream), atomic on the node that owns the stream:
+ * (connection id, seq) is marked in a bitmap first, so an event sent
+ * again after a lost reply is neither appended nor published twice (the
+ * reply is then nil); the PUBLISH carries the entry's id in front of the
+ * envelope, so a live subscriber and a replaying one see the same id.
+ * MINID trims by the new entry's own time, and the stream expires when
+ * its newest entry is older than age.
+ */
+static ngx_str_t  ngx_ws_agent_redis_append_script = ngx_string(
+    "if redis.call('SETBIT',KEYS[2],ARGV[1],1)==1 then return false end\n"
+    "redis.call('PEXPIRE',KEYS[2],3600000)\n"
+    "local id\n"
+    "if ARGV[2]~='0' then\n"
+    " id=redis.call('XADD',KEYS[1],'MAXLEN','~',ARGV[2],'*',"
+    "'t',ARGV[6],'e',ARGV[7])\n"
+    "else\n"
+    " id=redis.call('XADD',KEYS[1],'*','t',ARGV[6],'e',ARGV[7])\n"
+    "end\n"
+    "if ARGV[3]~='0' then\n"
+    " local ms=tonumber(string.match(id,'^%d+'))-tonumber(ARGV[3])\n"
+    " if ms>0 then redis.call('XTRIM',KEYS[1],'MINID','~',"
+    "string.format('%.0f',ms)) end\n"
+    " redis.call('PEXPIRE',KEYS[1],ARGV[3])\n"
+    "end\n"
+    "redis.call(ARGV[5],ARGV[4],'{\"id\":\"'..id..'\",'..string.sub(ARGV[7],2))\n"
+    "return id\n");
+
+
+static u_char *ngx_ws_agent_redis_append(u_char *p,
+    ngx_ws_agent_redis_event_t *ev);
+static u_char *ngx_ws_agent_redis_arg(u_char *p, u_char *data, size_t len);
+static void ngx_ws_agent_redis_target_start(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_node_stats_t *stats);
 static ngx_ws_agent_redis_target_t *ngx_ws_agent_redis_target_of(
     ngx_ws_agent_redis_t *rs, ngx_uint_t slot);
 static ngx_ws_agent_redis_target_t *ngx_ws_agent_redis_target_at(
@@ -198,6 +238,14 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
     rs->active = 1;
     rs->size = wmcf->queue;
 
+    if (wmcf->streams) {
+        u_char  md[SHA_DIGEST_LENGTH];
+
+        SHA1(ngx_ws_agent_redis_append_script.data,
+             ngx_ws_agent_redis_append_script.len, md);
+        ngx_hex_dump(rs->append_sha, md, SHA_DIGEST_LENGTH);
+    }
+
     rs->loss_log.handler = ngx_ws_agent_redis_loss_log;
     rs->loss_log.data = rs;
     rs->loss_log.log = cycle->log;
@@ -238,9 +286,7 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
     rs->targets[0] = t;
     rs->ntargets = 1;
 
-    ngx_ws_agent_redis_node_start(&t->node, &wmcf->redis,
-                                  &ngx_ws_agent_redis_handler, t,
-                                  cycle->log, &rs->stats->node);
+    ngx_ws_agent_redis_target_start(rs, t, &rs->stats->node);
 
     if (wmcf->redis.master.len) {
         /* the node connects where the sentinels say the master is */
@@ -254,12 +300,11 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
 
 
 ngx_int_t
-ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
-    ngx_uint_t n, ngx_log_t *log)
+ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
 {
     u_char                       *p;
-    size_t                        len;
-    ngx_str_t                     cmd;
+    size_t                        len, size;
+    ngx_str_t                    *key;
     ngx_uint_t                    i;
     ngx_ws_agent_item_t          *item;
     ngx_ws_agent_redis_t         *rs = &ngx_ws_agent_redis;
@@ -276,38 +321,49 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
 
     len = 0;
 
-    for (i = 0; i < n; i++) {
-        len += parts[i].len;
+    for (i = 0; i < ev->nparts; i++) {
+        len += ev->parts[i].len;
     }
 
-    /* a cluster's pub/sub is sharded: SPUBLISH reaches the slot's shard */
-    if (rs->cluster) {
-        ngx_str_set(&cmd, "*3\r\n$8\r\nSPUBLISH\r\n$");
+    /* every argument's "$<n>\r\n" and "\r\n", and the command's "*<n>" */
+    size = 16 + 12 * (NGX_SIZE_T_LEN + 5) + ev->channel->len + len;
 
-    } else {
-        ngx_str_set(&cmd, "*3\r\n$7\r\nPUBLISH\r\n$");
+    if (ev->stream) {
+        size += 40 + 2 * ev->stream->len
+                + ev->connection_id->len + sizeof(":seen:")
+                + 3 * NGX_INT64_LEN + ev->type.len
+                + sizeof("SPUBLISH");
     }
 
     /* formatted once here: the node only copies it out */
-    item = ngx_alloc(offsetof(ngx_ws_agent_item_t, data) + cmd.len
-                     + 2 * (NGX_SIZE_T_LEN + 4) + channel->len + len, log);
+    item = ngx_alloc(offsetof(ngx_ws_agent_item_t, data) + size, log);
     if (item == NULL) {
         return NGX_ERROR;
     }
 
-    /* *3 $7 PUBLISH $<n> channel $<n> message, in RESP */
-    p = ngx_cpymem(item->data, cmd.data, cmd.len);
-    p = ngx_ws_agent_decimal(p, channel->len);
-    *p++ = '\r';
-    *p++ = '\n';
-    p = ngx_cpymem(p, channel->data, channel->len);
-    p = ngx_cpymem(p, "\r\n$", sizeof("\r\n$") - 1);
+    p = item->data;
+
+    if (ev->stream) {
+        p = ngx_ws_agent_redis_append(p, ev);
+        key = ev->stream;
+
+    } else {
+        /* a cluster's pub/sub is sharded: SPUBLISH reaches the slot's shard */
+        p = rs->cluster
+            ? ngx_ws_agent_redis_literal(p, "*3\r\n$8\r\nSPUBLISH\r\n")
+            : ngx_ws_agent_redis_literal(p, "*3\r\n$7\r\nPUBLISH\r\n");
+        p = ngx_ws_agent_redis_arg(p, ev->channel->data, ev->channel->len);
+        key = ev->channel;
+    }
+
+    /* the envelope, always the last argument */
+    *p++ = '$';
     p = ngx_ws_agent_decimal(p, len);
     *p++ = '\r';
     *p++ = '\n';
 
-    for (i = 0; i < n; i++) {
-        p = ngx_cpymem(p, parts[i].data, parts[i].len);
+    for (i = 0; i < ev->nparts; i++) {
+        p = ngx_cpymem(p, ev->parts[i].data, ev->parts[i].len);
     }
 
     *p++ = '\r';
@@ -318,8 +374,7 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
     item->asking = 0;
     item->asked = 0;
     item->slot = rs->cluster
-                 ? (uint16_t) ngx_ws_agent_redis_slot(channel->data,
-                                                      channel->len)
+                 ? (uint16_t) ngx_ws_agent_redis_slot(key->data, key->len)
                  : 0;
 
     t = ngx_ws_agent_redis_target_of(rs, item->slot);
@@ -329,6 +384,73 @@ ngx_ws_agent_redis_publish(ngx_str_t *channel, ngx_str_t *parts,
     ngx_ws_agent_redis_send(rs, t);
 
     return NGX_OK;
+}
+
+
+/*
+ * EVALSHA of the append script, all its arguments but the envelope:
+ *   KEYS  stream, stream:seen:<connection id>
+ *   ARGV  seq, maxlen, age (ms), channel, PUBLISH|SPUBLISH, type, envelope
+ */
+
+static u_char *
+ngx_ws_agent_redis_append(u_char *p, ngx_ws_agent_redis_event_t *ev)
+{
+    u_char                  *q;
+    ngx_ws_agent_redis_t    *rs = &ngx_ws_agent_redis;
+    u_char                   num[NGX_INT64_LEN];
+
+    p = ngx_ws_agent_redis_literal(p, "*12\r\n$7\r\nEVALSHA\r\n");
+    p = ngx_ws_agent_redis_arg(p, rs->append_sha, 40);
+    p = ngx_ws_agent_redis_literal(p, "$1\r\n2\r\n");
+    p = ngx_ws_agent_redis_arg(p, ev->stream->data, ev->stream->len);
+
+    /* stream:seen:<id>: the suffix keeps the stream's {hash tag} and slot */
+    *p++ = '$';
+    p = ngx_ws_agent_decimal(p, ev->stream->len + sizeof(":seen:") - 1
+                                + ev->connection_id->len);
+    *p++ = '\r';
+    *p++ = '\n';
+    p = ngx_cpymem(p, ev->stream->data, ev->stream->len);
+    p = ngx_cpymem(p, ":seen:", sizeof(":seen:") - 1);
+    p = ngx_cpymem(p, ev->connection_id->data, ev->connection_id->len);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    q = ngx_ws_agent_decimal(num, ev->seq);
+    p = ngx_ws_agent_redis_arg(p, num, q - num);
+    q = ngx_ws_agent_decimal(num, ev->conf->maxlen);
+    p = ngx_ws_agent_redis_arg(p, num, q - num);
+    q = ngx_ws_agent_decimal(num, ev->conf->age);
+    p = ngx_ws_agent_redis_arg(p, num, q - num);
+
+    p = ngx_ws_agent_redis_arg(p, ev->channel->data, ev->channel->len);
+
+    if (rs->cluster) {
+        p = ngx_ws_agent_redis_arg(p, (u_char *) "SPUBLISH", 8);
+
+    } else {
+        p = ngx_ws_agent_redis_arg(p, (u_char *) "PUBLISH", 7);
+    }
+
+    return ngx_ws_agent_redis_arg(p, ev->type.data, ev->type.len);
+}
+
+
+/* one bulk string argument, in RESP */
+
+static u_char *
+ngx_ws_agent_redis_arg(u_char *p, u_char *data, size_t len)
+{
+    *p++ = '$';
+    p = ngx_ws_agent_decimal(p, len);
+    *p++ = '\r';
+    *p++ = '\n';
+    p = ngx_cpymem(p, data, len);
+    *p++ = '\r';
+    *p++ = '\n';
+
+    return p;
 }
 
 
@@ -444,10 +566,28 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
         }
     }
 
+    if (rr->type == REDIS_REPLY_ERROR
+        && ngx_strncmp(rr->str, "NOSCRIPT", 8) == 0)
+    {
+        /* SCRIPT FLUSH: a new connection loads it again; events go again */
+        ngx_log_error(NGX_LOG_WARN, rs->log, 0,
+                      "ws_agent: Redis %V lost the append script (NOSCRIPT), "
+                      "reconnecting to load it again", &t->name);
+        ngx_ws_agent_redis_error(rs, rr->str, rr->len);
+        ngx_ws_agent_redis_node_reset(node, "NOSCRIPT");
+        return;
+    }
+
     ngx_ws_agent_redis_queue_take(rs, t, item);
     ngx_free(item);
 
-    if (rr->type == REDIS_REPLY_ERROR) {
+    if (rr->type == REDIS_REPLY_NIL) {
+        /* the stream had it: a reply lost, the event sent again */
+        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_DEDUPLICATED, 1);
+        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_PUBLISHED, 1);
+        rs->stats->published++;
+
+    } else if (rr->type == REDIS_REPLY_ERROR) {
         ngx_ws_agent_redis_error(rs, rr->str, rr->len);
         ngx_cpystrn(rs->refused, (u_char *) rr->str,
                     ngx_min((size_t) rr->len + 1, NGX_WS_AGENT_ERROR_LEN));
@@ -645,12 +785,26 @@ found:
 
     if (!t->open) {
         t->open = 1;
-        ngx_ws_agent_redis_node_start(&t->node, &t->server,
-                                      &ngx_ws_agent_redis_handler, t,
-                                      rs->log, &rs->stats->nodes[i]);
+        ngx_ws_agent_redis_target_start(rs, t, &rs->stats->nodes[i]);
     }
 
     return t;
+}
+
+
+static void
+ngx_ws_agent_redis_target_start(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_node_stats_t *stats)
+{
+    if (rs->conf->streams) {
+        ngx_ws_agent_redis_node_script(&t->node,
+                                       &ngx_ws_agent_redis_append_script);
+    }
+
+    ngx_ws_agent_redis_node_start(&t->node, t->server.addr.len ? &t->server
+                                                            : &rs->conf->redis,
+                                  &ngx_ws_agent_redis_handler, t, rs->log,
+                                  stats);
 }
 
 

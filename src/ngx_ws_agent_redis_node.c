@@ -29,6 +29,7 @@
 #define NGX_WS_AGENT_NODE_AUTH          0
 #define NGX_WS_AGENT_NODE_SELECT        1
 #define NGX_WS_AGENT_NODE_ROLE          2
+#define NGX_WS_AGENT_NODE_SCRIPT        3
 
 #define ngx_ws_agent_redis_node_in_setup(node)                               \
     ((node)->step < (node)->nsteps)
@@ -348,7 +349,14 @@ ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     ngx_ws_agent_redis_server_t *server, ngx_ws_agent_redis_node_handler_t *h,
     void *data, ngx_log_t *log, ngx_ws_agent_node_stats_t *stats)
 {
+    ngx_str_t  script;
+
+    /* set by ngx_ws_agent_redis_node_script() before */
+    script = node->script;
+
     ngx_memzero(node, sizeof(ngx_ws_agent_redis_node_t));
+
+    node->script = script;
 
     node->server = server;
 
@@ -723,7 +731,7 @@ ngx_ws_agent_redis_node_handshake(ngx_connection_t *c)
 
 
 /*
- * AUTH, SELECT and ROLE go in one write; their replies come first, in
+ * AUTH, SELECT, ROLE (and SCRIPT LOAD) go in one write; their replies come first, in
  * that order, and the node is ready when the last one is in
  */
 
@@ -792,6 +800,22 @@ ngx_ws_agent_redis_node_setup(ngx_ws_agent_redis_node_t *node)
         return;
     }
 
+    if (node->script.len) {
+        argv[0] = "SCRIPT";
+        argvlen[0] = 6;
+        argv[1] = "LOAD";
+        argvlen[1] = 4;
+        argv[2] = (const char *) node->script.data;
+        argvlen[2] = node->script.len;
+
+        if (ngx_ws_agent_redis_node_command(node, NGX_WS_AGENT_NODE_SCRIPT,
+                                            3, argv, argvlen)
+            != NGX_OK)
+        {
+            return;
+        }
+    }
+
     ngx_ws_agent_redis_node_write(c->write);
 }
 
@@ -835,7 +859,9 @@ ngx_ws_agent_redis_node_setup_reply(ngx_ws_agent_redis_node_t *node,
     static const char  *what[] = {
         "AUTH (check ws_agent_redis user= and password=)",
         "SELECT (check ws_agent_redis db=)",
-        "ROLE"
+        "ROLE",
+        "SCRIPT LOAD (ws_agent_stream needs a user allowed +script "
+        "+evalsha +setbit +pexpire +xadd +xtrim and the channel's publish)"
     };
 
     step = node->steps[node->step++];

@@ -64,7 +64,7 @@ struct ngx_ws_agent_redis_node_s {
     ngx_uint_t                          next_addr;  /* round robin */
 
     redisReader                        *reader;
-    ngx_uint_t                          steps[3];   /* the setup's commands */
+    ngx_uint_t                          steps[4];   /* the setup's commands */
     ngx_uint_t                          nsteps;
     ngx_uint_t                          step;       /* the next reply's */
     u_char                              role_text[16];
@@ -81,6 +81,7 @@ struct ngx_ws_agent_redis_node_s {
 
     ngx_ws_agent_redis_node_handler_t  *handler;
     void                               *data;
+    ngx_str_t                           script;     /* SCRIPT LOAD, or "" */
     ngx_ws_agent_node_stats_t          *stats;      /* on the status page */
     ngx_ws_agent_node_stats_t           unshown;    /* or: not on it */
 
@@ -101,6 +102,13 @@ ngx_int_t ngx_ws_agent_redis_server_init(ngx_conf_t *cf,
 void ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     ngx_ws_agent_redis_server_t *server, ngx_ws_agent_redis_node_handler_t *h,
     void *data, ngx_log_t *log, ngx_ws_agent_node_stats_t *stats);
+
+/*
+ * before node_start(): every connect's setup also loads this Lua script
+ * (its text), so EVALSHA never meets NOSCRIPT after a restart or failover
+ */
+#define ngx_ws_agent_redis_node_script(node, text)                           \
+    ((node)->script = *(text))
 
 /*
  * a sentinel master's node: the master is at sa now; a connection to

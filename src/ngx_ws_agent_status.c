@@ -124,6 +124,9 @@ static ngx_ws_agent_metric_t  ngx_ws_agent_metrics[] = {
     { "redis_reconnects_total", "counter",
       "Reconnection attempts to Redis, all workers.", NULL, NULL,
       NGX_WS_AGENT_REDIS_RECONNECTS },
+    { "events_deduplicated_total", "counter",
+      "Events sent again after a lost reply that the stream already had.",
+      NULL, NULL, NGX_WS_AGENT_EVENTS_DEDUPLICATED },
 
     { NULL, NULL, NULL, NULL, NULL, 0 }
 };
