@@ -23,6 +23,8 @@
 #include "ngx_ws_agent_redis_node.h"
 #include "ngx_ws_agent_stats.h"
 #include "ngx_ws_agent_status.h"
+#include "ngx_ws_agent_feed.h"
+#include "ngx_ws_agent_subscribe.h"
 
 
 static ngx_int_t ngx_ws_agent_add_variables(ngx_conf_t *cf);
@@ -43,6 +45,10 @@ static char *ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_ws_agent_stream(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_ws_agent_subscribe(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_ws_agent_channel_value(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_ws_agent_channel_t **channel);
 static char *ngx_ws_agent_hash_tag(ngx_conf_t *cf, ngx_str_t *stream,
     ngx_str_t *channel);
 static char *ngx_ws_agent_events(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -310,6 +316,41 @@ static ngx_command_t  ngx_ws_agent_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ws_agent_subscribe"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_ws_agent_subscribe,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ws_agent_subscribe_stream"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, subscribe_stream),
+      NULL },
+
+    { ngx_string("ws_agent_subscribe_heartbeat"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, subscribe_heartbeat),
+      &ngx_ws_agent_positive_msec_p },
+
+    { ngx_string("ws_agent_subscribe_retry"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, subscribe_retry),
+      &ngx_ws_agent_positive_msec_p },
+
+    { ngx_string("ws_agent_subscribe_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_ws_agent_loc_conf_t, subscribe_buffer),
+      &ngx_ws_agent_positive_size_p },
+
     { ngx_string("ws_agent_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_ws_agent_status,
@@ -497,6 +538,10 @@ ngx_ws_agent_create_loc_conf(ngx_conf_t *cf)
     wlcf->max_frame_size = NGX_CONF_UNSET_SIZE;
     wlcf->publish = NGX_CONF_UNSET_PTR;
     wlcf->stream = NGX_CONF_UNSET_PTR;
+    wlcf->subscribe_stream = NGX_CONF_UNSET_PTR;
+    wlcf->subscribe_heartbeat = NGX_CONF_UNSET_MSEC;
+    wlcf->subscribe_retry = NGX_CONF_UNSET_MSEC;
+    wlcf->subscribe_buffer = NGX_CONF_UNSET_SIZE;
     wlcf->events = NGX_CONF_UNSET_PTR;
     wlcf->event_max_size = NGX_CONF_UNSET_SIZE;
     wlcf->user = NGX_CONF_UNSET_PTR;
@@ -534,6 +579,14 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               1024 * 1024);
     ngx_conf_merge_ptr_value(conf->publish, prev->publish, NULL);
     ngx_conf_merge_ptr_value(conf->stream, prev->stream, NULL);
+    ngx_conf_merge_ptr_value(conf->subscribe_stream, prev->subscribe_stream,
+                             NULL);
+    ngx_conf_merge_msec_value(conf->subscribe_heartbeat,
+                              prev->subscribe_heartbeat, 15000);
+    ngx_conf_merge_msec_value(conf->subscribe_retry, prev->subscribe_retry,
+                              3000);
+    ngx_conf_merge_size_value(conf->subscribe_buffer, prev->subscribe_buffer,
+                              256 * 1024);
     ngx_conf_merge_size_value(conf->event_max_size, prev->event_max_size,
                               64 * 1024);
     ngx_conf_merge_ptr_value(conf->user, prev->user, NULL);
@@ -597,6 +650,33 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->stream) {
         wmcf->streams = 1;
+    }
+
+    if (conf->subscribe) {
+        if (!wmcf->configured) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_subscribe\" is set but no "
+                               "\"ws_agent_redis\" is configured in the "
+                               "http block");
+            return NGX_CONF_ERROR;
+        }
+
+        if (wmcf->redis.cluster) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_subscribe\" does not work with "
+                               "\"ws_agent_redis cluster\" yet (one server "
+                               "or sentinel: only)");
+            return NGX_CONF_ERROR;
+        }
+
+        if (conf->subscribe_buffer < 8192) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ws_agent_subscribe_buffer\" must be at "
+                               "least 8k (it holds the largest event twice)");
+            return NGX_CONF_ERROR;
+        }
+
+        wmcf->subscribers = 1;
     }
 
     if (conf->stream && wmcf->redis.cluster) {
@@ -861,8 +941,7 @@ ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_ws_agent_loc_conf_t *wlcf = conf;
 
-    ngx_str_t                         *value;
-    ngx_http_compile_complex_value_t   ccv;
+    ngx_str_t  *value;
 
     if (wlcf->publish != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -879,27 +958,66 @@ ngx_ws_agent_publish(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "takes a channel name, not an empty string";
     }
 
-    wlcf->publish = ngx_palloc(cf->pool, sizeof(ngx_ws_agent_channel_t));
-    if (wlcf->publish == NULL) {
+    return ngx_ws_agent_channel_value(cf, &value[1], &wlcf->publish);
+}
+
+
+static char *
+ngx_ws_agent_subscribe(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_ws_agent_loc_conf_t *wlcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (wlcf->subscribe) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "takes a channel name, not an empty string";
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_ws_agent_subscribe_handler;
+
+    return ngx_ws_agent_channel_value(cf, &value[1], &wlcf->subscribe);
+}
+
+
+/* a channel name with variables, for ws_agent_publish and _subscribe */
+
+static char *
+ngx_ws_agent_channel_value(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_ws_agent_channel_t **channel)
+{
+    ngx_ws_agent_channel_t            *ch;
+    ngx_http_compile_complex_value_t   ccv;
+
+    ch = ngx_palloc(cf->pool, sizeof(ngx_ws_agent_channel_t));
+    if (ch == NULL) {
         return NGX_CONF_ERROR;
     }
 
     ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
 
     ccv.cf = cf;
-    ccv.value = &value[1];
-    ccv.complex_value = &wlcf->publish->value;
+    ccv.value = value;
+    ccv.complex_value = &ch->value;
 
     if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
     /* a channel that names its user must not be used without one */
-    wlcf->publish->names_user =
-        ngx_strlcasestrn(value[1].data, value[1].data + value[1].len,
-                         (u_char *) "ws_agent_user",
-                         sizeof("ws_agent_user") - 2)
-        != NULL;
+    ch->names_user = ngx_strlcasestrn(value->data, value->data + value->len,
+                                      (u_char *) "ws_agent_user",
+                                      sizeof("ws_agent_user") - 2)
+                     != NULL;
+
+    *channel = ch;
 
     return NGX_CONF_OK;
 }
@@ -1237,13 +1355,18 @@ ngx_ws_agent_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    return ngx_ws_agent_redis_init_process(cycle, wmcf);
+    if (ngx_ws_agent_redis_init_process(cycle, wmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_ws_agent_feed_init_process(cycle, wmcf);
 }
 
 
 static void
 ngx_ws_agent_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_ws_agent_feed_exit_process(cycle);
     ngx_ws_agent_redis_exit_process(cycle);
     ngx_ws_agent_stats_exit_process();
 }

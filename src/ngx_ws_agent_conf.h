@@ -68,6 +68,7 @@ typedef struct {
     ngx_uint_t                  queue;
     unsigned                    configured:1;
     unsigned                    streams:1;      /* a ws_agent_stream is on */
+    unsigned                    subscribers:1;  /* a ws_agent_subscribe */
     unsigned                    sentinels_configured:1;
     unsigned                    seeds_configured:1;
 } ngx_ws_agent_main_conf_t;
@@ -107,6 +108,13 @@ typedef struct {
     ngx_http_complex_value_t   *user;
     ngx_flag_t                  lifecycle;
     ngx_uint_t                  status;         /* 0: not a status location */
+
+    ngx_ws_agent_channel_t     *subscribe;      /* NULL: not a subscriber
+                                                   location */
+    ngx_http_complex_value_t   *subscribe_stream;
+    ngx_msec_t                  subscribe_heartbeat;
+    ngx_msec_t                  subscribe_retry;
+    size_t                      subscribe_buffer;
 
     ngx_flag_t                  jwt;
     ngx_array_t                *jwt_keys;       /* opaque: src/..._jwt.c */

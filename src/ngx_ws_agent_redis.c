@@ -102,6 +102,7 @@ typedef struct {
     ngx_ws_agent_redis_target_t   unrouted;     /* a cluster's, no node */
 
     ngx_ws_agent_redis_sentinel_t sentinel;     /* sentinel:NAME only */
+    ngx_ws_agent_redis_node_t    *steered[1];   /* the nodes it steers */
     ngx_ws_agent_redis_cluster_t *cluster;      /* cluster only */
     uint8_t                      *route;        /* slot: target, or 0xff */
 
@@ -290,8 +291,9 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
 
     if (wmcf->redis.master.len) {
         /* the node connects where the sentinels say the master is */
+        rs->steered[0] = &t->node;
         ngx_ws_agent_redis_sentinel_start(&rs->sentinel, &wmcf->sentinels,
-                                          &wmcf->redis, &t->node,
+                                          &wmcf->redis, rs->steered, 1,
                                           cycle->log);
     }
 

@@ -349,14 +349,17 @@ ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
     ngx_ws_agent_redis_server_t *server, ngx_ws_agent_redis_node_handler_t *h,
     void *data, ngx_log_t *log, ngx_ws_agent_node_stats_t *stats)
 {
-    ngx_str_t  script;
+    ngx_str_t    script;
+    const char  *action;
 
-    /* set by ngx_ws_agent_redis_node_script() before */
+    /* set by ngx_ws_agent_redis_node_script() and _action() before */
     script = node->script;
+    action = node->ready_action;
 
     ngx_memzero(node, sizeof(ngx_ws_agent_redis_node_t));
 
     node->script = script;
+    node->ready_action = action ? action : "publishing to Redis";
 
     node->server = server;
 
@@ -927,7 +930,7 @@ ngx_ws_agent_redis_node_up(ngx_ws_agent_redis_node_t *node)
     }
 
     node->state = NGX_WS_AGENT_NODE_READY;
-    node->log->action = "publishing to Redis";
+    node->log->action = (char *) node->ready_action;
     node->backoff = NGX_WS_AGENT_NODE_BACKOFF_MIN;
 
     ngx_ws_agent_redis_node_status(node);

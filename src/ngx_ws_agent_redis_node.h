@@ -82,6 +82,7 @@ struct ngx_ws_agent_redis_node_s {
     ngx_ws_agent_redis_node_handler_t  *handler;
     void                               *data;
     ngx_str_t                           script;     /* SCRIPT LOAD, or "" */
+    const char                         *ready_action;   /* for the log */
     ngx_ws_agent_node_stats_t          *stats;      /* on the status page */
     ngx_ws_agent_node_stats_t           unshown;    /* or: not on it */
 
@@ -109,6 +110,10 @@ void ngx_ws_agent_redis_node_start(ngx_ws_agent_redis_node_t *node,
  */
 #define ngx_ws_agent_redis_node_script(node, text)                           \
     ((node)->script = *(text))
+
+/* before node_start(): what the log says the ready connection does */
+#define ngx_ws_agent_redis_node_action(node, text)                           \
+    ((node)->ready_action = (text))
 
 /*
  * a sentinel master's node: the master is at sa now; a connection to

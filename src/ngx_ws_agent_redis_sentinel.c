@@ -38,11 +38,12 @@ static ngx_ws_agent_redis_node_handler_t  ngx_ws_agent_redis_sentinel_handler
 void
 ngx_ws_agent_redis_sentinel_start(ngx_ws_agent_redis_sentinel_t *sn,
     ngx_ws_agent_redis_server_t *sentinels, ngx_ws_agent_redis_server_t *data,
-    ngx_ws_agent_redis_node_t *master, ngx_log_t *log)
+    ngx_ws_agent_redis_node_t **masters, ngx_uint_t n, ngx_log_t *log)
 {
     ngx_memzero(sn, sizeof(ngx_ws_agent_redis_sentinel_t));
 
-    sn->master = master;
+    sn->masters = masters;
+    sn->nmasters = n;
     sn->data = data;
     sn->log = log;
 
@@ -243,6 +244,7 @@ ngx_ws_agent_redis_sentinel_master(ngx_ws_agent_redis_sentinel_t *sn,
 {
     ngx_int_t        n;
     socklen_t        len;
+    ngx_uint_t       i;
     ngx_sockaddr_t   sa;
 
     n = ngx_atoi(port, portlen);
@@ -256,7 +258,9 @@ ngx_ws_agent_redis_sentinel_master(ngx_ws_agent_redis_sentinel_t *sn,
         return NGX_ERROR;
     }
 
-    ngx_ws_agent_redis_node_connect_to(sn->master, &sa.sockaddr, len);
+    for (i = 0; i < sn->nmasters; i++) {
+        ngx_ws_agent_redis_node_connect_to(sn->masters[i], &sa.sockaddr, len);
+    }
 
     return NGX_OK;
 }

@@ -185,7 +185,10 @@ ngx_ws_agent_stats_value(ngx_uint_t counter)
     ngx_atomic_uint_t             n;
     ngx_ws_agent_worker_stats_t  *w;
 
-    if (counter != NGX_WS_AGENT_ACTIVE && counter != NGX_WS_AGENT_GATED) {
+    if (counter != NGX_WS_AGENT_ACTIVE && counter != NGX_WS_AGENT_GATED
+        && counter != NGX_WS_AGENT_SUBSCRIBERS
+        && counter != NGX_WS_AGENT_SUBSCRIPTIONS)
+    {
         return ngx_ws_agent_stats->counters[counter];
     }
 
@@ -195,7 +198,20 @@ ngx_ws_agent_stats_value(ngx_uint_t counter)
         w = &ngx_ws_agent_stats->workers[i];
 
         if (ngx_ws_agent_stats_alive(w)) {
-            n += (counter == NGX_WS_AGENT_ACTIVE) ? w->active : w->gated;
+            switch (counter) {
+            case NGX_WS_AGENT_ACTIVE:
+                n += w->active;
+                break;
+            case NGX_WS_AGENT_GATED:
+                n += w->gated;
+                break;
+            case NGX_WS_AGENT_SUBSCRIBERS:
+                n += w->subscribers;
+                break;
+            default:
+                n += w->subscriptions;
+                break;
+            }
         }
     }
 

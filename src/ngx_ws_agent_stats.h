@@ -47,6 +47,13 @@ typedef enum {
     NGX_WS_AGENT_LIFECYCLE_QUEUED,
     NGX_WS_AGENT_REDIS_RECONNECTS,
     NGX_WS_AGENT_EVENTS_DEDUPLICATED,
+    NGX_WS_AGENT_SUBSCRIBERS,       /* gauges, as ACTIVE */
+    NGX_WS_AGENT_SUBSCRIPTIONS,
+    NGX_WS_AGENT_SUB_EVENTS,
+    NGX_WS_AGENT_SUB_REPLAYED,
+    NGX_WS_AGENT_SUB_RESUMES,
+    NGX_WS_AGENT_SUB_GAPS,
+    NGX_WS_AGENT_SUB_SLOW_CLOSES,
     NGX_WS_AGENT_NCOUNTERS
 } ngx_ws_agent_counter_e;
 
@@ -85,6 +92,8 @@ typedef struct {
     ngx_atomic_t                 pid;        /* 0: a free slot */
     ngx_atomic_t                 active;
     ngx_atomic_t                 gated;
+    ngx_atomic_t                 subscribers;
+    ngx_atomic_t                 subscriptions;
     ngx_atomic_t                 redis;      /* 1: publishes to Redis */
     ngx_atomic_t                 queued;
     ngx_atomic_t                 in_flight;
