@@ -26,12 +26,16 @@
 
 #include "ngx_ws_agent_subscribe.h"
 #include "ngx_ws_agent_feed.h"
+#include "ngx_ws_agent_headers.h"
 #include "ngx_ws_agent_stats.h"
+
+#include <openssl/sha.h>
 
 
 #define NGX_WS_AGENT_SUB_BATCH      100     /* entries per stream read */
 #define NGX_WS_AGENT_SUB_HELD       1000    /* live messages held, reading */
 #define NGX_WS_AGENT_SUB_ID_LEN     (2 * NGX_INT64_LEN + 2)
+#define NGX_WS_AGENT_SUB_WS_MAX     65536   /* a client frame, at most */
 
 
 typedef enum {
@@ -80,6 +84,13 @@ typedef struct {
     ngx_event_t                 close;
     const char                 *why;            /* the close's, for the log */
 
+    /* a WebSocket subscriber: the client's frames (pings, its close) */
+    ws_frame_parser_t           frames;
+    u_char                      ctl[125];       /* a control payload */
+    size_t                      nctl;
+
+    unsigned                    ws:1;           /* WebSocket, not SSE */
+    unsigned                    ws_closing:1;   /* close sent: then TCP */
     unsigned                    has_last:1;     /* last is set */
     unsigned                    check_gap:1;    /* is last still there? */
     unsigned                    reread:1;       /* held ones were dropped */
@@ -126,6 +137,12 @@ static u_char *ngx_ws_agent_sub_text(ngx_ws_agent_sub_t *sub, u_char *p,
 static void ngx_ws_agent_sub_flush(ngx_ws_agent_sub_t *sub);
 static void ngx_ws_agent_sub_write_handler(ngx_http_request_t *r);
 static void ngx_ws_agent_sub_heartbeat(ngx_event_t *ev);
+static ngx_int_t ngx_ws_agent_sub_ws_handshake(ngx_http_request_t *r,
+    ngx_ws_agent_sub_t *sub);
+static void ngx_ws_agent_sub_ws_read(ngx_http_request_t *r);
+static void ngx_ws_agent_sub_ws_control(ngx_ws_agent_sub_t *sub);
+static ngx_int_t ngx_ws_agent_sub_ws_frame(ngx_ws_agent_sub_t *sub,
+    ngx_uint_t opcode, u_char *data, size_t len);
 static void ngx_ws_agent_sub_post_close(ngx_ws_agent_sub_t *sub,
     const char *why);
 static void ngx_ws_agent_sub_close_handler(ngx_event_t *ev);
@@ -190,6 +207,15 @@ ngx_ws_agent_subscribe_handler(ngx_http_request_t *r)
         return rc;
     }
 
+    if (ngx_ws_agent_upgrade_is_websocket(r)) {
+        rc = ngx_ws_agent_sub_ws_handshake(r, sub);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        goto start;
+    }
+
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = -1;
     ngx_str_set(&r->headers_out.content_type, "text/event-stream");
@@ -206,6 +232,8 @@ ngx_ws_agent_subscribe_handler(ngx_http_request_t *r)
         r->header_only = 1;
         return ngx_http_send_header(r);
     }
+
+start:
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK) {
@@ -413,7 +441,8 @@ ngx_ws_agent_sub_start(ngx_http_request_t *r, ngx_ws_agent_sub_t *sub)
     cln->handler = ngx_ws_agent_sub_cleanup;
     cln->data = sub;
 
-    r->read_event_handler = ngx_http_test_reading;
+    r->read_event_handler = sub->ws ? ngx_ws_agent_sub_ws_read
+                                    : ngx_http_test_reading;
     r->write_event_handler = ngx_ws_agent_sub_write_handler;
 
     /* a graceful shutdown closes it: the client resumes elsewhere */
@@ -421,8 +450,10 @@ ngx_ws_agent_sub_start(ngx_http_request_t *r, ngx_ws_agent_sub_t *sub)
 
     ngx_ws_agent_gauge(subscribers, 1);
 
-    p = ngx_sprintf(retry, "retry: %M\n\n", wlcf->subscribe_retry);
-    (void) ngx_ws_agent_sub_text(sub, retry, p - retry);
+    if (!sub->ws) {
+        p = ngx_sprintf(retry, "retry: %M\n\n", wlcf->subscribe_retry);
+        (void) ngx_ws_agent_sub_text(sub, retry, p - retry);
+    }
 
     ngx_add_timer(&sub->heartbeat, wlcf->subscribe_heartbeat);
 
@@ -437,6 +468,10 @@ ngx_ws_agent_sub_start(ngx_http_request_t *r, ngx_ws_agent_sub_t *sub)
     }
 
     ngx_ws_agent_sub_flush(sub);
+
+    if (sub->ws && ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }
@@ -771,6 +806,7 @@ ngx_ws_agent_sub_go_live(ngx_ws_agent_sub_t *sub)
     ngx_ws_agent_held_t  *h;
 
     static u_char  live[] = ": live\n\n";
+    static u_char  ws_live[] = "\x81\x0f{\"type\":\"live\"}";
 
     sub->state = NGX_WS_AGENT_SUB_LIVE;
 
@@ -788,9 +824,18 @@ ngx_ws_agent_sub_go_live(ngx_ws_agent_sub_t *sub)
         ngx_free(h);
     }
 
-    if (!sub->told_live && !sub->closing
-        && ngx_ws_agent_sub_room(sub, sizeof(live) - 1) == NGX_OK)
-    {
+    if (sub->told_live || sub->closing) {
+        ngx_ws_agent_sub_flush(sub);
+        return;
+    }
+
+    if (sub->ws) {
+        if (ngx_ws_agent_sub_room(sub, sizeof(ws_live) - 1) == NGX_OK) {
+            (void) ngx_ws_agent_sub_text(sub, ws_live, sizeof(ws_live) - 1);
+            sub->told_live = 1;
+        }
+
+    } else if (ngx_ws_agent_sub_room(sub, sizeof(live) - 1) == NGX_OK) {
         (void) ngx_ws_agent_sub_text(sub, live, sizeof(live) - 1);
         sub->told_live = 1;
     }
@@ -944,6 +989,26 @@ ngx_ws_agent_sub_event(ngx_ws_agent_sub_t *sub, ngx_str_t *id,
     size_t      size, breaks;
     ngx_int_t   rc;
 
+    if (sub->ws) {
+        /* a text frame of the envelope, the id in it */
+        size = (head ? head->len : 0) + data->len;
+        rc = ngx_ws_agent_sub_ws_frame(sub, WS_OP_TEXT, NULL, size);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        p = sub->fill->last;
+
+        if (head) {
+            p = ngx_cpymem(p, head->data, head->len);
+        }
+
+        sub->fill->last = ngx_cpymem(p, data->data, data->len);
+
+        ngx_ws_agent_count(NGX_WS_AGENT_SUB_EVENTS, 1);
+        return NGX_OK;
+    }
+
     breaks = 0;
     end = data->data + data->len;
 
@@ -1033,8 +1098,20 @@ ngx_ws_agent_sub_gap(ngx_ws_agent_sub_t *sub, ngx_str_t *first)
                   "\"%V\", the client is told of the gap",
                   sub->last.ms, sub->last.seq, &sub->stream);
 
+    u_char   text[sizeof("{\"type\":\"gap\",\"last_event_id\":\"\","
+                         "\"first_id\":\"\"}")
+                  + 2 * NGX_WS_AGENT_SUB_ID_LEN];
+
     size = sizeof("event: gap\ndata: {\"last_event_id\":\"\","
                   "\"first_id\":\"\"}\n\n") + 2 * NGX_WS_AGENT_SUB_ID_LEN;
+
+    if (sub->ws) {
+        p = ngx_sprintf(text, "{\"type\":\"gap\",\"last_event_id\":"
+                        "\"%uL-%uL\",\"first_id\":\"%V\"}", sub->last.ms,
+                        sub->last.seq, first);
+        (void) ngx_ws_agent_sub_ws_frame(sub, WS_OP_TEXT, text, p - text);
+        return;
+    }
 
     if (ngx_ws_agent_sub_room(sub, size) != NGX_OK) {
         return;
@@ -1145,6 +1222,11 @@ ngx_ws_agent_sub_flush(ngx_ws_agent_sub_t *sub)
             ngx_del_timer(wev);
         }
 
+        if (sub->ws_closing) {
+            /* the close frame is out: the TCP connection goes too */
+            ngx_ws_agent_sub_post_close(sub, NULL);
+        }
+
         return;
     }
 
@@ -1200,8 +1282,15 @@ ngx_ws_agent_sub_heartbeat(ngx_event_t *ev)
         return;
     }
 
-    if (!sub->wrote && ngx_ws_agent_sub_room(sub, sizeof(beat) - 1) == NGX_OK)
-    {
+    if (sub->wrote) {
+        /* nothing to say: the connection was not idle */
+
+    } else if (sub->ws) {
+        if (ngx_ws_agent_sub_ws_frame(sub, WS_OP_PING, NULL, 0) == NGX_OK) {
+            ngx_ws_agent_sub_flush(sub);
+        }
+
+    } else if (ngx_ws_agent_sub_room(sub, sizeof(beat) - 1) == NGX_OK) {
         (void) ngx_ws_agent_sub_text(sub, beat, sizeof(beat) - 1);
         ngx_ws_agent_sub_flush(sub);
     }
@@ -1245,4 +1334,256 @@ ngx_ws_agent_sub_close_handler(ngx_event_t *ev)
     c->error = 1;
     ngx_http_finalize_request(r, NGX_ERROR);
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * WebSocket on the same location (RFC 6455 4.2.2): the 101, with the
+ * client's key hashed into Sec-WebSocket-Accept.  The client's frames are
+ * read only to answer pings and its close.
+ */
+
+static ngx_int_t
+ngx_ws_agent_sub_ws_handshake(ngx_http_request_t *r, ngx_ws_agent_sub_t *sub)
+{
+    u_char           *p;
+    ngx_str_t         src, dst, name;
+    ngx_table_elt_t  *key, *h;
+    u_char            md[SHA_DIGEST_LENGTH];
+
+    static u_char  guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+    ngx_str_set(&name, "Sec-WebSocket-Key");
+    key = ngx_ws_agent_find_header(&r->headers_in.headers, &name);
+
+    if (key == NULL || key->value.len == 0 || key->value.len > 64
+        || r->http_version != NGX_HTTP_VERSION_11)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "ws_agent subscriber: a WebSocket upgrade without "
+                      "Sec-WebSocket-Key, or not HTTP/1.1: refused");
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    p = ngx_pnalloc(r->pool, key->value.len + sizeof(guid) - 1
+                             + ngx_base64_encoded_length(SHA_DIGEST_LENGTH));
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    src.data = p;
+    src.len = ngx_cpymem(ngx_cpymem(p, key->value.data, key->value.len),
+                         guid, sizeof(guid) - 1) - p;
+
+    SHA1(src.data, src.len, md);
+
+    src.data = md;
+    src.len = SHA_DIGEST_LENGTH;
+    dst.data = p + key->value.len + sizeof(guid) - 1;
+    ngx_encode_base64(&dst, &src);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Sec-WebSocket-Accept");
+    h->value = dst;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
+    if (ngx_ws_agent_sub_header(r, "Upgrade", "websocket") != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    ngx_str_set(&r->headers_out.status_line, "101 Switching Protocols");
+    r->headers_out.content_length_n = -1;
+    r->keepalive = 0;
+
+    sub->ws = 1;
+    ws_frame_parser_init(&sub->frames, 1, NGX_WS_AGENT_SUB_WS_MAX);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_ws_agent_sub_ws_read(ngx_http_request_t *r)
+{
+    ssize_t               n;
+    ngx_connection_t     *c = r->connection;
+    ws_frame_chunk_t      chunk;
+    ngx_ws_agent_sub_t   *sub;
+    ws_frame_event_e      ev;
+    const u_char         *pos, *last;
+    size_t                i, off;
+    u_char                buf[4096];
+
+    sub = ngx_ws_agent_sub_of(r);
+    if (sub == NULL || sub->closing) {
+        return;
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_ws_agent_sub_post_close(sub, NULL);
+            return;
+        }
+
+        pos = buf;
+        last = buf + n;
+
+        for ( ;; ) {
+            ev = ws_frame_parse(&sub->frames, &pos, last, &chunk);
+
+            if (ev == WS_FRAME_AGAIN) {
+                break;
+            }
+
+            if (ev == WS_FRAME_ERROR) {
+                ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                              "ws_agent subscriber: %s, closing with %ui",
+                              sub->frames.reason,
+                              (ngx_uint_t) sub->frames.error);
+                buf[0] = (u_char) (sub->frames.error >> 8);
+                buf[1] = (u_char) (sub->frames.error & 0xff);
+                (void) ngx_ws_agent_sub_ws_frame(sub, WS_OP_CLOSE, buf, 2);
+                sub->ws_closing = 1;
+                ngx_ws_agent_sub_flush(sub);
+                return;
+            }
+
+            if (ev == WS_FRAME_HEADER) {
+                sub->nctl = 0;
+                continue;
+            }
+
+            if (ev == WS_FRAME_PAYLOAD) {
+                if (!ws_frame_is_control(&sub->frames)) {
+                    continue;       /* a subscriber has nothing to say */
+                }
+
+                for (i = 0; i < chunk.len && sub->nctl < 125; i++) {
+                    off = (size_t) ((chunk.offset + i) & 3);
+                    sub->ctl[sub->nctl++] = chunk.data[i]
+                                            ^ sub->frames.mask[off];
+                }
+
+                continue;
+            }
+
+            /* WS_FRAME_END */
+
+            if (ws_frame_is_control(&sub->frames)) {
+                ngx_ws_agent_sub_ws_control(sub);
+
+                if (sub->ws_closing || sub->closing) {
+                    return;
+                }
+            }
+        }
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_ws_agent_sub_post_close(sub, NULL);
+    }
+}
+
+
+static void
+ngx_ws_agent_sub_ws_control(ngx_ws_agent_sub_t *sub)
+{
+    switch (sub->frames.opcode) {
+
+    case WS_OP_PING:
+        if (ngx_ws_agent_sub_ws_frame(sub, WS_OP_PONG, sub->ctl, sub->nctl)
+            == NGX_OK)
+        {
+            ngx_ws_agent_sub_flush(sub);
+        }
+
+        break;
+
+    case WS_OP_CLOSE:
+        /* echoed, code and all; then the connection is over */
+        (void) ngx_ws_agent_sub_ws_frame(sub, WS_OP_CLOSE, sub->ctl,
+                                         ngx_min(sub->nctl, 2));
+        sub->ws_closing = 1;
+        ngx_ws_agent_sub_flush(sub);
+        break;
+
+    default: /* pong */
+        break;
+    }
+}
+
+
+/*
+ * A server frame's header (and payload, when data is given) into the
+ * fill buffer; the caller writes len payload bytes after it when data is
+ * NULL.  NGX_AGAIN: no room now.
+ */
+
+static ngx_int_t
+ngx_ws_agent_sub_ws_frame(ngx_ws_agent_sub_t *sub, ngx_uint_t opcode,
+    u_char *data, size_t len)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+
+    rc = ngx_ws_agent_sub_room(sub, len + 10);
+
+    if (rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, sub->request->connection->log, 0,
+                      "ws_agent subscriber: an event of %uz bytes is more "
+                      "than half of ws_agent_subscribe_buffer (%uz), "
+                      "closed", len, sub->conf->subscribe_buffer);
+        ngx_ws_agent_sub_post_close(sub, NULL);
+        return NGX_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    p = sub->fill->last;
+    *p++ = (u_char) (0x80 | opcode);
+
+    if (len < 126) {
+        *p++ = (u_char) len;
+
+    } else if (len < 65536) {
+        *p++ = 126;
+        *p++ = (u_char) (len >> 8);
+        *p++ = (u_char) len;
+
+    } else {
+        *p++ = 127;
+        *p++ = 0;
+        *p++ = 0;
+        *p++ = 0;
+        *p++ = 0;
+        *p++ = (u_char) (len >> 24);
+        *p++ = (u_char) (len >> 16);
+        *p++ = (u_char) (len >> 8);
+        *p++ = (u_char) len;
+    }
+
+    if (data) {
+        p = ngx_cpymem(p, data, len);
+    }
+
+    sub->fill->last = p;
+    sub->wrote = 1;
+
+    return NGX_OK;
 }

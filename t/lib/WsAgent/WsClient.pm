@@ -97,6 +97,8 @@ sub parse_step {
         @s{qw(op name type want)} = ('dns_query', $1, uc $2, trim($3));
     } elsif ($line =~ /^(cluster_[a-z_]+)(?:\s+(.*))?$/) {
         @s{qw(op arg)} = ($1, trim($2));
+    } elsif ($line =~ /^conn\s+(\d+)$/) {
+        @s{qw(op n)} = ('conn', $1);
     } elsif ($line =~ /^parallel\s+(\d+)$/) {
         @s{qw(op n)} = ('parallel', $1);
     } else {
@@ -142,7 +144,12 @@ sub run {
     return \@results;
 }
 
-sub stream { $_[0]{conns}[-1] }
+# the connection the steps act on: the last one opened, or the one
+# chosen with "conn N" (1 = the first handshake's) until the next handshake
+sub stream {
+    my ($self) = @_;
+    return $self->{conns}[$self->{current} // -1];
+}
 
 sub step {
     my ($self, $s) = @_;
@@ -153,6 +160,12 @@ sub step {
         return 1;
     }
     if ($op eq 'port') { $self->{port} = $s->{port}; return 1 }
+    if ($op eq 'conn') {
+        return (0, "no connection $s->{n}")
+            unless $s->{n} >= 1 && $s->{n} <= @{ $self->{conns} };
+        $self->{current} = $s->{n} - 1;
+        return 1;
+    }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
     if ($op =~ /^(redis(_b)?_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|dns_\w+|sentinel_\w+|cluster_\w+)$/) {
         my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
@@ -203,6 +216,7 @@ sub handshake {
     }
     my $st = WsAgent::Stream->new($self->connect($s->{tls}));
     push @{ $self->{conns} }, $st;
+    delete $self->{current};
     $st->write_all($req) or return (0, "write failed: $!");
 
     my $deadline = time + $DEFAULT_WITHIN;
