@@ -137,3 +137,124 @@ sent close 1000
 --- ws_backend_request_headers
 !Sec-WebSocket-Extensions
 !Sec-WebSocket-Protocol
+
+
+
+=== TEST 2: Chromium: an EventSource on ws_agent_subscribe gets alice's events, is dropped, reconnects with Last-Event-ID and gets exactly what it missed
+--- http_config
+    ws_agent_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    location /ws {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT;
+        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection "upgrade";
+        ws_agent on;
+        ws_agent_jwt on;
+        ws_agent_jwt_key hmac $TEST_NGINX_JWT_DIR/secret;
+        ws_agent_user $ws_agent_jwt_sub;
+        ws_agent_publish agent:events:$ws_agent_user;
+        ws_agent_stream agent:stream:$ws_agent_user;
+    }
+    # EventSource cannot send headers: the token is a query argument
+    location /sub {
+        ws_agent_jwt on;
+        ws_agent_jwt_key hmac $TEST_NGINX_JWT_DIR/secret;
+        ws_agent_jwt_token $arg_token;
+        ws_agent_subscribe agent:events:$ws_agent_jwt_sub;
+        ws_agent_subscribe_stream agent:stream:$ws_agent_jwt_sub;
+        ws_agent_subscribe_retry 2s;
+        ws_agent_subscribe_heartbeat 30s;
+    }
+    # a proxy in front of it that drops a stream quiet for 1 s: the
+    # browser's own reconnect (after retry: 2000) is what is tested
+    location /events {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/sub;
+        proxy_http_version 1.1;
+        proxy_buffering off;
+        proxy_read_timeout 1s;
+    }
+--- user_files
+>>> page.html
+<!doctype html>
+<meta charset="utf-8">
+<title>ws_agent EventSource</title>
+<link rel="icon" href="data:,">
+<script>
+'use strict';
+const jwt = '$TEST_NGINX_JWT';
+const result = { events: [], got: [] };
+const t0 = performance.now();
+const ms = () => Math.round(performance.now() - t0);
+const es = new EventSource('/events?token=' + jwt);
+const types = ['agent_started', 'agent_thinking', 'tool_executing',
+               'tool_completed', 'agent_completed'];
+es.onopen = () => {
+    result.events.push('open ' + ms());
+    if (!window.wsOpened) {
+        window.wsOpened = true;
+        // alice's agent, on the gated WebSocket: its events are the feed
+        new WebSocket('ws://' + location.host + '/ws', ['bearer.' + jwt]);
+    }
+};
+es.onerror = () => result.events.push('error ' + ms());
+for (const t of types) {
+    es.addEventListener(t, (e) => {
+        const env = JSON.parse(e.data);
+        result.got.push({ type: e.type, id: e.lastEventId, env_id: env.id,
+                          seq: env.seq, user: env.user, ms: ms() });
+        if (t === 'agent_completed') {
+            es.close();
+            window.wsAgentResult = result;
+        }
+    });
+}
+setTimeout(() => { window.wsAgentResult = result; }, 20000);
+</script>
+--- ws_backend
+send text {"type":"connection_ready"}
+send text {"type":"agent_started"}
+wait 1800ms
+send text {"type":"agent_thinking"}
+send text {"type":"tool_executing"}
+send text {"type":"tool_completed"}
+send text {"type":"agent_completed"}
+record
+--- redis_subscribe: agent:events:alice
+--- browser: /page.html
+--- browser_timeout: 40
+--- browser_check eval
+sub {
+    package main;
+    my ($r, $name) = @_;
+    my $p = $r->{page};
+    my @got = @{ $p->{got} || [] };
+    is(join(' ', map { $_->{seq} } @got), '1 2 3 4 5',
+       "$name - the page got seq 1..5 once each, in order");
+    is(join(' ', map { $_->{type} } @got),
+       'agent_started agent_thinking tool_executing tool_completed agent_completed',
+       "$name - as the events their types name");
+    is(scalar(grep { $_->{id} && $_->{id} eq $_->{env_id} } @got), 5,
+       "$name - every event's lastEventId is its envelope's stream id");
+    is(scalar(grep { $_->{user} eq 'alice' } @got), 5,
+       "$name - all of them alice's");
+    my @opens = grep { /^open/ } @{ $p->{events} };
+    is(scalar(@opens), 2, "$name - the EventSource opened twice (dropped once, reconnected)")
+        or diag(join ', ', @{ $p->{events} });
+    my ($second) = $opens[1] =~ /(\d+)/;
+    ok(defined $second && $got[1] && $got[1]{ms} >= $second,
+       "$name - what it missed came after the reconnect (from the stream)")
+        or diag(explain($p));
+}
+--- redis_messages_like
+agent:events:alice ^\{"id":"\d+-\d+",.*"seq":1,.*"type":"agent_started"
+agent:events:alice "seq":2,.*"type":"agent_thinking"
+agent:events:alice "seq":3,.*"type":"tool_executing"
+agent:events:alice "seq":4,.*"type":"tool_completed"
+agent:events:alice "seq":5,.*"type":"agent_completed"
+--- wait: 8
+--- no_error_log
+[alert]
+[crit]
+--- error_log
+upstream timed out
