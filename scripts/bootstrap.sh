@@ -28,7 +28,7 @@ prometheus=
 pkgs="nginx nginx-dev gcc make libc6-dev libssl-dev libyajl-dev
       libhiredis-dev redis-server perl libtest-base-perl libipc-run-perl
       libtext-diff-perl liblist-moreutils-perl libhttp-message-perl
-      liburi-perl libio-socket-ssl-perl procps openssl"
+      liburi-perl libio-socket-ssl-perl procps openssl curl"
 
 for extra in "$@"; do
     case "$extra" in

@@ -10,7 +10,11 @@
 # running), nginx with the built module, and a Redis subscriber; runs the
 # same client (scripts/demo/client.pl) straight at the backend and then
 # through nginx; prints what the subscriber received; stops everything it
-# started, by PID.  Nothing of the system's nginx or redis is used.
+# started, by PID.  Then a second client of the same user, an SSE
+# subscriber (curl -N on nginx's ws_agent_subscribe location), watches the
+# events live, goes away during a second run, and resumes with its last id:
+# it gets exactly the events it missed, from the user's Redis Stream.
+# Nothing of the system's nginx or redis is used.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -128,7 +132,14 @@ http {
             ws_agent on;
             ws_agent_user \$http_x_user_id;
             ws_agent_publish agent:events:\$ws_agent_user;
+            ws_agent_stream agent:stream:\$ws_agent_user maxlen=1000;
             ws_agent_lifecycle on;
+        }
+
+        # the user's other clients: Server-Sent Events, resumable
+        location /sub {
+            ws_agent_subscribe agent:events:\$arg_user;
+            ws_agent_subscribe_stream agent:stream:\$arg_user;
         }
     }
 }
@@ -147,6 +158,13 @@ sub_pid=$!
 pids+=("$sub_pid")
 wait_for 5 "the subscriber" grep -q "^$channel\$" "$tmp/sub.out"
 echo "subscriber    redis-cli SUBSCRIBE $channel  pid $sub_pid"
+
+sse_url="http://127.0.0.1:$nginx_port/sub?user=$user_id"
+curl -sN "$sse_url" > "$tmp/sse1.out" 2>&1 &
+sse_pid=$!
+pids+=("$sse_pid")
+wait_for 5 "the SSE subscriber" grep -q '^: live' "$tmp/sse1.out"
+echo "SSE client    curl -N $sse_url  pid $sse_pid"
 
 # Redis last, so it outlives the subscriber and nginx's publisher
 pids=("$redis_pid" "${pids[@]}")
@@ -180,5 +198,37 @@ perl -MJSON::PP -ne '
     if ($want == 1) { $want = 2; next }
     $want = 1 if $_ eq "message";
     END { print "  ($n envelopes)\n" }' "$tmp/sub.out"
+
+sse_events() {     # the events of an SSE capture: id, event type, seq
+    perl -ne '
+        $id = $1 if /^id: (.*)/;
+        $ev = $1 if /^event: (.*)/;
+        if (/^data: .*"seq":(\d+)/) { $n++;
+            printf "  id=%-17s %-16s seq=%s\n", $id, $ev, $1 }
+        END { print "  ($n events)\n" }' "$1"
+}
+
+say "(4) a second client of user $user_id: an SSE subscriber (curl -N $sse_url)"
+echo "  it watched run (2) live:"
+sse_events "$tmp/sse1.out"
+last_id=$(sed -n 's/^id: //p' "$tmp/sse1.out" | tail -n 1)
+
+kill -TERM "$sse_pid"
+wait "$sse_pid" 2>/dev/null || true
+echo "  it disconnects (last id $last_id); the agent runs again meanwhile:"
+perl scripts/demo/client.pl "$nginx_port" /ws "$user_id" 1000 > /dev/null || true
+wait_for 3 "the second run's ws_close" sh -c \
+    "test \$(grep -c '\"type\":\"ws_close\"' '$tmp/sub.out') -ge 2"
+
+say "(5) it resumes with Last-Event-ID: $last_id"
+curl -sN -H "Last-Event-ID: $last_id" "$sse_url" > "$tmp/sse2.out" 2>&1 &
+sse_pid=$!
+pids+=("$sse_pid")
+wait_for 5 "the resumed SSE subscriber" grep -q '^: live' "$tmp/sse2.out"
+echo "  replayed from the stream, then live (': live'), exactly what it missed:"
+sse_events "$tmp/sse2.out"
+first_seq=$(sed -n 's/^data: .*"seq":\([0-9]*\).*/\1/p' "$tmp/sse2.out" | head -n 1)
+echo "  (the second run's connection counts seq from $first_seq again; no id"
+echo "   of the first run comes twice, none of the second is missing)"
 
 say "done: stopping everything this demo started"
