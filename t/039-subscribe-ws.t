@@ -264,3 +264,77 @@ recv close 1000
 sleep 200ms
 redis_cmd PUBSUB NUMSUB agent:events:21 => [agent:events:21, 0]
 http_get /status => "subscribers":1,"subscriptions":1,
+
+
+
+=== TEST 8: nginx -t: ws_agent_subscribe without ws_agent_redis
+--- http_config
+--- config
+    location /sub { ws_agent_subscribe agent:events:$arg_user; }
+--- must_die
+--- error_log
+"ws_agent_subscribe" is set but no "ws_agent_redis" is configured in the http block
+
+
+
+=== TEST 9: nginx -t: ws_agent_subscribe with a Redis Cluster is refused, saying so
+--- http_config
+    ws_agent_redis cluster;
+    ws_agent_redis_cluster 127.0.0.1:7000;
+--- config
+    location /sub { ws_agent_subscribe agent:events:$arg_user; }
+--- must_die
+--- error_log
+"ws_agent_subscribe" does not work with "ws_agent_redis cluster" yet (one server or sentinel: only)
+
+
+
+=== TEST 10: nginx -t: a subscriber buffer under 8k
+--- config
+    location /sub { ws_agent_subscribe agent:events:$arg_user; ws_agent_subscribe_buffer 4k; }
+--- must_die
+--- error_log
+"ws_agent_subscribe_buffer" must be at least 8k (it holds the largest event twice)
+
+
+
+=== TEST 11: nginx -t: ws_agent_subscribe twice
+--- config
+    location /sub { ws_agent_subscribe a; ws_agent_subscribe b; }
+--- must_die
+--- error_log
+"ws_agent_subscribe" directive is duplicate
+
+
+
+=== TEST 12: nginx -t: an empty channel
+--- config
+    location /sub { ws_agent_subscribe ""; }
+--- must_die
+--- error_log
+"ws_agent_subscribe" directive takes a channel name, not an empty string
+
+
+
+=== TEST 13: nginx -t: a zero heartbeat or retry
+--- config
+    location /sub { ws_agent_subscribe a; ws_agent_subscribe_heartbeat 0; }
+--- must_die
+--- error_log
+"ws_agent_subscribe_heartbeat" directive must be greater than zero
+
+
+
+=== TEST 14: a channel that evaluates empty is refused with 403, logged; a Last-Event-ID that is no stream id with 400
+--- config
+    location /sub {
+        ws_agent_subscribe $arg_user;
+        ws_agent_subscribe_stream agent:stream:$arg_user;
+    }
+--- ws_client
+http_get /sub => 403 Forbidden
+http_get /sub?user=1&last_event_id=abc => 400 Bad Request
+http_get /sub?user=1&last_event_id=12- => 400 Bad Request
+--- error_log
+ws_agent subscriber: channel "$arg_user" names nobody, refused
+Last-Event-ID "abc" is not a stream id
