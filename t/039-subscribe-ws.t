@@ -338,3 +338,31 @@ http_get /sub?user=1&last_event_id=12- => 400 Bad Request
 --- error_log
 ws_agent subscriber: channel "$arg_user" names nobody, refused
 Last-Event-ID "abc" is not a stream id
+
+
+
+=== TEST 15: a reload closes the old worker's subscribers at once (it does not wait for them); they come back on the new one and resume
+--- ws_backend
+send text {"type":"connection_ready"}
+send text {"type":"agent_started","n":1}
+record
+--- ws_client
+handshake /sub?user=31
+recv text {"type":"live"}
+handshake /ws X-User-Id: 31
+recv text {"type":"connection_ready"}
+recv text {"type":"agent_started","n":1}
+conn 1
+recv_like text "seq":1,.*"n":1\}\}$
+nginx_reload
+recv eof within 5s
+handshake /sub?user=31&last_event_id=0
+recv_like text "seq":1,.*"n":1\}\}$
+recv text {"type":"live"}
+send close 1000
+recv close 1000
+--- no_error_log
+[alert]
+[crit]
+[error]
+open socket
