@@ -8,15 +8,17 @@ package WsAgent::Sections;
 #                   expanded in every section, the scripted backend; a
 #                   ws_client/browser block gets a probe request (CPAN's
 #                   runner reaches the checks only through a request)
-#   run_and_check   response-body check, while nginx runs: the client steps
-#                   (or the browser), the Redis messages, the backend's end;
-#                   then the checks of these sections; under CPAN's runner
+#   run_and_check   response-body check, while nginx runs: the SSE clients
+#                   started (and live), the client steps (or the browser),
+#                   the Redis messages, the backend's end, the SSE clients
+#                   settled and stopped; then the checks of these sections;
+#                   under CPAN's runner
 #                   nginx is stopped then, as the bundled runner stops it
 #                   before the error_log checks
-#   after_block     test cleanup handler: Prometheus and the backend
-#                   stopped, subscribers closed, Redis back up
-#   after_file      cleanup handler: Prometheus, Redis, the Sentinel
-#                   topology and the backend stopped
+#   after_block     test cleanup handler: Prometheus, the SSE clients and
+#                   the backend stopped, subscribers closed, Redis back up
+#   after_file      cleanup handler: Prometheus, the SSE clients, Redis, the
+#                   Sentinel topology and the backend stopped
 #
 # The runner's own checks (status, headers, body, error_log) stay the
 # runner's.
@@ -44,6 +46,7 @@ use WsAgent::Cluster;
 use WsAgent::Tls;
 use WsAgent::Browser;
 use WsAgent::Prometheus;
+use WsAgent::Sse;
 
 # set by Test::Nginx::Socket::WsAgent: "cpan" or "bundled"; use_redis(),
 # use_dns(), use_sentinel(), use_cluster()
@@ -60,7 +63,8 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
               redis_b_subscribe redis_b_messages redis_b_messages_like
               redis_delivered meanwhile sentinel_subscribe sentinel_check
               cluster_config cluster_subscribe cluster_classic_subscribe
-              cluster_delivered cluster_loss);
+              cluster_delivered cluster_loss sse_subscribe sse_settle
+              sse_check sse_live_timeout);
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
@@ -71,7 +75,7 @@ my $PROBE = '/.ws-agent-probe';
 
 my $MainPid = $$;
 my ($State, $Redis, $RedisB, $Dns, $Tls, $Sentinel, $Backend, $Prometheus,
-    $Cur, $Cluster);
+    $Cur, $Cluster, $Sse);
 
 # --- per file ---------------------------------------------------------------
 
@@ -117,6 +121,7 @@ sub listen_on_loopback {
 sub after_file {
     return unless $$ == $MainPid;
     if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
+    if ($Sse) { $Sse->stop; undef $Sse }
     if ($Backend) { $Backend->stop; undef $Backend }
     if ($RedisB) { $RedisB->stop; undef $RedisB }
     if ($Redis) { $Redis->stop; undef $Redis }
@@ -133,7 +138,8 @@ sub stop_sentinel_subscriber {
     delete $Sentinel->{backend};
 }
 
-END { after_file() }
+# (the exit status is the test's: reaping a child here must not change it)
+END { local $?; after_file() }
 
 sub failures { scalar grep { !$_ } Test::More->builder->summary }
 
@@ -366,7 +372,8 @@ sub run_and_check {
         start_prometheus($t) if has($block, 'prometheus');
         run_peers($t) if $t->{ours};
         sleep $t->{wait} if $t->{wait} && !$t->{subscriber}
-                            && !$t->{subscriber_b} && !$t->{cluster_sub};
+                            && !$t->{subscriber_b} && !$t->{cluster_sub}
+                            && !$t->{sse};
         # while nginx and Prometheus still run
         check_prometheus($t) if $t->{prometheus};
         if ($t->{ours}) {
@@ -378,6 +385,7 @@ sub run_and_check {
             check_delivered($t) if $t->{delivered};
             check_cluster($t) if $t->{cluster_sub};
             check_sentinel($t) if has($block, 'sentinel_check');
+            check_sse($t) if $t->{sse} || has($block, 'sse_check');
         }
     }
     # Prometheus goes before nginx (it would log failed scrapes)
@@ -392,6 +400,7 @@ sub run_and_check {
 sub run_peers {
     my ($t) = @_;
     my $block = $t->{block};
+    start_sse($t) if has($block, 'sse_subscribe');
     if (has($block, 'ws_client')) {
         $t->{ws_results} = run_ws_client($t);
     } elsif (has($block, 'browser')) {
@@ -421,6 +430,45 @@ sub run_peers {
         my @open = $t->{backend}->wait_done(value($block, 'timeout') || 3);
         $t->{backend_open} = \@open;
     }
+    settle_sse($t) if $t->{sse};
+}
+
+# "--- sse_subscribe": the clients (WsAgent::Sse) started once nginx is up,
+# before the client steps or the browser; every one but the "nowait" ones
+# live (": live", an answer that is not 200, or closed) before they start,
+# bounded by "sse_live_timeout" (default 10 s): one test says so.
+sub start_sse {
+    my ($t) = @_;
+    my ($block, $name) = ($t->{block}, $t->{name});
+    my $specs = WsAgent::Sse::parse_clients(value($block, 'sse_subscribe'));
+    $Sse = $t->{sse} = WsAgent::Sse->start(port => server_port(),
+        dir => "$State/sse", clients => $specs);
+    my $bound = WsAgent::Util::parse_duration(
+        value($block, 'sse_live_timeout') // '10s');
+    my $t0 = time;
+    my @late = $Sse->wait_live($bound);
+    my $n = grep { !$_->{nowait} } @$specs;
+    Test::More::ok(!@late, "$name - sse_subscribe: $n client(s) live or answered")
+        or Test::More::diag(scalar(@late) . " of $n not live after "
+            . sprintf('%.1f s', time - $t0)
+            . ($Sse->children_alive ? '' : ' (a client process is gone)') . ":\n  "
+            . join "\n  ", map { $Sse->state_text($_) }
+                           @late[0 .. ($#late < 9 ? $#late : 9)]);
+}
+
+# After the client steps and the backend: until no client received
+# anything but comments for "sse_settle" (default 500ms), at most
+# max(wait, 5 s); then the children are stopped and their records read.
+sub settle_sse {
+    my ($t) = @_;
+    my $block = $t->{block};
+    my $quiet = WsAgent::Util::parse_duration(value($block, 'sse_settle') // '500ms');
+    my $bound = ($t->{wait} // 0) > 5 ? $t->{wait} : 5;
+    my ($settled, $secs) = $t->{sse}->settle($quiet, $bound);
+    Test::More::note("$t->{name} - sse: still receiving after "
+                     . sprintf('%.1f s', $secs)) unless $settled;
+    $t->{sse}->stop;
+    $t->{sse_clients} = $t->{sse}->clients;
 }
 
 # QUIT, then TERM, then KILL, 2 s each, as the bundled runner stops nginx.
@@ -491,6 +539,7 @@ sub after_block {
     my $t = $Cur or return;
     undef $Cur;
     if ($Prometheus) { $Prometheus->stop; undef $Prometheus }
+    if ($Sse) { $Sse->stop; undef $Sse }
     if ($Backend) { $Backend->stop; undef $Backend }
     $t->{subscriber}->close if $t->{subscriber};
     $t->{subscriber_b}->close if $t->{subscriber_b};
@@ -648,6 +697,10 @@ sub ws_hooks {
         dns_hooks(),
         sentinel_hooks(),
         cluster_hooks($t),
+        sse_wait => $t->{sse} && sub {
+            my ($s) = @_;
+            $t->{sse}->wait_events($s->{name}, $s->{n}, $s->{within});
+        },
     };
 }
 
@@ -777,6 +830,26 @@ sub print_sentinel_state {
     Test::More::diag("sentinel topology (nodes " . join(' ', $Sentinel->node_ports)
         . ", sentinels " . join(' ', $Sentinel->sentinel_ports) . "), history:\n  "
         . $h . "\n" . $Sentinel->logs_tail);
+}
+
+# The SSE clients' records go to the block's "--- sse_check eval" sub,
+# which checks them with Test::More: sub { my ($clients, $name) = @_ },
+# $clients->{NAME}{connections, events, ids}.
+sub check_sse {
+    my ($t) = @_;
+    my $name = $t->{name};
+    my $check = value($t->{block}, 'sse_check');
+    return Test::More::fail("$name - sse_check has no --- sse_subscribe")
+        unless $t->{sse};
+    if (ref $check eq 'CODE') {
+        eval { $check->($t->{sse_clients}, $name); 1 }
+            or Test::More::fail("$name - sse_check ran: $@");
+    } elsif (has($t->{block}, 'sse_check')) {
+        Test::More::fail("$name - sse_check is a sub (--- sse_check eval: "
+                         . "sub { ... })");
+    }
+    Test::More::diag("sse clients:\n  " . join "\n  ", $t->{sse}->summary(20))
+        if failures() > $t->{failures_before};
 }
 
 # The page's result goes to the block's "--- browser_check eval" sub, which

@@ -95,6 +95,11 @@ sub parse_step {
                                       $3 // '>=', $4 // 1);
     } elsif ($line =~ /^dns_query\s+(\S+)\s+([A-Za-z]+)\s+=>\s+(.*)$/) {
         @s{qw(op name type want)} = ('dns_query', $1, uc $2, trim($3));
+    } elsif ($line =~ /^sse_wait\s+(\S+)\s+(\d+)\s+events?(?:\s+within\s+(\S+))?$/) {
+        @s{qw(op name n within)} = ('sse_wait', $1, $2,
+                                    parse_duration($3 // "${DEFAULT_WITHIN}s"));
+    } elsif ($line =~ /^sse_/) {
+        die "bad sse step '$line' (want: sse_wait NAME N events [within 5s])\n";
     } elsif ($line =~ /^(cluster_[a-z_]+)(?:\s+(.*))?$/) {
         @s{qw(op arg)} = ($1, trim($2));
     } elsif ($line =~ /^conn\s+(\d+)$/) {
@@ -167,7 +172,7 @@ sub step {
         return 1;
     }
     if ($op eq 'sleep') { sleep parse_duration($s->{dur}); return 1 }
-    if ($op =~ /^(redis(_b)?_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|dns_\w+|sentinel_\w+|cluster_\w+)$/) {
+    if ($op =~ /^(redis(_b)?_(stop|start|cmd)|nginx_reload|nginx_kill_workers|http_get|dns_\w+|sentinel_\w+|cluster_\w+|sse_wait)$/) {
         my $hook = $self->{hooks}{$op} or return (0, "no $op in this block");
         return $hook->($s);
     }
