@@ -1139,13 +1139,14 @@ ngx_ws_agent_sub_room(ngx_ws_agent_sub_t *sub, size_t len)
         return NGX_OK;
     }
 
-    if (sub->flight == NULL) {
-        /* the full one goes out, the other one fills */
-        ngx_ws_agent_sub_flush(sub);
+    /*
+     * what is in flight may have gone by now (the socket took it): then
+     * the full one goes out and the other one fills
+     */
+    ngx_ws_agent_sub_flush(sub);
 
-        if ((size_t) (sub->fill->end - sub->fill->last) >= len) {
-            return NGX_OK;
-        }
+    if (!sub->closing && (size_t) (sub->fill->end - sub->fill->last) >= len) {
+        return NGX_OK;
     }
 
     return NGX_AGAIN;

@@ -618,6 +618,12 @@ sub redis_hooks {
             my $r = WsAgent::Redis::reply_text($redis->command(@{ $s->{args} }));
             return (0, "redis replied $r") if $r =~ /^\(error\)/
                                               && !defined $s->{want};
+            # => /RE/ matches the reply, => !/RE/ must not; else exact
+            if (defined $s->{want} && $s->{want} =~ m{^(!?)/(.*)/$}s) {
+                my ($neg, $re) = ($1, $2);
+                return (1, "redis replied $r") if ($r =~ /$re/s xor $neg);
+                return (0, "redis replied '$r', want $s->{want}");
+            }
             return (0, "redis replied '$r', want '$s->{want}'")
                 if defined $s->{want} && $r ne $s->{want};
             return (1, "redis replied $r");

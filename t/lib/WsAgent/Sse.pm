@@ -74,10 +74,11 @@ sub parse_clients {
                 elsif ($o eq 'slow') { $s->{slow} = -1 }
                 elsif ($o =~ /^slow=(.+)$/) { $s->{slow} = parse_duration($1) }
                 elsif ($o =~ /^(http10|nowait)$/) { $s->{$1} = 1 }
+                elsif ($o =~ /^port=(\d+)$/) { $s->{port} = $1 }
                 else {
                     die "sse_subscribe '$line': unknown option '$o' (drop_after=N, "
                         . "resume_after=T, resume_by=query, resumes=K, "
-                        . "last_event_id=ID, slow[=T], http10, nowait)\n";
+                        . "last_event_id=ID, slow[=T], http10, nowait, port=N)\n";
                 }
             }
             die "sse_subscribe '$line': resume_after, resume_by and resumes "
@@ -351,7 +352,7 @@ sub run_child {
     $SIG{TERM} = sub { $stop = 1 };
     $SIG{PIPE} = 'IGNORE';
     open STDOUT, '>', '/dev/null';
-    my @clients = map { WsAgent::Sse::Client->new(%$_, port => $port,
+    my @clients = map { WsAgent::Sse::Client->new(%$_, port => $_->{port} // $port,
                                                   file => "$dir/$_->{name}") } @$specs;
     $_->open_conn for @clients;
     $_->flush for @clients;
