@@ -283,35 +283,15 @@ ngx_ws_agent_sub_header(ngx_http_request_t *r, const char *name,
 static ngx_int_t
 ngx_ws_agent_sub_last_event_id(ngx_http_request_t *r, ngx_ws_agent_sub_t *sub)
 {
-    ngx_str_t         id;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
+    ngx_str_t         id, name;
     ngx_table_elt_t  *h;
 
     ngx_str_null(&id);
+    ngx_str_set(&name, "Last-Event-ID");
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Last-Event-ID") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Last-Event-ID",
-                               sizeof("Last-Event-ID") - 1) == 0)
-        {
-            id = h[i].value;
-            break;
-        }
+    h = ngx_ws_agent_find_header(&r->headers_in.headers, &name);
+    if (h) {
+        id = h->value;
     }
 
     if (id.len == 0
