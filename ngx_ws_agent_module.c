@@ -1148,8 +1148,9 @@ ngx_ws_agent_hash_tag(ngx_conf_t *cf, ngx_str_t *stream, ngx_str_t *channel)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ws_agent_stream\" \"%V\" has no {hash tag}: "
                            "in a Redis Cluster the stream and the channel "
-                           "must share one, e.g. agent:stream:{$ws_agent_user} "
-                           "and agent:events:{$ws_agent_user}", stream);
+                           "must share one, e.g. \"agent:stream:{$ws_agent_user}\" "
+                           "and \"agent:events:{$ws_agent_user}\" (quoted)",
+                           stream);
         return NGX_CONF_ERROR;
     }
 

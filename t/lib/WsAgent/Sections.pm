@@ -77,6 +77,9 @@ my $MainPid = $$;
 my ($State, $Redis, $RedisB, $Dns, $Tls, $Sentinel, $Backend, $Prometheus,
     $Cur, $Cluster, $Sse);
 
+# the file's private Redis (A), for a check that asks it something
+sub redis { $Redis }
+
 # --- per file ---------------------------------------------------------------
 
 sub server_port { Test::Nginx::Socket::server_port() }
