@@ -514,6 +514,12 @@ ngx_ws_agent_sub_live(ngx_ws_agent_watch_t *w)
         return;
     }
 
+    if (sub->read) {
+        /* subscribed again before a read came back: it starts over */
+        ngx_ws_agent_feed_cancel(sub->read);
+        sub->read = NULL;
+    }
+
     if (sub->stream.len == 0) {
         ngx_ws_agent_sub_go_live(sub);
         return;
