@@ -55,6 +55,11 @@ EOC
 add_block_preprocessor(sub {
     my $block = shift;
 
+    # under valgrind nginx is one process: no worker to reload
+    if ($ENV{TEST_NGINX_USE_VALGRIND} && defined $block->needs_workers) {
+        $block->set_value("SKIP", 1);
+    }
+
     $block->set_value("http_config",
                       "    ws_agent_redis 127.0.0.1:\$TEST_NGINX_REDIS_PORT;\n")
         unless defined $block->http_config;
@@ -342,6 +347,7 @@ Last-Event-ID "abc" is not a stream id
 
 
 === TEST 15: a reload closes the old worker's subscribers at once (it does not wait for them); they come back on the new one and resume
+--- needs_workers
 --- ws_backend
 send text {"type":"connection_ready"}
 send text {"type":"agent_started","n":1}
