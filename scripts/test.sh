@@ -46,8 +46,21 @@ logs=$(mktemp -d /tmp/ws_agent_test.XXXXXX)
 trap 'rm -rf "$logs"' EXIT
 summary=
 failed=
+failures=
 passed_tests=0
 failed_tests=0
+
+# failures N VERSION LOG: what failed in a pass, repeated after the last
+# pass, so that the tail of the output (all a CI page may keep) names it:
+# each "not ok" line with the diagnostics under it, and prove's report
+failures() {
+    echo
+    echo "=== what failed in pass $1 (nginx $2):"
+    awk '/^Test Summary Report/ { exit }
+         /^#   Failed test/ { keep = 12 }
+         keep > 0 { print; keep-- }' "$3" | head -150
+    sed -n '/^Test Summary Report/,/^Files=/p' "$3" | head -40
+}
 
 # run N VERSION WHAT BINARY MODULE FILES...: the suite once, prove's own
 # output as it goes, and a line for the summary
@@ -78,6 +91,8 @@ run() {
     passed_tests=$(( passed_tests + ok ))
     failed_tests=$(( failed_tests + bad ))
     if [ "$rc" = 0 ]; then verdict=PASS; else verdict=FAIL; failed=1; fi
+    [ "$rc" = 0 ] || failures="$failures$(failures "$pass" "$version" "$logs/$pass.log")
+"
     summary="$summary
 test.sh: pass $pass, nginx $version ($what): $verdict (${figures:-no figures}, $secs s)"
 }
@@ -97,6 +112,7 @@ for v in $passes; do
     esac
 done
 
+[ -z "$failures" ] || echo "$failures"
 echo "$summary"
 echo "test.sh: $passed_tests passed, $failed_tests failed"
 [ -z "$failed" ]
