@@ -640,7 +640,13 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         }
     }
 
-    if (conf->stream && conf->publish == NULL) {
+    /*
+     * A stream set in a location needs that location's events; one set
+     * above (http, server) is the default of the locations that publish,
+     * and a location that does not (/status, a plain proxy) ignores it.
+     */
+
+    if (conf->stream && conf->stream->in_location && conf->publish == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"ws_agent_stream\" is set but "
                            "\"ws_agent_publish\" is off: the stream takes "
@@ -648,7 +654,7 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->stream) {
+    if (conf->stream && conf->publish) {
         wmcf->streams = 1;
     }
 
@@ -679,7 +685,7 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         wmcf->subscribers = 1;
     }
 
-    if (conf->stream && wmcf->redis.cluster) {
+    if (conf->stream && conf->publish && wmcf->redis.cluster) {
         return ngx_ws_agent_hash_tag(cf, &conf->stream->value.value,
                                      &conf->publish->value.value);
     }
@@ -1057,6 +1063,8 @@ ngx_ws_agent_stream(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (st == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    st->in_location = (cf->cmd_type & NGX_HTTP_LOC_CONF) ? 1 : 0;
 
     st->maxlen = NGX_CONF_UNSET_UINT;
 

@@ -90,6 +90,7 @@ typedef struct {
     ngx_uint_t                  names_user;
     ngx_uint_t                  maxlen;         /* 0: no MAXLEN */
     ngx_msec_t                  age;            /* 0: no MINID */
+    ngx_uint_t                  in_location;    /* not a default above */
 } ngx_ws_agent_stream_t;
 
 

@@ -49,6 +49,7 @@ typedef struct {
     unsigned                      line:2;
     unsigned                      asking:1;     /* ASKING first (ASK) */
     unsigned                      asked:1;      /* ASKING was answered */
+    unsigned                      script:1;     /* EVALSHA (a stream) */
     size_t                        len;
     u_char                        data[1];
 } ngx_ws_agent_item_t;
@@ -115,6 +116,7 @@ typedef struct {
     ngx_event_t                   loss_log;
     ngx_uint_t                    unlogged[NGX_WS_AGENT_NLOST];
     u_char                        refused[NGX_WS_AGENT_ERROR_LEN];
+    const char                   *refused_cmd;  /* the last refused one's */
 
     ngx_ws_agent_worker_stats_t  *stats;        /* this worker's slot */
 
@@ -194,6 +196,8 @@ static void ngx_ws_agent_redis_queue_free(ngx_ws_agent_redis_t *rs,
 static void ngx_ws_agent_redis_queue_gauges(ngx_ws_agent_redis_t *rs);
 static void ngx_ws_agent_redis_lost(ngx_ws_agent_redis_t *rs,
     ngx_ws_agent_lost_e kind, ngx_uint_t n);
+static void ngx_ws_agent_redis_refused(ngx_ws_agent_redis_t *rs,
+    ngx_uint_t script, redisReply *rr);
 static void ngx_ws_agent_redis_loss_log(ngx_event_t *ev);
 static void ngx_ws_agent_redis_log_losses(ngx_ws_agent_redis_t *rs);
 
@@ -375,6 +379,7 @@ ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
     item->stamp = rs->stamp++;
     item->asking = 0;
     item->asked = 0;
+    item->script = ev->stream ? 1 : 0;
     item->slot = rs->cluster
                  ? (uint16_t) ngx_ws_agent_redis_slot(key->data, key->len)
                  : 0;
@@ -521,6 +526,7 @@ ngx_ws_agent_redis_send_all(ngx_ws_agent_redis_t *rs)
 static void
 ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 {
+    ngx_uint_t                    script;
     ngx_ws_agent_item_t          *item;
     ngx_ws_agent_redis_t         *rs = &ngx_ws_agent_redis;
     ngx_ws_agent_redis_target_t  *t = node->data;
@@ -580,6 +586,7 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
         return;
     }
 
+    script = item->script;
     ngx_ws_agent_redis_queue_take(rs, t, item);
     ngx_free(item);
 
@@ -590,10 +597,7 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
         rs->stats->published++;
 
     } else if (rr->type == REDIS_REPLY_ERROR) {
-        ngx_ws_agent_redis_error(rs, rr->str, rr->len);
-        ngx_cpystrn(rs->refused, (u_char *) rr->str,
-                    ngx_min((size_t) rr->len + 1, NGX_WS_AGENT_ERROR_LEN));
-        ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_REFUSED, 1);
+        ngx_ws_agent_redis_refused(rs, script, rr);
 
     } else {
         ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_PUBLISHED, 1);
@@ -659,11 +663,8 @@ ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
 
     if (to == NULL) {
         /* an answer we cannot follow: the event is lost, and says why */
+        ngx_ws_agent_redis_refused(rs, item->script, rr);
         ngx_free(item);
-        ngx_ws_agent_redis_error(rs, rr->str, rr->len);
-        ngx_cpystrn(rs->refused, (u_char *) rr->str,
-                    ngx_min((size_t) rr->len + 1, NGX_WS_AGENT_ERROR_LEN));
-        ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_REFUSED, 1);
         return;
     }
 
@@ -1178,6 +1179,21 @@ ngx_ws_agent_redis_lost(ngx_ws_agent_redis_t *rs, ngx_ws_agent_lost_e kind,
 }
 
 
+/* an event Redis answered with an error: lost, and said with the command */
+
+static void
+ngx_ws_agent_redis_refused(ngx_ws_agent_redis_t *rs, ngx_uint_t script,
+    redisReply *rr)
+{
+    ngx_ws_agent_redis_error(rs, rr->str, rr->len);
+    ngx_cpystrn(rs->refused, (u_char *) rr->str,
+                ngx_min((size_t) rr->len + 1, NGX_WS_AGENT_ERROR_LEN));
+    rs->refused_cmd = script ? "EVALSHA (the stream's append)"
+                             : (rs->cluster ? "SPUBLISH" : "PUBLISH");
+    ngx_ws_agent_redis_lost(rs, NGX_WS_AGENT_LOST_REFUSED, 1);
+}
+
+
 static void
 ngx_ws_agent_redis_loss_log(ngx_event_t *ev)
 {
@@ -1206,9 +1222,9 @@ ngx_ws_agent_redis_log_losses(ngx_ws_agent_redis_t *rs)
 
     if (n[NGX_WS_AGENT_LOST_REFUSED]) {
         ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                      "ws_agent: Redis refused PUBLISH (%ui event(s) "
-                      "lost): %s", n[NGX_WS_AGENT_LOST_REFUSED],
-                      rs->refused);
+                      "ws_agent: Redis refused %s (%ui event(s) "
+                      "lost): %s", rs->refused_cmd,
+                      n[NGX_WS_AGENT_LOST_REFUSED], rs->refused);
     }
 
     ngx_memzero(rs->unlogged, sizeof(rs->unlogged));

@@ -863,8 +863,10 @@ ngx_ws_agent_redis_node_setup_reply(ngx_ws_agent_redis_node_t *node,
         "AUTH (check ws_agent_redis user= and password=)",
         "SELECT (check ws_agent_redis db=)",
         "ROLE",
-        "SCRIPT LOAD (ws_agent_stream needs a user allowed +script "
-        "+evalsha +setbit +pexpire +xadd +xtrim and the channel's publish)"
+        "SCRIPT LOAD (ws_agent_stream needs a user allowed +script|load "
+        "+evalsha +setbit +pexpire +xadd +xtrim, the channel's publish, "
+        "and the stream's keys with their :seen: bitmaps, e.g. "
+        "~agent:stream:*)"
     };
 
     step = node->steps[node->step++];

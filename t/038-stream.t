@@ -314,7 +314,7 @@ recv close 1000
 [alert]
 [crit]
 --- error_log eval
-[qr/\[error\].*ws_agent: Redis 127\.0\.0\.1:\d+ refused SCRIPT LOAD \(ws_agent_stream needs a user allowed \+script \+evalsha/]
+[qr/\[error\].*ws_agent: Redis 127\.0\.0\.1:\d+ refused SCRIPT LOAD \(ws_agent_stream needs a user allowed \+script\|load \+evalsha .*~agent:stream:\*\)/]
 
 
 
@@ -383,3 +383,59 @@ $::config =~ s/agent:stream:\$ws_agent_user/"agent:stream:{\$ws_agent_user}"/r
 --- must_die
 --- error_log
 "ws_agent_publish" "agent:events:$ws_agent_user" does not carry the stream's hash tag "{$ws_agent_user}": in a Redis Cluster both must be on one slot
+
+
+
+=== TEST 17: ws_agent_stream at http and server level is the default of the locations that publish: /status and a plain proxy, which do not, start and work; /ws appends
+--- http_config
+    ws_agent_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+    ws_agent_stream agent:stream:http:$ws_agent_user maxlen=100;
+--- config eval
+'        ws_agent_stream agent:stream:$ws_agent_user maxlen=100;' . "\n"
+. WsAgent::Conf::ws_location('ws_agent on;', 'ws_agent_user $http_x_user_id;',
+                             'ws_agent_publish agent:events:$ws_agent_user;')
+. "        location = /status { ws_agent_status; }\n"
+. '        location /plain { ws_agent on; proxy_pass http://127.0.0.1:$TEST_NGINX_BACKEND_PORT; }' . "\n"
+--- ws_backend
+send text {"type":"connection_ready"}
+send text {"type":"agent_started"}
+record
+--- ws_client
+handshake /ws X-User-Id: 17
+recv text {"type":"connection_ready"}
+recv text {"type":"agent_started"}
+sleep 300ms
+redis_cmd XLEN agent:stream:17 => 1
+redis_cmd EXISTS agent:stream:http:17 => 0
+http_get /status => "events_published_total":1,
+send close 1000
+recv close 1000
+
+
+
+=== TEST 18: an ACL user that may load the script but not run it: each event's EVALSHA is refused, lost and said as such (not as a refused PUBLISH)
+--- redis_acl
+publisher on >secret resetchannels &agent:events:* ~agent:stream:* -@all +publish +ping +role +script|load
+--- http_config
+    ws_agent_redis 127.0.0.1:$TEST_NGINX_REDIS_PORT user=publisher password=secret;
+--- ws_backend
+send text {"type":"connection_ready"}
+send text {"type":"agent_started"}
+send text {"type":"agent_completed"}
+record
+--- ws_client
+handshake /ws X-User-Id: 18
+recv text {"type":"connection_ready"}
+recv text {"type":"agent_started"}
+recv text {"type":"agent_completed"}
+sleep 1500ms
+http_get /status => "redis_error":2,.*"last_error":"NOPERM[^"]*evalsha
+send close 1000
+recv close 1000
+--- no_error_log
+[alert]
+[crit]
+refused PUBLISH
+refused SCRIPT LOAD
+--- error_log eval
+[qr/\[error\].*ws_agent: Redis refused EVALSHA \(the stream's append\) \(2 event\(s\) lost\): NOPERM/]
