@@ -49,8 +49,8 @@ static char *ngx_ws_agent_subscribe(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_ws_agent_channel_value(ngx_conf_t *cf, ngx_str_t *value,
     ngx_ws_agent_channel_t **channel);
-static char *ngx_ws_agent_hash_tag(ngx_conf_t *cf, ngx_str_t *stream,
-    ngx_str_t *channel);
+static char *ngx_ws_agent_hash_tag(ngx_conf_t *cf, const char *sname,
+    ngx_str_t *stream, const char *cname, ngx_str_t *channel);
 static char *ngx_ws_agent_events(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_ws_agent_status(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -667,14 +667,6 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             return NGX_CONF_ERROR;
         }
 
-        if (wmcf->redis.cluster) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"ws_agent_subscribe\" does not work with "
-                               "\"ws_agent_redis cluster\" yet (one server "
-                               "or sentinel: only)");
-            return NGX_CONF_ERROR;
-        }
-
         if (conf->subscribe_buffer < 8192) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "\"ws_agent_subscribe_buffer\" must be at "
@@ -685,9 +677,24 @@ ngx_ws_agent_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         wmcf->subscribers = 1;
     }
 
-    if (conf->stream && conf->publish && wmcf->redis.cluster) {
-        return ngx_ws_agent_hash_tag(cf, &conf->stream->value.value,
-                                     &conf->publish->value.value);
+    if (conf->stream && conf->publish && wmcf->redis.cluster
+        && ngx_ws_agent_hash_tag(cf, "ws_agent_stream",
+                                 &conf->stream->value.value,
+                                 "ws_agent_publish",
+                                 &conf->publish->value.value)
+           != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->subscribe && conf->subscribe_stream && wmcf->redis.cluster
+        && ngx_ws_agent_hash_tag(cf, "ws_agent_subscribe_stream",
+                                 &conf->subscribe_stream->value,
+                                 "ws_agent_subscribe",
+                                 &conf->subscribe->value.value)
+           != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -1139,12 +1146,14 @@ ngx_ws_agent_stream(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 /*
  * In a cluster the append, its de-duplication key and the PUBLISH are one
- * script on one node: the stream's name and the channel's must carry the
- * same {hash tag}, so they are on one slot whatever the variables say.
+ * script on one node, and a subscriber's channel is the one that script
+ * SPUBLISHes on: a stream's name and its channel's must carry the same
+ * {hash tag}, so they are on one slot whatever the variables say.
  */
 
 static char *
-ngx_ws_agent_hash_tag(ngx_conf_t *cf, ngx_str_t *stream, ngx_str_t *channel)
+ngx_ws_agent_hash_tag(ngx_conf_t *cf, const char *sname, ngx_str_t *stream,
+    const char *cname, ngx_str_t *channel)
 {
     u_char     *s, *c, *se, *ce;
     ngx_str_t   tag;
@@ -1154,11 +1163,11 @@ ngx_ws_agent_hash_tag(ngx_conf_t *cf, ngx_str_t *stream, ngx_str_t *channel)
 
     if (se == NULL || se == s + 1) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ws_agent_stream\" \"%V\" has no {hash tag}: "
+                           "\"%s\" \"%V\" has no {hash tag}: "
                            "in a Redis Cluster the stream and the channel "
                            "must share one, e.g. \"agent:stream:{$ws_agent_user}\" "
                            "and \"agent:events:{$ws_agent_user}\" (quoted)",
-                           stream);
+                           sname, stream);
         return NGX_CONF_ERROR;
     }
 
@@ -1170,9 +1179,10 @@ ngx_ws_agent_hash_tag(ngx_conf_t *cf, ngx_str_t *stream, ngx_str_t *channel)
         tag.len = se - s + 1;
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ws_agent_publish\" \"%V\" does not carry "
+                           "\"%s\" \"%V\" does not carry "
                            "the stream's hash tag \"%V\": in a Redis "
-                           "Cluster both must be on one slot", channel, &tag);
+                           "Cluster both must be on one slot", cname,
+                           channel, &tag);
         return NGX_CONF_ERROR;
     }
 

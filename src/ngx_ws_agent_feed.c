@@ -1,16 +1,27 @@
 /*
  * The subscribers' side of Redis (see ngx_ws_agent_feed.h).
  *
+ * A shard is one server's pair of connections (pub/sub and reads): the
+ * only one, or, in a Redis Cluster, one per master the map names, with
+ * SSUBSCRIBE (sharded pub/sub: a channel lives on its slot's master) and
+ * each read sent to its stream's slot's master.
+ *
  * A channel is in the worker's tree while anyone watches it or a command
- * about it is on the way.  Its state says what Redis was last asked:
- *   idle           nothing (the connection is down, or not asked yet)
- *   subscribing    SUBSCRIBE sent, not confirmed
+ * about it is on the way.  Its state says what its shard was last asked:
+ *   idle           nothing (the connection is down, no master is known
+ *                  for its slot, or not asked yet)
+ *   subscribing    (S)SUBSCRIBE sent, not confirmed
  *   subscribed     confirmed: messages flow, watchers were told live()
- *   unsubscribing  UNSUBSCRIBE sent (the last watcher left)
+ *   unsubscribing  (S)UNSUBSCRIBE sent (the last watcher left)
  * Pub/sub replies come in the order of the commands, so a channel left
  * and watched again (UNSUBSCRIBE, then SUBSCRIBE) is live only when every
- * command sent about it is confirmed: at the last SUBSCRIBE's reply.  Watchers are told on the node's events, never asked to
- * answer synchronously: what they do about it (close a client) they post.
+ * command sent about it is confirmed: at the last SUBSCRIBE's reply.
+ * A channel whose slot moves (the map, a MOVED, or Redis dropping it with
+ * a sunsubscribe) leaves its shard: its watchers are told lost(), and
+ * live() once the new owner confirms it; whatever a shard says about a
+ * channel that is not (or no longer) its own is ignored.  Watchers are
+ * told on the node's events, never asked to answer synchronously: what
+ * they do about it (close a client) they post.
  */
 
 #include <ngx_config.h>
@@ -18,9 +29,15 @@
 #include <ngx_http.h>
 
 #include "ngx_ws_agent_feed.h"
+#include "ngx_ws_agent_redis_cluster.h"
 #include "ngx_ws_agent_redis_node.h"
 #include "ngx_ws_agent_redis_sentinel.h"
 #include "ngx_ws_agent_stats.h"
+
+
+#define NGX_WS_AGENT_FEED_AGAIN      100     /* ms, after ASK or no map */
+#define NGX_WS_AGENT_FEED_REDIRECTS  16      /* then the read's error */
+#define NGX_WS_AGENT_FEED_NO_SHARD   0xff
 
 
 typedef enum {
@@ -31,53 +48,99 @@ typedef enum {
 } ngx_ws_agent_channel_state_e;
 
 
+typedef struct ngx_ws_agent_feed_s        ngx_ws_agent_feed_t;
+typedef struct ngx_ws_agent_feed_shard_s  ngx_ws_agent_feed_shard_t;
+
+
 struct ngx_ws_agent_feed_channel_s {
     ngx_str_node_t                  sn;         /* its name, in the tree */
     ngx_queue_t                     watchers;
     ngx_uint_t                      nwatchers;
     ngx_ws_agent_channel_state_e    state;
+    ngx_ws_agent_feed_shard_t      *shard;      /* NULL: no master known */
+    ngx_uint_t                      slot;       /* in a cluster */
     ngx_uint_t                      pending;    /* commands unconfirmed */
-    unsigned                        on_redis:1; /* Redis has it subscribed */
+    unsigned                        on_redis:1; /* its shard has it */
     u_char                          name[1];
 };
 
 
 struct ngx_ws_agent_feed_read_s {
-    ngx_queue_t                     queue;
+    ngx_queue_t                     queue;      /* a shard's, or unrouted */
     ngx_ws_agent_feed_read_pt       handler;
     void                           *data;       /* NULL: canceled */
+    ngx_uint_t                      slot;
+    ngx_uint_t                      redirects;
     unsigned                        sent:1;
     size_t                          len;
     u_char                          cmd[1];
 };
 
 
-typedef struct {
+/* one server's connections: the only one, or a cluster master's */
+struct ngx_ws_agent_feed_shard_s {
+    ngx_ws_agent_feed_t            *feed;
+    ngx_ws_agent_redis_node_t       sub;        /* pub/sub */
+    ngx_ws_agent_redis_node_t       reads;      /* XRANGE */
+    ngx_ws_agent_redis_server_t     server;     /* a cluster master's */
+    ngx_str_t                      *name;       /* for the log */
+    ngx_queue_t                     waiting;    /* reads not sent */
+    ngx_queue_t                     sent;       /* reads awaiting a reply */
+    ngx_uint_t                      subscribed; /* channels it has */
+    unsigned                        open:1;     /* its nodes are started */
+};
+
+
+struct ngx_ws_agent_feed_s {
     ngx_ws_agent_main_conf_t       *conf;
     ngx_log_t                      *log;
 
-    ngx_ws_agent_redis_node_t       sub;        /* pub/sub */
-    ngx_ws_agent_redis_node_t       reads;      /* XRANGE */
+    ngx_ws_agent_feed_shard_t      *shards[NGX_WS_AGENT_MAX_NODES];
+    ngx_uint_t                      nshards;
     ngx_ws_agent_redis_node_t      *steered[2];
     ngx_ws_agent_redis_sentinel_t   sentinel;   /* sentinel:NAME only */
+    ngx_ws_agent_redis_cluster_t   *cluster;    /* cluster only */
+    uint8_t                        *route;      /* slot: shard, or none */
 
     ngx_rbtree_t                    tree;
     ngx_rbtree_node_t               sentinel_node;
     ngx_uint_t                      nchannels;
     ngx_uint_t                      subscribed;
 
-    ngx_queue_t                     waiting;    /* reads not sent */
-    ngx_queue_t                     sent;       /* reads awaiting a reply */
+    ngx_queue_t                     unrouted;   /* reads, no master known */
+    ngx_event_t                     again;      /* route what waits, soon */
+
+    const char                     *subscribe;  /* the verbs: sharded */
+    const char                     *unsubscribe;    /* in a cluster */
 
     unsigned                        active:1;
     unsigned                        exiting:1;
-} ngx_ws_agent_feed_t;
+};
 
+
+static ngx_ws_agent_feed_shard_t *ngx_ws_agent_feed_shard_add(
+    ngx_ws_agent_feed_t *fd, ngx_ws_agent_redis_server_t *server,
+    ngx_str_t *name);
+static ngx_ws_agent_feed_shard_t *ngx_ws_agent_feed_shard_at(
+    ngx_ws_agent_feed_t *fd, struct sockaddr *sa, socklen_t socklen);
+static void ngx_ws_agent_feed_shard_open(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_shard_t *sh);
+static void ngx_ws_agent_feed_shard_close(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_shard_t *sh);
+static ngx_ws_agent_feed_shard_t *ngx_ws_agent_feed_owner(
+    ngx_ws_agent_feed_t *fd, ngx_uint_t slot);
+static void ngx_ws_agent_feed_map(ngx_ws_agent_redis_cluster_t *cl);
+static void ngx_ws_agent_feed_again(ngx_event_t *ev);
+static void ngx_ws_agent_feed_soon(ngx_ws_agent_feed_t *fd);
 
 static ngx_ws_agent_feed_channel_t *ngx_ws_agent_feed_lookup(
     ngx_ws_agent_feed_t *fd, u_char *name, size_t len);
-static void ngx_ws_agent_feed_command(ngx_ws_agent_feed_t *fd,
-    const char *verb, ngx_ws_agent_feed_channel_t *ch);
+static void ngx_ws_agent_feed_subscribe(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_channel_t *ch);
+static void ngx_ws_agent_feed_detach(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_channel_t *ch);
+static void ngx_ws_agent_feed_command(ngx_ws_agent_feed_shard_t *sh,
+    const char *verb, u_char *name, size_t len);
 static void ngx_ws_agent_feed_free(ngx_ws_agent_feed_t *fd,
     ngx_ws_agent_feed_channel_t *ch);
 static void ngx_ws_agent_feed_tell(ngx_ws_agent_feed_channel_t *ch,
@@ -85,14 +148,22 @@ static void ngx_ws_agent_feed_tell(ngx_ws_agent_feed_channel_t *ch,
 static void ngx_ws_agent_feed_sub_ready(ngx_ws_agent_redis_node_t *node);
 static void ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node,
     redisReply *rr);
+static void ngx_ws_agent_feed_sub_moved(ngx_ws_agent_feed_shard_t *sh,
+    redisReply *rr);
 static void ngx_ws_agent_feed_sub_down(ngx_ws_agent_redis_node_t *node,
     const char *why, ngx_uint_t logged);
-static void ngx_ws_agent_feed_send_reads(ngx_ws_agent_feed_t *fd);
+
+static void ngx_ws_agent_feed_route_read(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_read_t *rd, ngx_ws_agent_feed_shard_t *sh);
+static void ngx_ws_agent_feed_route_reads(ngx_ws_agent_feed_t *fd,
+    ngx_queue_t *from);
+static void ngx_ws_agent_feed_send_reads(ngx_ws_agent_feed_shard_t *sh);
 static void ngx_ws_agent_feed_reads_ready(ngx_ws_agent_redis_node_t *node);
 static void ngx_ws_agent_feed_reads_reply(ngx_ws_agent_redis_node_t *node,
     redisReply *rr);
 static void ngx_ws_agent_feed_reads_down(ngx_ws_agent_redis_node_t *node,
     const char *why, ngx_uint_t logged);
+static void ngx_ws_agent_feed_free_reads(ngx_queue_t *q);
 
 
 static ngx_ws_agent_redis_node_handler_t  ngx_ws_agent_feed_sub_handler = {
@@ -115,7 +186,8 @@ ngx_int_t
 ngx_ws_agent_feed_init_process(ngx_cycle_t *cycle,
     ngx_ws_agent_main_conf_t *wmcf)
 {
-    ngx_ws_agent_feed_t  *fd = &ngx_ws_agent_feed;
+    ngx_ws_agent_feed_t        *fd = &ngx_ws_agent_feed;
+    ngx_ws_agent_feed_shard_t  *sh;
 
     ngx_memzero(fd, sizeof(ngx_ws_agent_feed_t));
 
@@ -129,23 +201,48 @@ ngx_ws_agent_feed_init_process(ngx_cycle_t *cycle,
 
     ngx_rbtree_init(&fd->tree, &fd->sentinel_node,
                     ngx_str_rbtree_insert_value);
-    ngx_queue_init(&fd->waiting);
-    ngx_queue_init(&fd->sent);
+    ngx_queue_init(&fd->unrouted);
 
-    ngx_ws_agent_redis_node_action(&fd->sub, "subscribing to Redis");
-    ngx_ws_agent_redis_node_action(&fd->reads,
-                                   "reading streams from Redis");
+    fd->again.handler = ngx_ws_agent_feed_again;
+    fd->again.data = fd;
+    fd->again.log = cycle->log;
+    fd->again.cancelable = 1;
 
-    ngx_ws_agent_redis_node_start(&fd->sub, &wmcf->redis,
-                                  &ngx_ws_agent_feed_sub_handler, fd,
-                                  cycle->log, NULL);
-    ngx_ws_agent_redis_node_start(&fd->reads, &wmcf->redis,
-                                  &ngx_ws_agent_feed_reads_handler, fd,
-                                  cycle->log, NULL);
+    if (wmcf->redis.cluster) {
+        fd->subscribe = "SSUBSCRIBE";
+        fd->unsubscribe = "SUNSUBSCRIBE";
+
+        fd->cluster = ngx_pcalloc(cycle->pool,
+                                  sizeof(ngx_ws_agent_redis_cluster_t));
+        fd->route = ngx_pnalloc(cycle->pool, NGX_WS_AGENT_SLOTS);
+        if (fd->cluster == NULL || fd->route == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memset(fd->route, NGX_WS_AGENT_FEED_NO_SHARD, NGX_WS_AGENT_SLOTS);
+
+        /* the masters' shards come with the map */
+        ngx_ws_agent_redis_node_action(&fd->cluster->node,
+                            "learning the cluster map for subscribers");
+        ngx_ws_agent_redis_cluster_start(fd->cluster, &wmcf->seeds,
+                                         ngx_ws_agent_feed_map, fd,
+                                         cycle->log);
+        return NGX_OK;
+    }
+
+    fd->subscribe = "SUBSCRIBE";
+    fd->unsubscribe = "UNSUBSCRIBE";
+
+    sh = ngx_ws_agent_feed_shard_add(fd, NULL, &wmcf->redis.addr);
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_ws_agent_feed_shard_open(fd, sh);
 
     if (wmcf->redis.master.len) {
-        fd->steered[0] = &fd->sub;
-        fd->steered[1] = &fd->reads;
+        fd->steered[0] = &sh->sub;
+        fd->steered[1] = &sh->reads;
 
         ngx_ws_agent_redis_sentinel_start(&fd->sentinel, &wmcf->sentinels,
                                           &wmcf->redis, fd->steered, 2,
@@ -159,9 +256,9 @@ ngx_ws_agent_feed_init_process(ngx_cycle_t *cycle,
 void
 ngx_ws_agent_feed_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_queue_t               *q;
-    ngx_ws_agent_feed_t       *fd = &ngx_ws_agent_feed;
-    ngx_ws_agent_feed_read_t  *rd;
+    ngx_uint_t                  i;
+    ngx_ws_agent_feed_t        *fd = &ngx_ws_agent_feed;
+    ngx_ws_agent_feed_shard_t  *sh;
 
     if (!fd->active) {
         return;
@@ -169,28 +266,361 @@ ngx_ws_agent_feed_exit_process(ngx_cycle_t *cycle)
 
     fd->exiting = 1;
 
-    ngx_ws_agent_redis_node_close(&fd->sub);
-    ngx_ws_agent_redis_node_close(&fd->reads);
+    if (fd->again.timer_set) {
+        ngx_del_timer(&fd->again);
+    }
+
+    for (i = 0; i < fd->nshards; i++) {
+        sh = fd->shards[i];
+
+        if (sh->open) {
+            ngx_ws_agent_redis_node_close(&sh->sub);
+            ngx_ws_agent_redis_node_close(&sh->reads);
+        }
+
+        /* the clients are gone by now (their pools' cleanups); reads not */
+        ngx_ws_agent_feed_free_reads(&sh->sent);
+        ngx_ws_agent_feed_free_reads(&sh->waiting);
+    }
+
+    ngx_ws_agent_feed_free_reads(&fd->unrouted);
+
+    if (fd->cluster) {
+        ngx_ws_agent_redis_cluster_close(fd->cluster);
+    }
 
     if (fd->conf->redis.master.len) {
         ngx_ws_agent_redis_sentinel_close(&fd->sentinel);
     }
+}
 
-    /* the clients are gone by now (their pools' cleanups); reads are not */
-    while (!ngx_queue_empty(&fd->sent)) {
-        q = ngx_queue_head(&fd->sent);
-        ngx_queue_remove(q);
-        ngx_free(ngx_queue_data(q, ngx_ws_agent_feed_read_t, queue));
+
+/* shards */
+
+static ngx_ws_agent_feed_shard_t *
+ngx_ws_agent_feed_shard_add(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_redis_server_t *server, ngx_str_t *name)
+{
+    ngx_ws_agent_feed_shard_t  *sh;
+
+    if (fd->nshards == NGX_WS_AGENT_MAX_NODES) {
+        ngx_log_error(NGX_LOG_ERR, fd->log, 0,
+                      "ws_agent: Redis cluster has more than %d masters, "
+                      "subscribers of the others wait", NGX_WS_AGENT_MAX_NODES);
+        return NULL;
     }
 
-    while (!ngx_queue_empty(&fd->waiting)) {
-        q = ngx_queue_head(&fd->waiting);
-        rd = ngx_queue_data(q, ngx_ws_agent_feed_read_t, queue);
-        ngx_queue_remove(q);
-        ngx_free(rd);
+    sh = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_ws_agent_feed_shard_t));
+    if (sh == NULL) {
+        return NULL;
+    }
+
+    sh->feed = fd;
+
+    if (server) {
+        sh->server = *server;
+        sh->name = &sh->server.addr;
+
+    } else {
+        sh->name = name;
+    }
+
+    ngx_queue_init(&sh->waiting);
+    ngx_queue_init(&sh->sent);
+
+    fd->shards[fd->nshards++] = sh;
+
+    return sh;
+}
+
+
+/* a cluster master's shard, made on first sight and opened when closed */
+
+static ngx_ws_agent_feed_shard_t *
+ngx_ws_agent_feed_shard_at(ngx_ws_agent_feed_t *fd, struct sockaddr *sa,
+    socklen_t socklen)
+{
+    u_char                       *p;
+    ngx_uint_t                    i;
+    ngx_addr_t                   *addr;
+    ngx_ws_agent_feed_shard_t    *sh;
+    ngx_ws_agent_redis_server_t   server;
+
+    for (i = 0; i < fd->nshards; i++) {
+        sh = fd->shards[i];
+        addr = &sh->server.addrs[0];
+
+        if (ngx_cmp_sockaddr(sa, socklen, addr->sockaddr, addr->socklen, 1)
+            == NGX_OK)
+        {
+            goto found;
+        }
+    }
+
+    addr = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_addr_t) + socklen);
+    p = ngx_pnalloc(ngx_cycle->pool, NGX_SOCKADDR_STRLEN);
+    if (addr == NULL || p == NULL) {
+        return NULL;
+    }
+
+    addr->sockaddr = (struct sockaddr *) (addr + 1);
+    addr->socklen = socklen;
+    ngx_memcpy(addr->sockaddr, sa, socklen);
+
+    /* as the configuration says how, to this master */
+    server = fd->conf->redis;
+    server.cluster = 0;
+    server.need_master = 1;
+    server.addr.data = p;
+    server.addr.len = ngx_sock_ntop(sa, socklen, p, NGX_SOCKADDR_STRLEN, 1);
+    server.addrs = addr;
+    server.naddrs = 1;
+
+    sh = ngx_ws_agent_feed_shard_add(fd, &server, NULL);
+    if (sh == NULL) {
+        return NULL;
+    }
+
+found:
+
+    if (!sh->open) {
+        ngx_ws_agent_feed_shard_open(fd, sh);
+    }
+
+    return sh;
+}
+
+
+static void
+ngx_ws_agent_feed_shard_open(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_shard_t *sh)
+{
+    ngx_ws_agent_redis_server_t  *server;
+
+    server = fd->cluster ? &sh->server : &fd->conf->redis;
+
+    sh->open = 1;
+
+    ngx_ws_agent_redis_node_action(&sh->sub, "subscribing to Redis");
+    ngx_ws_agent_redis_node_action(&sh->reads,
+                                   "reading streams from Redis");
+
+    ngx_ws_agent_redis_node_start(&sh->sub, server,
+                                  &ngx_ws_agent_feed_sub_handler, sh,
+                                  fd->log, NULL);
+    ngx_ws_agent_redis_node_start(&sh->reads, server,
+                                  &ngx_ws_agent_feed_reads_handler, sh,
+                                  fd->log, NULL);
+}
+
+
+/*
+ * A master that owns no slot now (failed over, emptied by a reshard) and
+ * that nothing waits on: its connections closed, so it is not retried
+ */
+
+static void
+ngx_ws_agent_feed_shard_close(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_shard_t *sh)
+{
+    ngx_log_error(NGX_LOG_INFO, fd->log, 0,
+                  "ws_agent: Redis %V owns no slot now, its subscriber "
+                  "connections are closed", sh->name);
+
+    ngx_ws_agent_redis_node_close(&sh->sub);
+    ngx_ws_agent_redis_node_close(&sh->reads);
+    sh->open = 0;
+}
+
+
+static ngx_ws_agent_feed_shard_t *
+ngx_ws_agent_feed_owner(ngx_ws_agent_feed_t *fd, ngx_uint_t slot)
+{
+    ngx_uint_t  i;
+
+    if (fd->cluster == NULL) {
+        return fd->shards[0];
+    }
+
+    i = fd->route[slot];
+
+    return (i == NGX_WS_AGENT_FEED_NO_SHARD) ? NULL : fd->shards[i];
+}
+
+
+static ngx_uint_t
+ngx_ws_agent_feed_index(ngx_ws_agent_feed_t *fd, ngx_ws_agent_feed_shard_t *sh)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; fd->shards[i] != sh; i++) { /* void */ }
+
+    return i;
+}
+
+
+/*
+ * A map (every 2 s, or asked after a redirect): every slot routed to its
+ * master's shard; channels whose slot moved leave their shard for the
+ * owner's; reads not sent go to their slot's owner; shards that own
+ * nothing and hold nothing closed
+ */
+
+static void
+ngx_ws_agent_feed_map(ngx_ws_agent_redis_cluster_t *cl)
+{
+    ngx_uint_t                    i, m, slot, changed;
+    ngx_uint_t                    owns[NGX_WS_AGENT_MAX_NODES];
+    ngx_uint_t                    holds[NGX_WS_AGENT_MAX_NODES];
+    uint8_t                       shard[NGX_WS_AGENT_MAX_NODES];
+    ngx_queue_t                   all;
+    ngx_rbtree_node_t            *n, *next;
+    ngx_ws_agent_feed_t          *fd = cl->data;
+    ngx_ws_agent_feed_shard_t    *sh;
+    ngx_ws_agent_feed_channel_t  *ch;
+
+    if (fd->exiting) {
+        return;
+    }
+
+    for (m = 0; m < cl->nmasters; m++) {
+        sh = ngx_ws_agent_feed_shard_at(fd, &cl->masters[m].sockaddr.sockaddr,
+                                        cl->masters[m].socklen);
+        shard[m] = sh ? (uint8_t) ngx_ws_agent_feed_index(fd, sh)
+                      : NGX_WS_AGENT_FEED_NO_SHARD;
+    }
+
+    changed = 0;
+    ngx_memzero(owns, sizeof(owns));
+    ngx_memzero(holds, sizeof(holds));
+
+    for (slot = 0; slot < NGX_WS_AGENT_SLOTS; slot++) {
+        m = cl->slots[slot];
+        i = (m == NGX_WS_AGENT_NO_MASTER) ? NGX_WS_AGENT_FEED_NO_SHARD
+                                          : shard[m];
+
+        if (fd->route[slot] != i) {
+            fd->route[slot] = (uint8_t) i;
+            changed++;
+        }
+
+        if (i != NGX_WS_AGENT_FEED_NO_SHARD) {
+            owns[i]++;
+        }
+    }
+
+    if (changed) {
+        ngx_log_error(NGX_LOG_INFO, fd->log, 0,
+                      "ws_agent: Redis cluster map for subscribers: %ui "
+                      "masters, %ui slot(s) routed anew", cl->nmasters,
+                      changed);
+    }
+
+    if (fd->tree.root != fd->tree.sentinel) {
+
+        for (n = ngx_rbtree_min(fd->tree.root, fd->tree.sentinel);
+             n;
+             n = next)
+        {
+            next = ngx_rbtree_next(&fd->tree, n);
+            ch = (ngx_ws_agent_feed_channel_t *) n;
+            sh = ngx_ws_agent_feed_owner(fd, ch->slot);
+
+            if (ch->shard && ch->shard != sh) {
+                if (ch->nwatchers == 0) {
+                    /* on its way out: what the old owner says is ignored */
+                    ngx_ws_agent_feed_free(fd, ch);
+                    continue;
+                }
+
+                ngx_ws_agent_feed_detach(fd, ch);
+            }
+
+            if (ch->state == NGX_WS_AGENT_CHANNEL_IDLE) {
+                ngx_ws_agent_feed_subscribe(fd, ch);
+            }
+
+            if (ch->shard) {
+                holds[ngx_ws_agent_feed_index(fd, ch->shard)]++;
+            }
+        }
+    }
+
+    /* every read not sent, routed by the map as it is now */
+    ngx_queue_init(&all);
+    ngx_queue_add(&all, &fd->unrouted);
+    ngx_queue_init(&fd->unrouted);
+
+    for (i = 0; i < fd->nshards; i++) {
+        ngx_queue_add(&all, &fd->shards[i]->waiting);
+        ngx_queue_init(&fd->shards[i]->waiting);
+    }
+
+    ngx_ws_agent_feed_route_reads(fd, &all);
+
+    for (i = 0; i < fd->nshards; i++) {
+        sh = fd->shards[i];
+
+        if (sh->open && owns[i] == 0 && holds[i] == 0
+            && ngx_queue_empty(&sh->waiting) && ngx_queue_empty(&sh->sent))
+        {
+            ngx_ws_agent_feed_shard_close(fd, sh);
+        }
     }
 }
 
+
+/* after a redirect that names no new owner, or with no map yet */
+
+static void
+ngx_ws_agent_feed_soon(ngx_ws_agent_feed_t *fd)
+{
+    if (!fd->again.timer_set && !fd->exiting) {
+        ngx_add_timer(&fd->again, NGX_WS_AGENT_FEED_AGAIN);
+    }
+
+    if (fd->cluster) {
+        ngx_ws_agent_redis_cluster_refresh(fd->cluster);
+    }
+}
+
+
+static void
+ngx_ws_agent_feed_again(ngx_event_t *ev)
+{
+    ngx_queue_t                   all;
+    ngx_rbtree_node_t            *n, *next;
+    ngx_ws_agent_feed_t          *fd = ev->data;
+    ngx_ws_agent_feed_channel_t  *ch;
+
+    if (fd->exiting) {
+        return;
+    }
+
+    if (fd->tree.root != fd->tree.sentinel) {
+
+        for (n = ngx_rbtree_min(fd->tree.root, fd->tree.sentinel);
+             n;
+             n = next)
+        {
+            next = ngx_rbtree_next(&fd->tree, n);
+            ch = (ngx_ws_agent_feed_channel_t *) n;
+
+            if (ch->nwatchers && ch->state == NGX_WS_AGENT_CHANNEL_IDLE) {
+                ngx_ws_agent_feed_subscribe(fd, ch);
+            }
+        }
+    }
+
+    ngx_queue_init(&all);
+    ngx_queue_add(&all, &fd->unrouted);
+    ngx_queue_init(&fd->unrouted);
+
+    ngx_ws_agent_feed_route_reads(fd, &all);
+}
+
+
+/* watchers and channels */
 
 ngx_int_t
 ngx_ws_agent_feed_watch(ngx_ws_agent_watch_t *w, ngx_str_t *channel,
@@ -222,6 +652,10 @@ ngx_ws_agent_feed_watch(ngx_ws_agent_watch_t *w, ngx_str_t *channel,
         ngx_queue_init(&ch->watchers);
         ch->nwatchers = 0;
         ch->state = NGX_WS_AGENT_CHANNEL_IDLE;
+        ch->shard = NULL;
+        ch->slot = fd->cluster ? ngx_ws_agent_redis_slot(ch->name,
+                                                         channel->len)
+                               : 0;
         ch->pending = 0;
         ch->on_redis = 0;
 
@@ -243,11 +677,7 @@ ngx_ws_agent_feed_watch(ngx_ws_agent_watch_t *w, ngx_str_t *channel,
         break;
 
     default: /* idle, or on the way out: asked (again) */
-        if (ngx_ws_agent_redis_node_ready(&fd->sub)) {
-            ngx_ws_agent_feed_command(fd, "SUBSCRIBE", ch);
-            ch->state = NGX_WS_AGENT_CHANNEL_SUBSCRIBING;
-        }
-
+        ngx_ws_agent_feed_subscribe(fd, ch);
         break;
     }
 
@@ -276,7 +706,9 @@ ngx_ws_agent_feed_unwatch(ngx_ws_agent_watch_t *w)
 
     case NGX_WS_AGENT_CHANNEL_SUBSCRIBED:
     case NGX_WS_AGENT_CHANNEL_SUBSCRIBING:
-        ngx_ws_agent_feed_command(fd, "UNSUBSCRIBE", ch);
+        ch->pending++;
+        ngx_ws_agent_feed_command(ch->shard, fd->unsubscribe, ch->name,
+                                  ch->sn.str.len);
         ch->state = NGX_WS_AGENT_CHANNEL_UNSUBSCRIBING;
         break;
 
@@ -305,32 +737,98 @@ ngx_ws_agent_feed_lookup(ngx_ws_agent_feed_t *fd, u_char *name, size_t len)
 }
 
 
+/* an idle channel asked of its slot's owner, once that one is up */
+
 static void
-ngx_ws_agent_feed_command(ngx_ws_agent_feed_t *fd, const char *verb,
+ngx_ws_agent_feed_subscribe(ngx_ws_agent_feed_t *fd,
     ngx_ws_agent_feed_channel_t *ch)
 {
-    int          len;
+    if (ch->shard == NULL) {
+        ch->shard = ngx_ws_agent_feed_owner(fd, ch->slot);
+
+        if (ch->shard == NULL) {
+            /* no master known for its slot yet: the map will say */
+            ch->state = NGX_WS_AGENT_CHANNEL_IDLE;
+            return;
+        }
+    }
+
+    if (!ngx_ws_agent_redis_node_ready(&ch->shard->sub)) {
+        /* asked when the connection is up (sub_ready) */
+        ch->state = NGX_WS_AGENT_CHANNEL_IDLE;
+        return;
+    }
+
+    ch->pending++;
+    ngx_ws_agent_feed_command(ch->shard, fd->subscribe, ch->name,
+                              ch->sn.str.len);
+    ch->state = NGX_WS_AGENT_CHANNEL_SUBSCRIBING;
+}
+
+
+/*
+ * ch leaves its shard (its slot moved): unsubscribed there if it was
+ * asked (what that shard answers about it is ignored from now on), its
+ * watchers told lost() if they were live; idle, with no shard
+ */
+
+static void
+ngx_ws_agent_feed_detach(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_channel_t *ch)
+{
+    ngx_ws_agent_feed_shard_t     *sh = ch->shard;
+    ngx_ws_agent_channel_state_e   was = ch->state;
+
+    if (sh == NULL) {
+        return;
+    }
+
+    if (ch->on_redis) {
+        ch->on_redis = 0;
+        sh->subscribed--;
+        fd->subscribed--;
+        ngx_ws_agent_gauge(subscriptions, -1);
+    }
+
+    if (was != NGX_WS_AGENT_CHANNEL_IDLE
+        && ngx_ws_agent_redis_node_ready(&sh->sub))
+    {
+        ngx_ws_agent_feed_command(sh, fd->unsubscribe, ch->name,
+                                  ch->sn.str.len);
+    }
+
+    ch->shard = NULL;
+    ch->state = NGX_WS_AGENT_CHANNEL_IDLE;
+    ch->pending = 0;
+
+    if (was == NGX_WS_AGENT_CHANNEL_SUBSCRIBED) {
+        ngx_ws_agent_feed_tell(ch, 0);
+    }
+}
+
+
+static void
+ngx_ws_agent_feed_command(ngx_ws_agent_feed_shard_t *sh, const char *verb,
+    u_char *name, size_t len)
+{
+    int          n;
     char        *cmd;
     const char  *argv[2];
     size_t       argvlen[2];
 
     argv[0] = verb;
     argvlen[0] = ngx_strlen(verb);
-    argv[1] = (const char *) ch->name;
-    argvlen[1] = ch->sn.str.len;
+    argv[1] = (const char *) name;
+    argvlen[1] = len;
 
-    len = redisFormatCommandArgv(&cmd, 2, argv, argvlen);
-    if (len < 0) {
-        ngx_ws_agent_redis_node_reset(&fd->sub, "out of memory");
+    n = redisFormatCommandArgv(&cmd, 2, argv, argvlen);
+    if (n < 0) {
+        ngx_ws_agent_redis_node_reset(&sh->sub, "out of memory");
         return;
     }
 
-    ch->pending++;
-
-    if (ngx_ws_agent_redis_node_send(&fd->sub, (u_char *) cmd, len)
-        != NGX_OK)
-    {
-        ngx_ws_agent_redis_node_reset(&fd->sub, "out of memory");
+    if (ngx_ws_agent_redis_node_send(&sh->sub, (u_char *) cmd, n) != NGX_OK) {
+        ngx_ws_agent_redis_node_reset(&sh->sub, "out of memory");
     }
 
     redisFreeCommand(cmd);
@@ -341,6 +839,13 @@ static void
 ngx_ws_agent_feed_free(ngx_ws_agent_feed_t *fd,
     ngx_ws_agent_feed_channel_t *ch)
 {
+    if (ch->on_redis) {
+        ch->on_redis = 0;
+        ch->shard->subscribed--;
+        fd->subscribed--;
+        ngx_ws_agent_gauge(subscriptions, -1);
+    }
+
     ngx_rbtree_delete(&fd->tree, &ch->sn.node);
     fd->nchannels--;
     ngx_free(ch);
@@ -377,51 +882,73 @@ ngx_ws_agent_feed_tell(ngx_ws_agent_feed_channel_t *ch, ngx_uint_t live)
 static void
 ngx_ws_agent_feed_sub_ready(ngx_ws_agent_redis_node_t *node)
 {
-    ngx_rbtree_node_t            *n, *next, *root, *sentinel;
-    ngx_ws_agent_feed_t          *fd = node->data;
+    ngx_uint_t                    n;
+    ngx_rbtree_node_t            *rn, *next;
+    ngx_ws_agent_feed_shard_t    *sh = node->data;
+    ngx_ws_agent_feed_t          *fd = sh->feed;
     ngx_ws_agent_feed_channel_t  *ch;
+
+    n = 0;
+
+    if (fd->tree.root != fd->tree.sentinel) {
+
+        for (rn = ngx_rbtree_min(fd->tree.root, fd->tree.sentinel);
+             rn;
+             rn = next)
+        {
+            next = ngx_rbtree_next(&fd->tree, rn);
+            ch = (ngx_ws_agent_feed_channel_t *) rn;
+
+            if (ch->state != NGX_WS_AGENT_CHANNEL_IDLE
+                || (ch->shard != sh
+                    && (ch->shard || ngx_ws_agent_feed_owner(fd, ch->slot)
+                                     != sh)))
+            {
+                continue;
+            }
+
+            if (ch->nwatchers == 0) {
+                ngx_ws_agent_feed_free(fd, ch);
+                continue;
+            }
+
+            ngx_ws_agent_feed_subscribe(fd, ch);
+            n++;
+        }
+    }
 
     ngx_log_error(NGX_LOG_INFO, fd->log, 0,
                   "ws_agent: Redis %V connected for subscribers, "
-                  "%ui channel(s) to subscribe", &fd->conf->redis.addr,
-                  fd->nchannels);
-
-    sentinel = fd->tree.sentinel;
-    root = fd->tree.root;
-
-    if (root == sentinel) {
-        return;
-    }
-
-    for (n = ngx_rbtree_min(root, sentinel); n; n = next) {
-        next = ngx_rbtree_next(&fd->tree, n);
-        ch = (ngx_ws_agent_feed_channel_t *) n;
-
-        if (ch->nwatchers == 0) {
-            ngx_ws_agent_feed_free(fd, ch);
-            continue;
-        }
-
-        ngx_ws_agent_feed_command(fd, "SUBSCRIBE", ch);
-        ch->state = NGX_WS_AGENT_CHANNEL_SUBSCRIBING;
-    }
+                  "%ui channel(s) to subscribe", sh->name, n);
 }
 
 
 static void
 ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 {
-    redisReply                   *kind, *name;
+    u_char                       *kind;
+    size_t                        len;
+    redisReply                   *name;
     ngx_queue_t                  *q, *next;
     ngx_ws_agent_watch_t         *w;
-    ngx_ws_agent_feed_t          *fd = node->data;
+    ngx_ws_agent_feed_shard_t    *sh = node->data;
+    ngx_ws_agent_feed_t          *fd = sh->feed;
     ngx_ws_agent_feed_channel_t  *ch;
 
     if (rr->type == REDIS_REPLY_ERROR) {
+
+        if (fd->cluster
+            && (ngx_strncmp(rr->str, "MOVED ", 6) == 0
+                || ngx_strncmp(rr->str, "ASK ", 4) == 0))
+        {
+            ngx_ws_agent_feed_sub_moved(sh, rr);
+            return;
+        }
+
         /* NOPERM for a channel, most likely: said, and asked again later */
         ngx_log_error(NGX_LOG_ERR, fd->log, 0,
                       "ws_agent: Redis %V refused a subscription: %*s",
-                      &fd->conf->redis.addr, (size_t) rr->len, rr->str);
+                      sh->name, (size_t) rr->len, rr->str);
         ngx_ws_agent_redis_node_reset(node, rr->str);
         return;
     }
@@ -433,17 +960,26 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
         return;
     }
 
-    kind = rr->element[0];
-    name = rr->element[1];
+    /* the sharded kinds are the plain ones with an "s" in front */
+    kind = (u_char *) rr->element[0]->str;
+    len = rr->element[0]->len;
 
-    ch = ngx_ws_agent_feed_lookup(fd, (u_char *) name->str, name->len);
-    if (ch == NULL) {
-        return;
+    if (fd->cluster && len > 1 && kind[0] == 's') {
+        kind++;
+        len--;
     }
 
-    if (kind->len == 7 && ngx_strncmp(kind->str, "message", 7) == 0) {
+    name = rr->element[1];
+    ch = ngx_ws_agent_feed_lookup(fd, (u_char *) name->str, name->len);
 
-        if (ch->state != NGX_WS_AGENT_CHANNEL_SUBSCRIBED
+    if (ch && ch->shard != sh) {
+        /* about a channel that has left this shard: not its own now */
+        ch = NULL;
+    }
+
+    if (len == 7 && ngx_strncmp(kind, "message", 7) == 0) {
+
+        if (ch == NULL || ch->state != NGX_WS_AGENT_CHANNEL_SUBSCRIBED
             || rr->element[2]->type != REDIS_REPLY_STRING)
         {
             return;
@@ -462,10 +998,18 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
         return;
     }
 
-    if (kind->len == 9 && ngx_strncmp(kind->str, "subscribe", 9) == 0) {
+    if (len == 9 && ngx_strncmp(kind, "subscribe", 9) == 0) {
+
+        if (ch == NULL) {
+            /* confirmed after the channel left: not wanted here */
+            ngx_ws_agent_feed_command(sh, fd->unsubscribe,
+                                      (u_char *) name->str, name->len);
+            return;
+        }
 
         if (!ch->on_redis) {
             ch->on_redis = 1;
+            sh->subscribed++;
             fd->subscribed++;
             ngx_ws_agent_gauge(subscriptions, 1);
         }
@@ -480,15 +1024,33 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
         return;
     }
 
-    if (kind->len == 11 && ngx_strncmp(kind->str, "unsubscribe", 11) == 0) {
+    if (len == 11 && ngx_strncmp(kind, "unsubscribe", 11) == 0) {
+
+        if (ch == NULL) {
+            return;
+        }
 
         if (ch->on_redis) {
             ch->on_redis = 0;
+            sh->subscribed--;
             fd->subscribed--;
             ngx_ws_agent_gauge(subscriptions, -1);
         }
 
-        if (ch->pending && --ch->pending == 0
+        if (ch->pending == 0) {
+            /*
+             * not asked: Redis dropped it (its slot left this master);
+             * subscribed again where the map says, and caught up
+             */
+            ngx_log_error(NGX_LOG_INFO, fd->log, 0,
+                          "ws_agent: Redis %V dropped the subscription of "
+                          "\"%V\" (its slot moved)", sh->name, &ch->sn.str);
+            ngx_ws_agent_feed_detach(fd, ch);
+            ngx_ws_agent_feed_soon(fd);
+            return;
+        }
+
+        if (--ch->pending == 0
             && ch->state == NGX_WS_AGENT_CHANNEL_UNSUBSCRIBING)
         {
             ngx_ws_agent_feed_free(fd, ch);
@@ -497,12 +1059,84 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 }
 
 
+/*
+ * A MOVED or an ASK for a (S)SUBSCRIBE: every channel of that slot leaves
+ * this shard; after a MOVED they go to the new owner at once, after an
+ * ASK (a slot being migrated) where the map says once it is learnt
+ */
+
+static void
+ngx_ws_agent_feed_sub_moved(ngx_ws_agent_feed_shard_t *sh, redisReply *rr)
+{
+    ngx_uint_t                      slot;
+    ngx_rbtree_node_t              *n, *next;
+    ngx_ws_agent_feed_t            *fd = sh->feed;
+    ngx_ws_agent_feed_shard_t      *to;
+    ngx_ws_agent_feed_channel_t    *ch;
+    ngx_ws_agent_redis_redirect_t   rd;
+
+    if (ngx_ws_agent_redis_redirect_parse((u_char *) rr->str, rr->len, &rd)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, fd->log, 0,
+                      "ws_agent: Redis %V answered a subscription with "
+                      "\"%*s\"", sh->name, (size_t) rr->len, rr->str);
+        ngx_ws_agent_redis_node_reset(&sh->sub, rr->str);
+        return;
+    }
+
+    slot = rd.slot;
+    to = NULL;
+
+    if (rd.moved) {
+        to = ngx_ws_agent_feed_shard_at(fd, &rd.sockaddr.sockaddr,
+                                        rd.socklen);
+        if (to) {
+            fd->route[slot] = (uint8_t) ngx_ws_agent_feed_index(fd, to);
+        }
+
+    } else {
+        /* the owner is being changed: not this one's until it is done */
+        fd->route[slot] = NGX_WS_AGENT_FEED_NO_SHARD;
+    }
+
+    if (fd->tree.root == fd->tree.sentinel) {
+        return;
+    }
+
+    for (n = ngx_rbtree_min(fd->tree.root, fd->tree.sentinel); n; n = next) {
+        next = ngx_rbtree_next(&fd->tree, n);
+        ch = (ngx_ws_agent_feed_channel_t *) n;
+
+        if (ch->shard != sh || ch->slot != slot) {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, fd->log, 0,
+                      "ws_agent: Redis %V: the slot of \"%V\" moved to %V",
+                      sh->name, &ch->sn.str, &rd.where);
+
+        ngx_ws_agent_feed_detach(fd, ch);
+
+        if (ch->nwatchers == 0) {
+            ngx_ws_agent_feed_free(fd, ch);
+            continue;
+        }
+
+        ngx_ws_agent_feed_subscribe(fd, ch);
+    }
+
+    ngx_ws_agent_feed_soon(fd);
+}
+
+
 static void
 ngx_ws_agent_feed_sub_down(ngx_ws_agent_redis_node_t *node, const char *why,
     ngx_uint_t logged)
 {
-    ngx_rbtree_node_t            *n, *next, *root, *sentinel;
-    ngx_ws_agent_feed_t          *fd = node->data;
+    ngx_rbtree_node_t            *n, *next;
+    ngx_ws_agent_feed_shard_t    *sh = node->data;
+    ngx_ws_agent_feed_t          *fd = sh->feed;
     ngx_ws_agent_feed_channel_t  *ch;
 
     if (fd->exiting) {
@@ -513,27 +1147,34 @@ ngx_ws_agent_feed_sub_down(ngx_ws_agent_redis_node_t *node, const char *why,
         ngx_ws_agent_redis_sentinel_ask(&fd->sentinel);
     }
 
-    if (!logged && fd->subscribed) {
+    if (fd->cluster) {
+        /* a master gone may be a failover: the map will say */
+        ngx_ws_agent_redis_cluster_refresh(fd->cluster);
+    }
+
+    if (!logged && sh->subscribed) {
         ngx_log_error(NGX_LOG_ERR, fd->log, 0,
                       "ws_agent: Redis %V unavailable for subscribers (%s): "
                       "%ui channel(s) wait, their clients resume from the "
-                      "stream once it is back", &fd->conf->redis.addr, why,
-                      fd->subscribed);
+                      "stream once it is back", sh->name, why,
+                      sh->subscribed);
     }
 
-    ngx_ws_agent_gauge(subscriptions, -(ngx_atomic_int_t) fd->subscribed);
-    fd->subscribed = 0;
+    ngx_ws_agent_gauge(subscriptions, -(ngx_atomic_int_t) sh->subscribed);
+    fd->subscribed -= sh->subscribed;
+    sh->subscribed = 0;
 
-    sentinel = fd->tree.sentinel;
-    root = fd->tree.root;
-
-    if (root == sentinel) {
+    if (fd->tree.root == fd->tree.sentinel) {
         return;
     }
 
-    for (n = ngx_rbtree_min(root, sentinel); n; n = next) {
+    for (n = ngx_rbtree_min(fd->tree.root, fd->tree.sentinel); n; n = next) {
         next = ngx_rbtree_next(&fd->tree, n);
         ch = (ngx_ws_agent_feed_channel_t *) n;
+
+        if (ch->shard != sh) {
+            continue;
+        }
 
         ch->state = NGX_WS_AGENT_CHANNEL_IDLE;
         ch->pending = 0;
@@ -615,11 +1256,15 @@ ngx_ws_agent_feed_read(ngx_str_t *stream, ngx_str_t *start, ngx_uint_t count,
     rd->handler = handler;
     rd->data = data;
     rd->sent = 0;
+    rd->redirects = 0;
+    rd->slot = fd->cluster ? ngx_ws_agent_redis_slot(stream->data,
+                                                     stream->len)
+                           : 0;
 
     redisFreeCommand(cmd);
 
-    ngx_queue_insert_tail(&fd->waiting, &rd->queue);
-    ngx_ws_agent_feed_send_reads(fd);
+    ngx_ws_agent_feed_route_read(fd, rd,
+                                 ngx_ws_agent_feed_owner(fd, rd->slot));
 
     return rd;
 }
@@ -639,27 +1284,63 @@ ngx_ws_agent_feed_cancel(ngx_ws_agent_feed_read_t *rd)
 }
 
 
+/* rd waits on sh (NULL: no master known), and goes as soon as it can */
+
 static void
-ngx_ws_agent_feed_send_reads(ngx_ws_agent_feed_t *fd)
+ngx_ws_agent_feed_route_read(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_read_t *rd, ngx_ws_agent_feed_shard_t *sh)
+{
+    rd->sent = 0;
+
+    if (sh == NULL) {
+        ngx_queue_insert_tail(&fd->unrouted, &rd->queue);
+        ngx_ws_agent_feed_soon(fd);
+        return;
+    }
+
+    ngx_queue_insert_tail(&sh->waiting, &rd->queue);
+    ngx_ws_agent_feed_send_reads(sh);
+}
+
+
+static void
+ngx_ws_agent_feed_route_reads(ngx_ws_agent_feed_t *fd, ngx_queue_t *from)
 {
     ngx_queue_t               *q;
     ngx_ws_agent_feed_read_t  *rd;
 
-    while (ngx_ws_agent_redis_node_ready(&fd->reads)
-           && !ngx_queue_empty(&fd->waiting))
-    {
-        q = ngx_queue_head(&fd->waiting);
+    while (!ngx_queue_empty(from)) {
+        q = ngx_queue_head(from);
+        ngx_queue_remove(q);
         rd = ngx_queue_data(q, ngx_ws_agent_feed_read_t, queue);
 
-        if (ngx_ws_agent_redis_node_send(&fd->reads, rd->cmd, rd->len)
+        ngx_ws_agent_feed_route_read(fd, rd,
+                                     ngx_ws_agent_feed_owner(fd, rd->slot));
+    }
+}
+
+
+static void
+ngx_ws_agent_feed_send_reads(ngx_ws_agent_feed_shard_t *sh)
+{
+    ngx_queue_t               *q;
+    ngx_ws_agent_feed_read_t  *rd;
+
+    while (ngx_ws_agent_redis_node_ready(&sh->reads)
+           && !ngx_queue_empty(&sh->waiting))
+    {
+        q = ngx_queue_head(&sh->waiting);
+        rd = ngx_queue_data(q, ngx_ws_agent_feed_read_t, queue);
+
+        if (ngx_ws_agent_redis_node_send(&sh->reads, rd->cmd, rd->len)
             != NGX_OK)
         {
-            ngx_ws_agent_redis_node_reset(&fd->reads, "out of memory");
+            ngx_ws_agent_redis_node_reset(&sh->reads, "out of memory");
             return;
         }
 
         ngx_queue_remove(q);
-        ngx_queue_insert_tail(&fd->sent, q);
+        ngx_queue_insert_tail(&sh->sent, q);
         rd->sent = 1;
     }
 }
@@ -676,20 +1357,55 @@ static void
 ngx_ws_agent_feed_reads_reply(ngx_ws_agent_redis_node_t *node,
     redisReply *rr)
 {
-    ngx_queue_t               *q;
-    ngx_ws_agent_feed_t       *fd = node->data;
-    ngx_ws_agent_feed_read_t  *rd;
+    ngx_queue_t                    *q;
+    ngx_ws_agent_feed_shard_t      *sh = node->data, *to;
+    ngx_ws_agent_feed_t            *fd = sh->feed;
+    ngx_ws_agent_feed_read_t       *rd;
+    ngx_ws_agent_redis_redirect_t   redirect;
 
-    if (ngx_queue_empty(&fd->sent)) {
+    if (ngx_queue_empty(&sh->sent)) {
         ngx_log_error(NGX_LOG_ALERT, fd->log, 0,
                       "ws_agent: Redis %V sent a stream reply to no read",
-                      &fd->conf->redis.addr);
+                      sh->name);
         return;
     }
 
-    q = ngx_queue_head(&fd->sent);
+    q = ngx_queue_head(&sh->sent);
     rd = ngx_queue_data(q, ngx_ws_agent_feed_read_t, queue);
     ngx_queue_remove(q);
+
+    if (rd->data && fd->cluster && rr->type == REDIS_REPLY_ERROR
+        && rd->redirects < NGX_WS_AGENT_FEED_REDIRECTS
+        && (ngx_strncmp(rr->str, "MOVED ", 6) == 0
+            || ngx_strncmp(rr->str, "ASK ", 4) == 0
+            || ngx_strncmp(rr->str, "TRYAGAIN", 8) == 0
+            || ngx_strncmp(rr->str, "CLUSTERDOWN", 11) == 0))
+    {
+        /* the stream is elsewhere (or will be): read there */
+        rd->redirects++;
+        to = NULL;
+
+        if (ngx_ws_agent_redis_redirect_parse((u_char *) rr->str, rr->len,
+                                              &redirect)
+            == NGX_OK
+            && redirect.moved)
+        {
+            to = ngx_ws_agent_feed_shard_at(fd, &redirect.sockaddr.sockaddr,
+                                            redirect.socklen);
+        }
+
+        if (to == NULL) {
+            /* the map, a little later */
+            ngx_queue_insert_tail(&fd->unrouted, &rd->queue);
+            rd->sent = 0;
+            ngx_ws_agent_feed_soon(fd);
+            return;
+        }
+
+        ngx_ws_agent_redis_cluster_refresh(fd->cluster);
+        ngx_ws_agent_feed_route_read(fd, rd, to);
+        return;
+    }
 
     if (rd->data) {
         rd->handler(rd->data, rr);
@@ -705,9 +1421,10 @@ static void
 ngx_ws_agent_feed_reads_down(ngx_ws_agent_redis_node_t *node,
     const char *why, ngx_uint_t logged)
 {
-    ngx_queue_t               *q;
-    ngx_ws_agent_feed_t       *fd = node->data;
-    ngx_ws_agent_feed_read_t  *rd;
+    ngx_queue_t                *q;
+    ngx_ws_agent_feed_shard_t  *sh = node->data;
+    ngx_ws_agent_feed_t        *fd = sh->feed;
+    ngx_ws_agent_feed_read_t   *rd;
 
     if (fd->exiting) {
         return;
@@ -717,8 +1434,12 @@ ngx_ws_agent_feed_reads_down(ngx_ws_agent_redis_node_t *node,
         ngx_ws_agent_redis_sentinel_ask(&fd->sentinel);
     }
 
-    while (!ngx_queue_empty(&fd->sent)) {
-        q = ngx_queue_last(&fd->sent);
+    if (fd->cluster) {
+        ngx_ws_agent_redis_cluster_refresh(fd->cluster);
+    }
+
+    while (!ngx_queue_empty(&sh->sent)) {
+        q = ngx_queue_last(&sh->sent);
         rd = ngx_queue_data(q, ngx_ws_agent_feed_read_t, queue);
         ngx_queue_remove(q);
 
@@ -728,6 +1449,19 @@ ngx_ws_agent_feed_reads_down(ngx_ws_agent_redis_node_t *node,
         }
 
         rd->sent = 0;
-        ngx_queue_insert_head(&fd->waiting, q);
+        ngx_queue_insert_head(&sh->waiting, q);
+    }
+}
+
+
+static void
+ngx_ws_agent_feed_free_reads(ngx_queue_t *from)
+{
+    ngx_queue_t  *q;
+
+    while (!ngx_queue_empty(from)) {
+        q = ngx_queue_head(from);
+        ngx_queue_remove(q);
+        ngx_free(ngx_queue_data(q, ngx_ws_agent_feed_read_t, queue));
     }
 }

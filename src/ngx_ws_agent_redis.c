@@ -175,7 +175,7 @@ static void ngx_ws_agent_redis_target_init(ngx_ws_agent_redis_target_t *t);
 static void ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl);
 static void ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
     ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
-    redisReply *rr, ngx_uint_t moved);
+    redisReply *rr);
 static void ngx_ws_agent_redis_summary(ngx_ws_agent_redis_t *rs);
 
 static ngx_int_t ngx_ws_agent_redis_queue_room(ngx_ws_agent_redis_t *rs);
@@ -549,13 +549,10 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 
     if (rr->type == REDIS_REPLY_ERROR && rs->cluster) {
 
-        if (ngx_strncmp(rr->str, "MOVED ", 6) == 0) {
-            ngx_ws_agent_redis_redirect(rs, t, item, rr, 1);
-            return;
-        }
-
-        if (ngx_strncmp(rr->str, "ASK ", 4) == 0) {
-            ngx_ws_agent_redis_redirect(rs, t, item, rr, 0);
+        if (ngx_strncmp(rr->str, "MOVED ", 6) == 0
+            || ngx_strncmp(rr->str, "ASK ", 4) == 0)
+        {
+            ngx_ws_agent_redis_redirect(rs, t, item, rr);
             return;
         }
 
@@ -608,55 +605,29 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 }
 
 
-/*
- * "MOVED slot ip:port" (the slot has a new owner) or "ASK slot ip:port"
- * (this one command goes there): the event goes again, first, to that node
- */
+/* a redirect (MOVED, ASK): the event goes again, first, to that node */
 
 static void
 ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
     ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
-    redisReply *rr, ngx_uint_t moved)
+    redisReply *rr)
 {
-    u_char                       *p, *last, *colon, *host;
-    ngx_int_t                     slot, port;
-    ngx_uint_t                    i;
-    socklen_t                     socklen;
-    ngx_sockaddr_t                sa;
-    ngx_ws_agent_redis_target_t  *to;
-
-    p = (u_char *) rr->str + (moved ? 6 : 4);
-    last = (u_char *) rr->str + rr->len;
-
-    host = ngx_strlchr(p, last, ' ');
-    colon = NULL;
-
-    if (host) {
-        slot = ngx_atoi(p, host - p);
-        host++;
-
-        for (p = last; p > host; p--) {
-            if (p[-1] == ':') {
-                colon = p - 1;
-                break;
-            }
-        }
-
-    } else {
-        slot = NGX_ERROR;
-    }
+    ngx_int_t                       slot;
+    ngx_uint_t                      i, moved;
+    ngx_ws_agent_redis_target_t    *to;
+    ngx_ws_agent_redis_redirect_t   rd;
 
     to = NULL;
+    slot = 0;
+    moved = 0;
 
-    if (slot != NGX_ERROR && slot < NGX_WS_AGENT_SLOTS && colon) {
-        port = ngx_atoi(colon + 1, last - colon - 1);
-
-        if (ngx_ws_agent_redis_sockaddr(host, colon - host, port, &sa,
-                                        &socklen)
-            == NGX_OK)
-        {
-            to = ngx_ws_agent_redis_target_at(rs, &sa.sockaddr, socklen);
-        }
+    if (ngx_ws_agent_redis_redirect_parse((u_char *) rr->str, rr->len, &rd)
+        == NGX_OK)
+    {
+        slot = rd.slot;
+        moved = rd.moved;
+        to = ngx_ws_agent_redis_target_at(rs, &rd.sockaddr.sockaddr,
+                                          rd.socklen);
     }
 
     ngx_ws_agent_redis_queue_take(rs, t, item);
@@ -681,8 +652,8 @@ ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
             rs->route[slot] = (uint8_t) i;
 
             ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
-                          "ws_agent: Redis cluster: slot %i moved to %*s",
-                          slot, last - host, host);
+                          "ws_agent: Redis cluster: slot %i moved to %V",
+                          slot, &rd.where);
 
             ngx_ws_agent_redis_cluster_refresh(rs->cluster);
         }

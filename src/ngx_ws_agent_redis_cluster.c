@@ -376,3 +376,65 @@ ngx_ws_agent_redis_slot(u_char *key, size_t len)
 
     return crc & (NGX_WS_AGENT_SLOTS - 1);
 }
+
+
+ngx_int_t
+ngx_ws_agent_redis_redirect_parse(u_char *text, size_t len,
+    ngx_ws_agent_redis_redirect_t *rd)
+{
+    u_char     *p, *last, *host, *colon;
+    ngx_int_t   slot, port;
+
+    last = text + len;
+
+    if (len > 6 && ngx_strncmp(text, "MOVED ", 6) == 0) {
+        rd->moved = 1;
+        p = text + 6;
+
+    } else if (len > 4 && ngx_strncmp(text, "ASK ", 4) == 0) {
+        rd->moved = 0;
+        p = text + 4;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    host = ngx_strlchr(p, last, ' ');
+    if (host == NULL) {
+        return NGX_DECLINED;
+    }
+
+    slot = ngx_atoi(p, host - p);
+    if (slot == NGX_ERROR || slot >= NGX_WS_AGENT_SLOTS) {
+        return NGX_DECLINED;
+    }
+
+    host++;
+    colon = NULL;
+
+    for (p = last; p > host; p--) {
+        if (p[-1] == ':') {
+            colon = p - 1;
+            break;
+        }
+    }
+
+    if (colon == NULL) {
+        return NGX_DECLINED;
+    }
+
+    port = ngx_atoi(colon + 1, last - colon - 1);
+
+    if (ngx_ws_agent_redis_sockaddr(host, colon - host, port, &rd->sockaddr,
+                                    &rd->socklen)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    rd->slot = slot;
+    rd->where.data = host;
+    rd->where.len = last - host;
+
+    return NGX_OK;
+}

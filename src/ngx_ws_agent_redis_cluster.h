@@ -52,6 +52,22 @@ void ngx_ws_agent_redis_cluster_refresh(ngx_ws_agent_redis_cluster_t *cl);
 
 void ngx_ws_agent_redis_cluster_close(ngx_ws_agent_redis_cluster_t *cl);
 
+/*
+ * A redirect: "MOVED slot ip:port" (the slot has a new owner) or "ASK slot
+ * ip:port" (this one command goes there).  NGX_OK: rd is filled in;
+ * NGX_DECLINED: not a redirect, or not one that can be followed
+ */
+typedef struct {
+    ngx_uint_t                    slot;
+    ngx_uint_t                    moved;        /* MOVED, not ASK */
+    ngx_str_t                     where;        /* "ip:port", for the log */
+    ngx_sockaddr_t                sockaddr;
+    socklen_t                     socklen;
+} ngx_ws_agent_redis_redirect_t;
+
+ngx_int_t ngx_ws_agent_redis_redirect_parse(u_char *text, size_t len,
+    ngx_ws_agent_redis_redirect_t *rd);
+
 /* the slot of a key (a channel), as Redis computes it */
 ngx_uint_t ngx_ws_agent_redis_slot(u_char *key, size_t len);
 

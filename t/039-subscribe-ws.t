@@ -282,19 +282,31 @@ http_get /status => "subscribers":1,"subscriptions":1,
 
 
 
-=== TEST 9: nginx -t: ws_agent_subscribe with a Redis Cluster is refused, saying so
+=== TEST 9: nginx -t: in a Redis Cluster, a subscriber's stream without a hash tag is refused, saying what it needs
 --- http_config
     ws_agent_redis cluster;
     ws_agent_redis_cluster 127.0.0.1:7000;
 --- config
-    location /sub { ws_agent_subscribe agent:events:$arg_user; }
+    location /sub { ws_agent_subscribe "agent:events:{$arg_user}"; ws_agent_subscribe_stream agent:stream:$arg_user; }
 --- must_die
 --- error_log
-"ws_agent_subscribe" does not work with "ws_agent_redis cluster" yet (one server or sentinel: only)
+"ws_agent_subscribe_stream" "agent:stream:$arg_user" has no {hash tag}: in a Redis Cluster the stream and the channel must share one
 
 
 
-=== TEST 10: nginx -t: a subscriber buffer under 8k
+=== TEST 10: nginx -t: in a Redis Cluster, a subscriber's channel without its stream's hash tag is refused
+--- http_config
+    ws_agent_redis cluster;
+    ws_agent_redis_cluster 127.0.0.1:7000;
+--- config
+    location /sub { ws_agent_subscribe agent:events:$arg_user; ws_agent_subscribe_stream "agent:stream:{$arg_user}"; }
+--- must_die
+--- error_log
+"ws_agent_subscribe" "agent:events:$arg_user" does not carry the stream's hash tag "{$arg_user}": in a Redis Cluster both must be on one slot
+
+
+
+=== TEST 11: nginx -t: a subscriber buffer under 8k
 --- config
     location /sub { ws_agent_subscribe agent:events:$arg_user; ws_agent_subscribe_buffer 4k; }
 --- must_die
@@ -303,7 +315,7 @@ http_get /status => "subscribers":1,"subscriptions":1,
 
 
 
-=== TEST 11: nginx -t: ws_agent_subscribe twice
+=== TEST 12: nginx -t: ws_agent_subscribe twice
 --- config
     location /sub { ws_agent_subscribe a; ws_agent_subscribe b; }
 --- must_die
@@ -312,7 +324,7 @@ http_get /status => "subscribers":1,"subscriptions":1,
 
 
 
-=== TEST 12: nginx -t: an empty channel
+=== TEST 13: nginx -t: an empty channel
 --- config
     location /sub { ws_agent_subscribe ""; }
 --- must_die
@@ -321,7 +333,7 @@ http_get /status => "subscribers":1,"subscriptions":1,
 
 
 
-=== TEST 13: nginx -t: a zero heartbeat or retry
+=== TEST 14: nginx -t: a zero heartbeat or retry
 --- config
     location /sub { ws_agent_subscribe a; ws_agent_subscribe_heartbeat 0; }
 --- must_die
@@ -330,7 +342,7 @@ http_get /status => "subscribers":1,"subscriptions":1,
 
 
 
-=== TEST 14: a channel that evaluates empty is refused with 403, logged; a Last-Event-ID that is no stream id with 400
+=== TEST 15: a channel that evaluates empty is refused with 403, logged; a Last-Event-ID that is no stream id with 400
 --- config
     location /sub {
         ws_agent_subscribe $arg_user;
@@ -346,7 +358,7 @@ Last-Event-ID "abc" is not a stream id
 
 
 
-=== TEST 15: a reload closes the old worker's subscribers at once (it does not wait for them); they come back on the new one and resume
+=== TEST 16: a reload closes the old worker's subscribers at once (it does not wait for them); they come back on the new one and resume
 --- needs_workers
 --- ws_backend
 send text {"type":"connection_ready"}
