@@ -77,6 +77,21 @@ struct ngx_ws_agent_feed_read_s {
 };
 
 
+/*
+ * A (S)SUBSCRIBE or (S)UNSUBSCRIBE sent and not answered yet: replies come
+ * in the order of the commands, so each one is matched to its command by
+ * place, and checked by name; a sunsubscribe that answers nothing is Redis
+ * dropping the channel (its slot moved)
+ */
+typedef struct {
+    ngx_queue_t                     queue;
+    ngx_ws_agent_feed_channel_t    *channel;    /* NULL: it left the shard */
+    unsigned                        subscribe:1;
+    size_t                          len;
+    u_char                          name[1];
+} ngx_ws_agent_feed_cmd_t;
+
+
 /* one server's connections: the only one, or a cluster master's */
 struct ngx_ws_agent_feed_shard_s {
     ngx_ws_agent_feed_t            *feed;
@@ -86,6 +101,7 @@ struct ngx_ws_agent_feed_shard_s {
     ngx_str_t                      *name;       /* for the log */
     ngx_queue_t                     waiting;    /* reads not sent */
     ngx_queue_t                     sent;       /* reads awaiting a reply */
+    ngx_queue_t                     commands;   /* pub/sub, unanswered */
     ngx_uint_t                      subscribed; /* channels it has */
     unsigned                        open:1;     /* its nodes are started */
 };
@@ -140,7 +156,14 @@ static void ngx_ws_agent_feed_subscribe(ngx_ws_agent_feed_t *fd,
 static void ngx_ws_agent_feed_detach(ngx_ws_agent_feed_t *fd,
     ngx_ws_agent_feed_channel_t *ch);
 static void ngx_ws_agent_feed_command(ngx_ws_agent_feed_shard_t *sh,
-    const char *verb, u_char *name, size_t len);
+    ngx_uint_t subscribe, ngx_ws_agent_feed_channel_t *ch, u_char *name,
+    size_t len);
+static ngx_ws_agent_feed_cmd_t *ngx_ws_agent_feed_answered(
+    ngx_ws_agent_feed_shard_t *sh, ngx_uint_t subscribe, redisReply *name);
+static void ngx_ws_agent_feed_forget(ngx_ws_agent_feed_shard_t *sh,
+    ngx_ws_agent_feed_channel_t *ch);
+static void ngx_ws_agent_feed_unsubscribed(ngx_ws_agent_feed_shard_t *sh,
+    ngx_ws_agent_feed_channel_t *ch);
 static void ngx_ws_agent_feed_free(ngx_ws_agent_feed_t *fd,
     ngx_ws_agent_feed_channel_t *ch);
 static void ngx_ws_agent_feed_tell(ngx_ws_agent_feed_channel_t *ch,
@@ -149,7 +172,7 @@ static void ngx_ws_agent_feed_sub_ready(ngx_ws_agent_redis_node_t *node);
 static void ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node,
     redisReply *rr);
 static void ngx_ws_agent_feed_sub_moved(ngx_ws_agent_feed_shard_t *sh,
-    redisReply *rr);
+    ngx_ws_agent_feed_channel_t *ch, redisReply *rr);
 static void ngx_ws_agent_feed_sub_down(ngx_ws_agent_redis_node_t *node,
     const char *why, ngx_uint_t logged);
 
@@ -257,6 +280,7 @@ void
 ngx_ws_agent_feed_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                  i;
+    ngx_queue_t                *q;
     ngx_ws_agent_feed_t        *fd = &ngx_ws_agent_feed;
     ngx_ws_agent_feed_shard_t  *sh;
 
@@ -281,6 +305,12 @@ ngx_ws_agent_feed_exit_process(ngx_cycle_t *cycle)
         /* the clients are gone by now (their pools' cleanups); reads not */
         ngx_ws_agent_feed_free_reads(&sh->sent);
         ngx_ws_agent_feed_free_reads(&sh->waiting);
+
+        while (!ngx_queue_empty(&sh->commands)) {
+            q = ngx_queue_head(&sh->commands);
+            ngx_queue_remove(q);
+            ngx_free(ngx_queue_data(q, ngx_ws_agent_feed_cmd_t, queue));
+        }
     }
 
     ngx_ws_agent_feed_free_reads(&fd->unrouted);
@@ -327,6 +357,7 @@ ngx_ws_agent_feed_shard_add(ngx_ws_agent_feed_t *fd,
 
     ngx_queue_init(&sh->waiting);
     ngx_queue_init(&sh->sent);
+    ngx_queue_init(&sh->commands);
 
     fd->shards[fd->nshards++] = sh;
 
@@ -706,8 +737,7 @@ ngx_ws_agent_feed_unwatch(ngx_ws_agent_watch_t *w)
 
     case NGX_WS_AGENT_CHANNEL_SUBSCRIBED:
     case NGX_WS_AGENT_CHANNEL_SUBSCRIBING:
-        ch->pending++;
-        ngx_ws_agent_feed_command(ch->shard, fd->unsubscribe, ch->name,
+        ngx_ws_agent_feed_command(ch->shard, 0, ch, ch->name,
                                   ch->sn.str.len);
         ch->state = NGX_WS_AGENT_CHANNEL_UNSUBSCRIBING;
         break;
@@ -759,17 +789,16 @@ ngx_ws_agent_feed_subscribe(ngx_ws_agent_feed_t *fd,
         return;
     }
 
-    ch->pending++;
-    ngx_ws_agent_feed_command(ch->shard, fd->subscribe, ch->name,
-                              ch->sn.str.len);
+    ngx_ws_agent_feed_command(ch->shard, 1, ch, ch->name, ch->sn.str.len);
     ch->state = NGX_WS_AGENT_CHANNEL_SUBSCRIBING;
 }
 
 
 /*
- * ch leaves its shard (its slot moved): unsubscribed there if it was
- * asked (what that shard answers about it is ignored from now on), its
- * watchers told lost() if they were live; idle, with no shard
+ * ch leaves its shard (its slot moved): unsubscribed there if the shard
+ * has it (what the shard answers about it is ignored from now on: its
+ * commands are forgotten), its watchers told lost() if they were live;
+ * idle, with no shard
  */
 
 static void
@@ -783,18 +812,14 @@ ngx_ws_agent_feed_detach(ngx_ws_agent_feed_t *fd,
         return;
     }
 
-    if (ch->on_redis) {
-        ch->on_redis = 0;
-        sh->subscribed--;
-        fd->subscribed--;
-        ngx_ws_agent_gauge(subscriptions, -1);
-    }
+    ngx_ws_agent_feed_forget(sh, ch);
 
-    if (was != NGX_WS_AGENT_CHANNEL_IDLE
-        && ngx_ws_agent_redis_node_ready(&sh->sub))
-    {
-        ngx_ws_agent_feed_command(sh, fd->unsubscribe, ch->name,
-                                  ch->sn.str.len);
+    if (ch->on_redis) {
+        ngx_ws_agent_feed_unsubscribed(sh, ch);
+
+        if (ngx_ws_agent_redis_node_ready(&sh->sub)) {
+            ngx_ws_agent_feed_command(sh, 0, NULL, ch->name, ch->sn.str.len);
+        }
     }
 
     ch->shard = NULL;
@@ -808,23 +833,42 @@ ngx_ws_agent_feed_detach(ngx_ws_agent_feed_t *fd,
 
 
 static void
-ngx_ws_agent_feed_command(ngx_ws_agent_feed_shard_t *sh, const char *verb,
-    u_char *name, size_t len)
+ngx_ws_agent_feed_command(ngx_ws_agent_feed_shard_t *sh,
+    ngx_uint_t subscribe, ngx_ws_agent_feed_channel_t *ch, u_char *name,
+    size_t len)
 {
-    int          n;
-    char        *cmd;
-    const char  *argv[2];
-    size_t       argvlen[2];
+    int                       n;
+    char                     *cmd;
+    const char               *argv[2];
+    size_t                    argvlen[2];
+    ngx_ws_agent_feed_cmd_t  *c;
 
-    argv[0] = verb;
-    argvlen[0] = ngx_strlen(verb);
+    argv[0] = subscribe ? sh->feed->subscribe : sh->feed->unsubscribe;
+    argvlen[0] = ngx_strlen(argv[0]);
     argv[1] = (const char *) name;
     argvlen[1] = len;
 
-    n = redisFormatCommandArgv(&cmd, 2, argv, argvlen);
-    if (n < 0) {
+    c = ngx_alloc(offsetof(ngx_ws_agent_feed_cmd_t, name) + len, sh->feed->log);
+    if (c == NULL) {
         ngx_ws_agent_redis_node_reset(&sh->sub, "out of memory");
         return;
+    }
+
+    n = redisFormatCommandArgv(&cmd, 2, argv, argvlen);
+    if (n < 0) {
+        ngx_free(c);
+        ngx_ws_agent_redis_node_reset(&sh->sub, "out of memory");
+        return;
+    }
+
+    c->channel = ch;
+    c->subscribe = subscribe;
+    c->len = len;
+    ngx_memcpy(c->name, name, len);
+    ngx_queue_insert_tail(&sh->commands, &c->queue);
+
+    if (ch) {
+        ch->pending++;
     }
 
     if (ngx_ws_agent_redis_node_send(&sh->sub, (u_char *) cmd, n) != NGX_OK) {
@@ -835,15 +879,95 @@ ngx_ws_agent_feed_command(ngx_ws_agent_feed_shard_t *sh, const char *verb,
 }
 
 
+/*
+ * The command a confirmation answers: the oldest unanswered one, which
+ * must be of its kind and name (subscribe: 1, 0, or 2 for an error, which
+ * names nothing); NULL, with the connection reset, if it is not
+ */
+
+static ngx_ws_agent_feed_cmd_t *
+ngx_ws_agent_feed_answered(ngx_ws_agent_feed_shard_t *sh,
+    ngx_uint_t subscribe, redisReply *name)
+{
+    ngx_ws_agent_feed_cmd_t  *c;
+
+    if (ngx_queue_empty(&sh->commands)) {
+        c = NULL;
+
+    } else {
+        c = ngx_queue_data(ngx_queue_head(&sh->commands),
+                           ngx_ws_agent_feed_cmd_t, queue);
+
+        if (subscribe != 2
+            && (c->subscribe != subscribe || c->len != name->len
+                || ngx_strncmp(c->name, name->str, c->len) != 0))
+        {
+            c = NULL;
+        }
+    }
+
+    if (c == NULL) {
+        ngx_log_error(NGX_LOG_ERR, sh->feed->log, 0,
+                      "ws_agent: Redis %V answered a subscription out of "
+                      "order, reconnecting", sh->name);
+        ngx_ws_agent_redis_node_reset(&sh->sub, "a reply out of order");
+        return NULL;
+    }
+
+    ngx_queue_remove(&c->queue);
+
+    if (c->channel) {
+        c->channel->pending--;
+    }
+
+    return c;
+}
+
+
+/* what sh answers about ch from now on is answered to nobody */
+
 static void
-ngx_ws_agent_feed_free(ngx_ws_agent_feed_t *fd,
+ngx_ws_agent_feed_forget(ngx_ws_agent_feed_shard_t *sh,
+    ngx_ws_agent_feed_channel_t *ch)
+{
+    ngx_queue_t              *q;
+    ngx_ws_agent_feed_cmd_t  *c;
+
+    for (q = ngx_queue_head(&sh->commands);
+         q != ngx_queue_sentinel(&sh->commands);
+         q = ngx_queue_next(q))
+    {
+        c = ngx_queue_data(q, ngx_ws_agent_feed_cmd_t, queue);
+
+        if (c->channel == ch) {
+            c->channel = NULL;
+        }
+    }
+
+    ch->pending = 0;
+}
+
+
+static void
+ngx_ws_agent_feed_unsubscribed(ngx_ws_agent_feed_shard_t *sh,
     ngx_ws_agent_feed_channel_t *ch)
 {
     if (ch->on_redis) {
         ch->on_redis = 0;
-        ch->shard->subscribed--;
-        fd->subscribed--;
+        sh->subscribed--;
+        sh->feed->subscribed--;
         ngx_ws_agent_gauge(subscriptions, -1);
+    }
+}
+
+
+static void
+ngx_ws_agent_feed_free(ngx_ws_agent_feed_t *fd,
+    ngx_ws_agent_feed_channel_t *ch)
+{
+    if (ch->shard) {
+        ngx_ws_agent_feed_forget(ch->shard, ch);
+        ngx_ws_agent_feed_unsubscribed(ch->shard, ch);
     }
 
     ngx_rbtree_delete(&fd->tree, &ch->sn.node);
@@ -931,17 +1055,29 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
     redisReply                   *name;
     ngx_queue_t                  *q, *next;
     ngx_ws_agent_watch_t         *w;
+    ngx_ws_agent_feed_cmd_t      *c;
     ngx_ws_agent_feed_shard_t    *sh = node->data;
     ngx_ws_agent_feed_t          *fd = sh->feed;
     ngx_ws_agent_feed_channel_t  *ch;
 
     if (rr->type == REDIS_REPLY_ERROR) {
+        c = ngx_ws_agent_feed_answered(sh, 2, NULL);
+        if (c == NULL) {
+            return;
+        }
+
+        ch = c->channel;
+        ngx_free(c);
 
         if (fd->cluster
             && (ngx_strncmp(rr->str, "MOVED ", 6) == 0
                 || ngx_strncmp(rr->str, "ASK ", 4) == 0))
         {
-            ngx_ws_agent_feed_sub_moved(sh, rr);
+            if (ch) {
+                ngx_ws_agent_feed_sub_moved(sh, ch, rr);
+            }
+
+            /* an unsubscribe of a channel that left: nothing to undo */
             return;
         }
 
@@ -970,16 +1106,13 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
     }
 
     name = rr->element[1];
-    ch = ngx_ws_agent_feed_lookup(fd, (u_char *) name->str, name->len);
-
-    if (ch && ch->shard != sh) {
-        /* about a channel that has left this shard: not its own now */
-        ch = NULL;
-    }
 
     if (len == 7 && ngx_strncmp(kind, "message", 7) == 0) {
+        ch = ngx_ws_agent_feed_lookup(fd, (u_char *) name->str, name->len);
 
-        if (ch == NULL || ch->state != NGX_WS_AGENT_CHANNEL_SUBSCRIBED
+        /* a shard the channel has left may still pass messages on */
+        if (ch == NULL || ch->shard != sh
+            || ch->state != NGX_WS_AGENT_CHANNEL_SUBSCRIBED
             || rr->element[2]->type != REDIS_REPLY_STRING)
         {
             return;
@@ -999,11 +1132,18 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
     }
 
     if (len == 9 && ngx_strncmp(kind, "subscribe", 9) == 0) {
+        c = ngx_ws_agent_feed_answered(sh, 1, name);
+        if (c == NULL) {
+            return;
+        }
+
+        ch = c->channel;
+        ngx_free(c);
 
         if (ch == NULL) {
             /* confirmed after the channel left: not wanted here */
-            ngx_ws_agent_feed_command(sh, fd->unsubscribe,
-                                      (u_char *) name->str, name->len);
+            ngx_ws_agent_feed_command(sh, 0, NULL, (u_char *) name->str,
+                                      name->len);
             return;
         }
 
@@ -1014,7 +1154,7 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
             ngx_ws_agent_gauge(subscriptions, 1);
         }
 
-        if (ch->pending && --ch->pending == 0
+        if (ch->pending == 0
             && ch->state == NGX_WS_AGENT_CHANNEL_SUBSCRIBING)
         {
             ch->state = NGX_WS_AGENT_CHANNEL_SUBSCRIBED;
@@ -1026,107 +1166,114 @@ ngx_ws_agent_feed_sub_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 
     if (len == 11 && ngx_strncmp(kind, "unsubscribe", 11) == 0) {
 
-        if (ch == NULL) {
+        if (!ngx_queue_empty(&sh->commands)) {
+            c = ngx_queue_data(ngx_queue_head(&sh->commands),
+                               ngx_ws_agent_feed_cmd_t, queue);
+
+            if (!c->subscribe && c->len == name->len
+                && ngx_strncmp(c->name, name->str, c->len) == 0)
+            {
+                /* the answer to an unsubscribe */
+                c = ngx_ws_agent_feed_answered(sh, 0, name);
+                ch = c->channel;
+                ngx_free(c);
+
+                if (ch == NULL) {
+                    return;
+                }
+
+                ngx_ws_agent_feed_unsubscribed(sh, ch);
+
+                if (ch->pending == 0
+                    && ch->state == NGX_WS_AGENT_CHANNEL_UNSUBSCRIBING)
+                {
+                    ngx_ws_agent_feed_free(fd, ch);
+                }
+
+                return;
+            }
+        }
+
+        /*
+         * answering nothing: Redis dropped the channel (its slot left
+         * this master); subscribed again where the map says, caught up
+         */
+        ch = ngx_ws_agent_feed_lookup(fd, (u_char *) name->str, name->len);
+
+        if (ch == NULL || ch->shard != sh || !ch->on_redis) {
             return;
         }
 
-        if (ch->on_redis) {
-            ch->on_redis = 0;
-            sh->subscribed--;
-            fd->subscribed--;
-            ngx_ws_agent_gauge(subscriptions, -1);
-        }
+        ngx_log_error(NGX_LOG_INFO, fd->log, 0,
+                      "ws_agent: Redis %V dropped the subscription of "
+                      "\"%V\" (its slot moved)", sh->name, &ch->sn.str);
 
-        if (ch->pending == 0) {
-            /*
-             * not asked: Redis dropped it (its slot left this master);
-             * subscribed again where the map says, and caught up
-             */
-            ngx_log_error(NGX_LOG_INFO, fd->log, 0,
-                          "ws_agent: Redis %V dropped the subscription of "
-                          "\"%V\" (its slot moved)", sh->name, &ch->sn.str);
-            ngx_ws_agent_feed_detach(fd, ch);
-            ngx_ws_agent_feed_soon(fd);
-            return;
-        }
+        ngx_ws_agent_feed_unsubscribed(sh, ch);
+        ngx_ws_agent_feed_detach(fd, ch);
 
-        if (--ch->pending == 0
-            && ch->state == NGX_WS_AGENT_CHANNEL_UNSUBSCRIBING)
-        {
+        if (ch->nwatchers == 0) {
             ngx_ws_agent_feed_free(fd, ch);
+            return;
         }
+
+        ngx_ws_agent_feed_soon(fd);
     }
 }
 
 
 /*
- * A MOVED or an ASK for a (S)SUBSCRIBE: every channel of that slot leaves
- * this shard; after a MOVED they go to the new owner at once, after an
- * ASK (a slot being migrated) where the map says once it is learnt
+ * A MOVED or an ASK for ch's SUBSCRIBE: ch leaves this shard; after a
+ * MOVED it goes to the new owner at once, after an ASK (its slot is being
+ * migrated) where the map says, a little later
  */
 
 static void
-ngx_ws_agent_feed_sub_moved(ngx_ws_agent_feed_shard_t *sh, redisReply *rr)
+ngx_ws_agent_feed_sub_moved(ngx_ws_agent_feed_shard_t *sh,
+    ngx_ws_agent_feed_channel_t *ch, redisReply *rr)
 {
-    ngx_uint_t                      slot;
-    ngx_rbtree_node_t              *n, *next;
     ngx_ws_agent_feed_t            *fd = sh->feed;
     ngx_ws_agent_feed_shard_t      *to;
-    ngx_ws_agent_feed_channel_t    *ch;
     ngx_ws_agent_redis_redirect_t   rd;
 
     if (ngx_ws_agent_redis_redirect_parse((u_char *) rr->str, rr->len, &rd)
-        != NGX_OK)
+        != NGX_OK
+        || rd.slot != ch->slot)
     {
         ngx_log_error(NGX_LOG_ERR, fd->log, 0,
-                      "ws_agent: Redis %V answered a subscription with "
-                      "\"%*s\"", sh->name, (size_t) rr->len, rr->str);
-        ngx_ws_agent_redis_node_reset(&sh->sub, rr->str);
+                      "ws_agent: Redis %V answered the subscription of "
+                      "\"%V\" with \"%*s\"", sh->name, &ch->sn.str,
+                      (size_t) rr->len, rr->str);
+        ngx_ws_agent_redis_node_reset(&sh->sub, "a redirect out of place");
         return;
     }
 
-    slot = rd.slot;
-    to = NULL;
+    ngx_log_error(NGX_LOG_INFO, fd->log, 0,
+                  "ws_agent: Redis %V: the slot of \"%V\" moved to %V",
+                  sh->name, &ch->sn.str, &rd.where);
 
-    if (rd.moved) {
-        to = ngx_ws_agent_feed_shard_at(fd, &rd.sockaddr.sockaddr,
-                                        rd.socklen);
-        if (to) {
-            fd->route[slot] = (uint8_t) ngx_ws_agent_feed_index(fd, to);
-        }
+    to = rd.moved ? ngx_ws_agent_feed_shard_at(fd, &rd.sockaddr.sockaddr,
+                                               rd.socklen)
+                  : NULL;
 
-    } else {
-        /* the owner is being changed: not this one's until it is done */
-        fd->route[slot] = NGX_WS_AGENT_FEED_NO_SHARD;
-    }
+    /* after an ASK: the owner is being changed, the map will say */
+    fd->route[rd.slot] = to ? (uint8_t) ngx_ws_agent_feed_index(fd, to)
+                            : NGX_WS_AGENT_FEED_NO_SHARD;
 
-    if (fd->tree.root == fd->tree.sentinel) {
+    ngx_ws_agent_feed_detach(fd, ch);
+
+    if (ch->nwatchers == 0) {
+        ngx_ws_agent_feed_free(fd, ch);
         return;
     }
 
-    for (n = ngx_rbtree_min(fd->tree.root, fd->tree.sentinel); n; n = next) {
-        next = ngx_rbtree_next(&fd->tree, n);
-        ch = (ngx_ws_agent_feed_channel_t *) n;
+    ngx_ws_agent_feed_subscribe(fd, ch);
 
-        if (ch->shard != sh || ch->slot != slot) {
-            continue;
-        }
+    if (ch->shard == NULL) {
+        ngx_ws_agent_feed_soon(fd);
 
-        ngx_log_error(NGX_LOG_INFO, fd->log, 0,
-                      "ws_agent: Redis %V: the slot of \"%V\" moved to %V",
-                      sh->name, &ch->sn.str, &rd.where);
-
-        ngx_ws_agent_feed_detach(fd, ch);
-
-        if (ch->nwatchers == 0) {
-            ngx_ws_agent_feed_free(fd, ch);
-            continue;
-        }
-
-        ngx_ws_agent_feed_subscribe(fd, ch);
+    } else if (fd->cluster) {
+        ngx_ws_agent_redis_cluster_refresh(fd->cluster);
     }
-
-    ngx_ws_agent_feed_soon(fd);
 }
 
 
@@ -1134,6 +1281,7 @@ static void
 ngx_ws_agent_feed_sub_down(ngx_ws_agent_redis_node_t *node, const char *why,
     ngx_uint_t logged)
 {
+    ngx_queue_t                  *q;
     ngx_rbtree_node_t            *n, *next;
     ngx_ws_agent_feed_shard_t    *sh = node->data;
     ngx_ws_agent_feed_t          *fd = sh->feed;
@@ -1163,6 +1311,13 @@ ngx_ws_agent_feed_sub_down(ngx_ws_agent_redis_node_t *node, const char *why,
     ngx_ws_agent_gauge(subscriptions, -(ngx_atomic_int_t) sh->subscribed);
     fd->subscribed -= sh->subscribed;
     sh->subscribed = 0;
+
+    /* never answered now */
+    while (!ngx_queue_empty(&sh->commands)) {
+        q = ngx_queue_head(&sh->commands);
+        ngx_queue_remove(q);
+        ngx_free(ngx_queue_data(q, ngx_ws_agent_feed_cmd_t, queue));
+    }
 
     if (fd->tree.root == fd->tree.sentinel) {
         return;
@@ -1375,14 +1530,18 @@ ngx_ws_agent_feed_reads_reply(ngx_ws_agent_redis_node_t *node,
     ngx_queue_remove(q);
 
     if (rd->data && fd->cluster && rr->type == REDIS_REPLY_ERROR
-        && rd->redirects < NGX_WS_AGENT_FEED_REDIRECTS
-        && (ngx_strncmp(rr->str, "MOVED ", 6) == 0
-            || ngx_strncmp(rr->str, "ASK ", 4) == 0
+        && ((rd->redirects < NGX_WS_AGENT_FEED_REDIRECTS
+             && (ngx_strncmp(rr->str, "MOVED ", 6) == 0
+                 || ngx_strncmp(rr->str, "ASK ", 4) == 0))
             || ngx_strncmp(rr->str, "TRYAGAIN", 8) == 0
             || ngx_strncmp(rr->str, "CLUSTERDOWN", 11) == 0))
     {
-        /* the stream is elsewhere (or will be): read there */
-        rd->redirects++;
+        /*
+         * the stream is elsewhere, or will be (a slot being moved, a
+         * master being replaced): read there, or a little later; a
+         * redirect that keeps coming back ends as the asker's error
+         */
+        rd->redirects += (rr->str[0] == 'M' || rr->str[0] == 'A');
         to = NULL;
 
         if (ngx_ws_agent_redis_redirect_parse((u_char *) rr->str, rr->len,

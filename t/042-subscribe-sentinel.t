@@ -42,10 +42,7 @@ _EOC_
 
 our $N = 200;
 
-sub idcmp {
-    my ($a, $b) = map { [split /-/] } @_;
-    return $a->[0] <=> $b->[0] || $a->[1] <=> $b->[1];
-}
+sub idcmp { WsAgent::Sse::idcmp(@_) }
 
 run_tests();
 

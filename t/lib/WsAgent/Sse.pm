@@ -386,6 +386,33 @@ sub run_child {
 }
 
 
+# --- what sse_check blocks ask of the events ---------------------------------
+
+# Stream ids compared as Redis orders them.
+sub idcmp {
+    my ($a, $b) = map { [split /-/] } @_;
+    return $a->[0] <=> $b->[0] || $a->[1] <=> $b->[1];
+}
+
+# One client's events, by connection id: ({ cid => [seq...] }, how many
+# events had an SSE id that is not their envelope's, how many an id not
+# above the one before).
+sub by_connection {
+    my ($client) = @_;
+    my (%seqs, $bad_id, $disorder);
+    my $prev = '0-0';
+    for my $e (@{ $client->{events} }) {
+        my $j = $e->{json} or next;
+        next unless ref $j eq 'HASH' && $j->{connection_id};
+        push @{ $seqs{ $j->{connection_id} } }, $j->{seq};
+        $bad_id++ unless defined $e->{id} && $e->{id} eq ($j->{id} // '');
+        $disorder++ unless defined $e->{id} && idcmp($e->{id}, $prev) > 0;
+        $prev = $e->{id} // $prev;
+    }
+    return (\%seqs, $bad_id // 0, $disorder // 0);
+}
+
+
 package WsAgent::Sse::Stream;
 
 # The event stream as the WHATWG spec reads it ("interpret an event
