@@ -6,6 +6,8 @@
 use strict;
 use warnings;
 
+use File::Path qw(remove_tree);
+use File::Temp qw(tempdir);
 use FindBin;
 use Test::More;
 
@@ -21,7 +23,9 @@ plan skip_all => 'TEST_NGINX_LOAD_MODULES does not name the built module'
 # queue of 1000 (about 1,100 events per worker), so the drops and their
 # accounting are exercised, not only the happy path.
 my $secs = $ENV{SOAK_SECONDS} || 30;
-my $out = `SOAK_QUEUE=1000 SOAK_MODULE=$so timeout 300 $repo/scripts/soak.sh $secs 2>&1`;
+# its directory (logs, nginx's): kept only when something below fails
+my $dir = tempdir('ws_agent_soak.XXXXXX', TMPDIR => 1);
+my $out = `SOAK_DIR=$dir SOAK_QUEUE=1000 SOAK_MODULE=$so timeout 300 $repo/scripts/soak.sh $secs 2>&1`;
 my $rc = $? >> 8;
 
 is $rc, 0, "soak of $secs s exits 0" or diag $out;
@@ -37,6 +41,11 @@ like $out, qr/fault: redis-server SIGKILLed/, 'Redis was killed and came back';
 like $out, qr/fault: Redis paused/, 'Redis was paused';
 like $out, qr/fault: worker \d+ SIGKILLed/, 'a worker was killed';
 note join "\n", grep { /^(client messages|events|queue|soak)/ } split /\n/, $out;
+if (Test::More->builder->is_passing) {
+    remove_tree($dir);
+} else {
+    diag "the soak's logs are kept in $dir";
+}
 
 # the fuzzers, bounded; they need clang's libFuzzer runtime
 SKIP: {
