@@ -260,8 +260,9 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
 
     if (wmcf->redis.cluster) {
         rs->route = ngx_palloc(cycle->pool, NGX_WS_AGENT_SLOTS);
-        rs->cluster = ngx_palloc(cycle->pool,
-                                 sizeof(ngx_ws_agent_redis_cluster_t));
+        /* zeroed: the seed node's script and action are set before start */
+        rs->cluster = ngx_pcalloc(cycle->pool,
+                                  sizeof(ngx_ws_agent_redis_cluster_t));
         if (rs->route == NULL || rs->cluster == NULL) {
             return NGX_ERROR;
         }
