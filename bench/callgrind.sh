@@ -394,7 +394,7 @@ done
     for run in $RUNS; do
         tag="${run%%:*}-${run#*:}"
         [ -f "$out/top-$tag.txt" ] || continue
-        printf '  %-14s' "$tag"
+        printf '  %-16s' "$tag"
         sed -n '/^by object:/,$p' "$out/top-$tag.txt" \
             | awk 'NR > 1 && NR <= 7 { o = $4; sub(/.*\//, "", o); printf "  %s %.0f", o, $2 }'
         echo

@@ -198,7 +198,6 @@ END {
         row(h ": worker CPU", "% core", "redis", t "_cpu_pct", "sse", t "_cpu_pct", "")
         row(h ": redis CPU", "% core", "redis", t "_redis_cpu_pct", "sse", t "_redis_cpu_pct", "")
         row(h ": client CPU", "% core", "redis", t "_client_cpu_pct", "sse", t "_client_cpu_pct", "")
-        row(h ": machine busy", "% 2 cores", "redis", t "_busy_pct", "sse", t "_busy_pct", "")
         row(h ": lost", "events", "redis", t "_lost", "sse", t "_lost", "")
         SUB = 1
     }
