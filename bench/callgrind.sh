@@ -20,13 +20,18 @@
 #                   64 B message, EV_CONNS conns x 4), plain relay
 #   module ev       the same, location without ws_agent_publish
 #   module evpub    the same with ws_agent_publish, redsub subscribed
+#   module evstream the same with ws_agent_stream agent:stream:$ws_agent_user
+#                   maxlen=1000 as well (/ev-stream: each event one EVALSHA
+#                   of the stream script instead of a PUBLISH), redsub
+#                   subscribed
 #   cluster evpub   (not by default) the same publishing into a 3-master
 #                   Redis Cluster (SPUBLISH by slot; no subscriber: the
 #                   published counter is shown instead)
 #
 # and prints Ir/message for each, the module's extra Ir/message over stock,
 # and Ir per published event = (Ir/msg evpub - Ir/msg ev) / events per msg
-# (for cluster:evpub likewise, against module:ev).
+# (for cluster:evpub likewise, against module:ev), and the stream append's
+# cost per event = (Ir/msg evstream - Ir/msg evpub) / events per msg.
 # Top functions by Ir (self) of each run, with Ir per message, and Ir by
 # object: out/callgrind-<time>/top-*.txt (inclusive: annotate-*.txt).
 # Under callgrind nginx is ~50x slower: the rates are low, but the ratio
@@ -36,6 +41,7 @@
 #   MEASURE=10 bench/callgrind.sh            a longer measured window
 #   MODULE=/tmp/m.so RUNS="module:ev module:evpub" bench/callgrind.sh
 #   RUNS="module:ev module:evpub cluster:evpub" bench/callgrind.sh
+#   RUNS="module:ev module:evpub module:evstream" bench/callgrind.sh
 #
 # Knobs: MODULE (build/ngx_ws_agent_module.so; not rebuilt here), NGINX
 # (/usr/sbin/nginx), WARM (3 s), MEASURE (5 s), EVENTS (8), EV_CONNS (20),
@@ -49,7 +55,7 @@ MEASURE=${MEASURE:-5}
 EVENTS=${EVENTS:-8}
 EV_CONNS=${EV_CONNS:-20}
 TOP=${TOP:-15}
-RUNS=${RUNS:-stock:small module:small stock:ev module:ev module:evpub}
+RUNS=${RUNS:-stock:small module:small stock:ev module:ev module:evpub module:evstream}
 
 bench=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$bench/.." && pwd)
@@ -192,12 +198,13 @@ printf 'kind\tname\tpath\tIr\treplies\tevents\treplies_uncertain\n' > "$results"
 # one run: nginx under callgrind, the load, zero, MEASURE s, dump
 cg_run() {      # kind name
     local kind=$1 name=$2 dir="$out/$1" path conns window tag
-    local dump m1 m2 m3 m4 ir replies events spread p0= p1= d1= i
+    local dump m1 m2 m3 m4 ir replies events spread p0= p1= d1= i wfd
     tag="$kind-$name"
     case $name in
     small) path=/ws;       conns=50;          window=8 ;;
     ev)    path=/ev-nopub; conns=$EV_CONNS;   window=4 ;;
     evpub) path=/ev;       conns=$EV_CONNS;   window=4 ;;
+    evstream) path=/ev-stream; conns=$EV_CONNS; window=4 ;;
     *) echo "callgrind.sh: unknown run $name" >&2; exit 1 ;;
     esac
 
@@ -209,10 +216,10 @@ cg_run() {      # kind name
     nginx_pid=$!
     wait_port "$nport" 600
 
-    if [ "$name" = evpub ]; then
+    if [ "$name" = evpub ] || [ "$name" = evstream ]; then
         p0=$(metric ngx_ws_agent_events_published_total)
     fi
-    if [ "$name" = evpub ] && [ "$kind" = module ]; then
+    if [ "$name" != ev ] && [ -n "$p0" ] && [ "$kind" = module ]; then
         "$bench/redsub" --port "$rport" --warmup 0 \
             --duration "$(awk -v w="$WARM" -v m="$MEASURE" 'BEGIN { print w + m + 1 }')" \
             > "$out/redsub-$tag.out" &
@@ -254,6 +261,20 @@ cg_run() {      # kind name
     fi
 
     kill -TERM "$nginx_pid"
+    # under valgrind the TERM can be taken while epoll_wait goes on sleeping
+    # (seen once: nginx idle 2.5 minutes until a connection came, then it
+    # exited): a connection a second wakes its loop, 30 at most, then KILL
+    # (the -d dump is written already)
+    for _ in $(seq 1 30); do
+        kill -0 "$nginx_pid" 2>/dev/null || break
+        sleep 1
+        kill -0 "$nginx_pid" 2>/dev/null || break
+        { exec {wfd}<>"/dev/tcp/127.0.0.1/$nport" && exec {wfd}>&-; } 2>/dev/null || true
+    done
+    if kill -0 "$nginx_pid" 2>/dev/null; then
+        echo "callgrind.sh: $tag: nginx still up 30 s after TERM: KILL" >&2
+        kill -KILL "$nginx_pid" 2>/dev/null || true
+    fi
     wait "$nginx_pid" || true
     nginx_pid=
 
@@ -330,11 +351,11 @@ done
              order[++cnt] = k; path[k] = $3 }
     function per(k) { return (k in ir && n[k] > 0) ? ir[k] / n[k] : "" }
     END {
-        printf "| %-14s | %-9s | %9s | %7s | %9s | %14s | %10s | %10s |\n", "run", "path", "messages", "+-", "events", "Ir", "Ir/message", "events/msg"
-        print "|----------------|-----------|-----------|---------|-----------|----------------|------------|------------|"
+        printf "| %-15s | %-10s | %9s | %7s | %9s | %14s | %10s | %10s |\n", "run", "path", "messages", "+-", "events", "Ir", "Ir/message", "events/msg"
+        print "|-----------------|------------|-----------|---------|-----------|----------------|------------|------------|"
         for (i = 1; i <= cnt; i++) {
             k = order[i]
-            printf "| %-14s | %-9s | %9d | %6.2f%% | %9d | %14.0f | %10.0f | %10.2f |\n", \
+            printf "| %-15s | %-10s | %9d | %6.2f%% | %9d | %14.0f | %10.0f | %10.2f |\n", \
                 k, path[k], n[k], 100 * u[k] / n[k], ev[k], ir[k], per(k), ev[k] / n[k]
         }
         print ""
@@ -353,6 +374,18 @@ done
                 d, per("module:evpub") / per("module:ev")
             if (e > 0)
                 printf "Ir per published event = %.0f / %.2f events per message = %.0f\n", d, e, d / e
+        }
+        if (per("module:evpub") != "" && per("module:evstream") != "") {
+            d = per("module:evstream") - per("module:evpub")
+            e = ev["module:evstream"] / n["module:evstream"]
+            printf "events relay: ws_agent_stream on - off (publishing both) = %+.0f Ir/message\n", d
+            if (e > 0) {
+                printf "Ir per event of the stream append (EVALSHA instead of PUBLISH) = %.0f / %.2f = %.0f\n", d, e, d / e
+                if (per("module:ev") != "")
+                    printf "Ir per published event with ws_agent_stream = %.0f / %.2f = %.0f\n", \
+                        per("module:evstream") - per("module:ev"), e, \
+                        (per("module:evstream") - per("module:ev")) / e
+            }
         }
         if (per("module:ev") != "" && per("cluster:evpub") != "") {
             d = per("cluster:evpub") - per("module:ev")
@@ -375,18 +408,20 @@ done
     for run in $RUNS; do
         tag="${run%%:*}-${run#*:}"
         [ -f "$out/top-$tag.txt" ] || continue
-        printf '  %-14s' "$tag"
+        printf '  %-16s' "$tag"
         sed -n '/^by object:/,$p' "$out/top-$tag.txt" \
             | awk 'NR > 1 && NR <= 7 { o = $4; sub(/.*\//, "", o); printf "  %s %.0f", o, $2 }'
         echo
     done
-    if [ -f "$out/self-module-evpub.tsv" ]; then
-        echo
-        echo "top $TOP functions by Ir (self), module events publishing (Ir/msg: per relayed"
-        echo "message, each with $EVENTS events):"
-        echo "            Ir  share  Ir/msg  function [object]"
-        cg_top "$out/self-module-evpub.tsv" \
-            "$(awk -F'\t' '$1 == "module" && $2 == "evpub" { print $5 }' "$results")" "$TOP"
-    fi
+    for pub in evpub evstream; do
+        if [ -f "$out/self-module-$pub.tsv" ]; then
+            echo
+            echo "top $TOP functions by Ir (self), module $pub (Ir/msg: per relayed"
+            echo "message, each with $EVENTS events):"
+            echo "            Ir  share  Ir/msg  function [object]"
+            cg_top "$out/self-module-$pub.tsv" \
+                "$(awk -F'\t' '$1 == "module" && $2 == "'"$pub"'" { print $5 }' "$results")" "$TOP"
+        fi
+    done
 } | tee "$out/summary.txt"
 echo "callgrind.sh: results in $out"

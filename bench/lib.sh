@@ -121,7 +121,11 @@ wait_port() {
 # main context (process model, affinity, limits); CONNS: worker_connections;
 # BACKLOG: the listen backlog; EXTRA: one more directive in every module
 # location (or "").  Uses the caller's $module, $rport, $bport, $eport,
-# $nport, and $sport when set (the paced stream's backend).
+# $nport, $sport when set (the paced stream's backend: /st, /st-nopub) and
+# $subport when set (the subscribe workload's stream backend: /st-stream,
+# publishing into the channel and the stream of the user, and /sub, the
+# subscriber location, in the module's file).  /ev-stream: /ev with
+# ws_agent_stream (callgrind.sh's module:evstream).
 
 bench_conf() {
     local kind=$1 dir=$2 main=$3 conns=$4 backlog=$5 extra=$6
@@ -139,7 +143,9 @@ bench_conf() {
         fi
     }
 
-    # one WebSocket location: $1 path, $2 upstream, $3 1 = publish
+    # one WebSocket location: $1 path, $2 upstream, $3 1 = publish, $4 1 =
+    # and append to the user's stream (the module's kind only: a cluster
+    # would want {hash tags})
     loc() {
         echo "location $1 {"
         echo "            proxy_pass http://$2;"
@@ -148,9 +154,21 @@ bench_conf() {
         if [ "$3" = 1 ]; then
             m "            ws_agent_publish agent:events:\$ws_agent_user;"
         fi
+        if [ "${4:-}" = 1 ] && [ "$kind" = module ]; then
+            echo "            ws_agent_stream agent:stream:\$ws_agent_user maxlen=1000;"
+        fi
         if [ -n "$extra" ]; then
             m "            $extra"
         fi
+        echo "        }"
+    }
+
+    # the subscriber location: SSE (or WebSocket) of the channel and the
+    # stream that /st-stream publishes for user ?user=
+    sub_loc() {
+        echo "location /sub {"
+        echo "            ws_agent_subscribe agent:events:\$arg_user;"
+        echo "            ws_agent_subscribe_stream agent:stream:\$arg_user;"
         echo "        }"
     }
 
@@ -178,6 +196,7 @@ http {
     upstream echo { server 127.0.0.1:$bport; }
     upstream echo_events { server 127.0.0.1:$eport; }
     $([ -n "${sport:-}" ] && echo "upstream echo_stream { server 127.0.0.1:$sport; }")
+    $([ -n "${subport:-}" ] && echo "upstream echo_substream { server 127.0.0.1:$subport; }")
 
     proxy_http_version 1.1;
     proxy_set_header Upgrade \$http_upgrade;
@@ -193,6 +212,9 @@ http {
         $(loc /ev echo_events 1)
         $([ -n "${sport:-}" ] && loc /st-nopub echo_stream 0)
         $([ -n "${sport:-}" ] && loc /st echo_stream 1)
+        $(loc /ev-stream echo_events 1 1)
+        $([ -n "${subport:-}" ] && loc /st-stream echo_substream 1 1)
+        $([ -n "${subport:-}" ] && [ "$kind" = module ] && sub_loc)
 
         $(m "location = /ws-agent/metrics { ws_agent_status prometheus; }")
     }

@@ -10,15 +10,20 @@
 #   WORKLOADS=paced bench/run.sh       only the paced-publish workload
 #   WORKLOADS=cluster bench/run.sh     one Redis node vs a 3-master Redis
 #                                      Cluster, events/s from one worker
+#   WORKLOADS=subscribe bench/run.sh   SSE subscribers of ws_agent_subscribe
+#                                      vs the same number subscribed to
+#                                      Redis directly, events/s and latency
 #   NO_BUILD=1 MODULE=/tmp/m.so bench/run.sh   no bootstrap/build; that .so
 #
 # Knobs (environment): ROUNDS (3), DURATION (5 s measured per run), WARMUP
 # (1 s), IDLE_CONNS (5000), EVENTS (events per message in the publish
 # workload, 8), EV_CONNS (20), PACE_RATE (events/s of the paced stream, all
 # connections together, 50000), PACE_CONNS (10 sink connections),
-# WORKLOADS (any of "idle small large hs events paced cluster"; all but
-# cluster by default), CLUSTER_NODES (masters of the cluster workload's
-# Redis Cluster, 3),
+# WORKLOADS (any of "idle small large hs events paced cluster subscribe";
+# all but cluster and subscribe by default), CLUSTER_NODES (masters of the
+# cluster workload's Redis Cluster, 3), SUB_CASES (the subscribe workload's
+# cases, N:C:R = N subscribers of C channels, each channel published at R
+# events/s; see below), SUB_RAMP (30 s at most to connect them),
 # NO_BUILD (1: skip scripts/bootstrap.sh, the packages and
 # scripts/build.sh; the bench programs are still made), MODULE (the .so,
 # build/ngx_ws_agent_module.so).  Results: bench/out/<time>/ (results.tsv,
@@ -42,6 +47,8 @@ PACE_RATE=${PACE_RATE:-50000}
 PACE_CONNS=${PACE_CONNS:-10}
 WORKLOADS=${WORKLOADS:-idle small large hs events paced}
 CLUSTER_NODES=${CLUSTER_NODES:-3}
+SUB_CASES=${SUB_CASES:-1:1:5000 100:1:500 1000:1:50 1000:50:50 100:1:2000 1000:1:200}
+SUB_RAMP=${SUB_RAMP:-30}
 NGINX=${NGINX:-/usr/sbin/nginx}
 PIN=${PIN:-0}
 ncpu=$(nproc)
@@ -98,7 +105,7 @@ nginx_pid=
 cleanup() {
     local p
     stop_pid "${perf_pid:-}" INT
-    for p in "$nginx_pid" "${pids[@]}"; do
+    for p in ${sub_pids:-} "$nginx_pid" "${pids[@]}"; do
         stop_pid "$p"
     done
 }
@@ -110,6 +117,11 @@ eport=$(free_port)
 sport=$(free_port)
 rport=$(free_port)
 nport=$(free_port)
+# the subscribe workload's stream backend (one per run, its rate the case's)
+subport=
+if wants subscribe; then
+    subport=$(free_port)
+fi
 
 start_echo_backends
 # the paced stream: every connection to it gets PACE_RATE / PACE_CONNS
@@ -579,6 +591,150 @@ cluster_run() {  # round kind (single | cluster) name (clev | clpace)
     return 0
 }
 
+# The subscribe workload (issue #15): one case N:C:R, one side.  C
+# publishers (a wsload sink of C connections on /st-stream, users
+# u00000..: ws_agent_publish into agent:events:<user> and ws_agent_stream
+# agent:stream:<user> maxlen=1000), each streamed R events/s by its own
+# stream backend (echo_backend --stream-rate R, started for the run), and N
+# subscribers, connection i of user i mod C, all connected and live before
+# the publishers start:
+#   kind sse    sseload --mode sse on nginx's /sub?user= (ws_agent_subscribe:
+#               one SUBSCRIBE per channel in the worker, the fan-out in it)
+#   kind redis  sseload --mode redis: N SUBSCRIBEs straight to redis-server
+#               (the fan-out in Redis; the baseline)
+# Over a window inside sseload's measured one (as paced_run's): events/s
+# delivered to all subscribers, latency (backend write -> subscriber read,
+# from the event's ts_us), the worker's, redis-server's and sseload's CPU,
+# the machine's, what the module published and sent to subscribers (its
+# counters), and what went missing (seq jumps, closes, gaps).
+sub_pids=
+snap_sub_counters() {   # -> SUBCTR="published sub_events slow_closes"
+    local fd line p=0 e=0 k=0
+    if exec {fd}<>"/dev/tcp/127.0.0.1/$nport"; then
+        printf 'GET /ws-agent/metrics HTTP/1.0\r\nHost: localhost\r\n\r\n' >&"$fd"
+        while IFS= read -r -u "$fd" line; do
+            line=${line%$'\r'}
+            case $line in
+            "ngx_ws_agent_events_published_total "*) p=${line##* } ;;
+            "ngx_ws_agent_subscriber_events_total "*) e=${line##* } ;;
+            "ngx_ws_agent_subscriber_slow_closes_total "*) k=${line##* } ;;
+            esac
+        done
+        exec {fd}>&-
+    fi
+    SUBCTR="$p $e $k"
+}
+
+sub_run() {     # round kind (redis | sse) case (N:C:R)
+    local r=$1 kind=$2 n c rate tag port mode f line first sbp slp pubp
+    local launched t0 t1 c0 c1 rc0 rc1 lc0 lc1 mb0 mb1 ma0 ma1 k0 k1 secs
+    local delivered lost fan m
+    IFS=: read -r n c rate <<< "$3"
+    tag="sub$n-$c-$rate"
+    if [ "$kind" = sse ]; then port=$nport; mode=sse; else port=$rport; mode=redis; fi
+
+    "$bench/echo_backend" --port "$subport" --stream-rate "$rate" \
+        > "$out/backend-sub.log" 2>&1 &
+    sbp=$!
+    sub_pids="$sbp"
+    wait_port "$subport"
+
+    f="$out/sseload.out"
+    : > "$f"
+    "$bench/sseload" --mode "$mode" --port "$port" --conns "$n" \
+        --channels "$c" --ramp "$SUB_RAMP" --warmup "$WARMUP" \
+        --duration "$DURATION" > "$f" &
+    slp=$!
+    sub_pids="$sub_pids $slp"
+    first=
+    for _ in $(seq 1 $(((SUB_RAMP + 5) * 50))); do
+        IFS= read -r first < "$f" || true
+        case $first in live*) break ;; esac
+        sleep 0.02
+    done
+    case $first in
+    live*) ;;
+    *) echo "run.sh: $kind $tag: sseload did not connect its subscribers" >&2; exit 1 ;;
+    esac
+
+    # the publishers, once every subscriber is live; sseload's window starts
+    # WARMUP after its "live" line, ends DURATION later
+    now_us; launched=$NOW_US
+    "$bench/wsload" --mode sink --port "$nport" --path /st-stream \
+        --conns "$c" --warmup 0 \
+        --duration "$(awk -v w="$WARMUP" -v d="$DURATION" 'BEGIN { print w + d + 5 }')" \
+        > "$out/sub-pub.out" &
+    pubp=$!
+    sub_pids="$sub_pids $pubp"
+
+    sleep_until_us $((launched + warmup_us + 100000))
+    now_us; t0=$NOW_US
+    snap_ticks "$worker_pid"; c0=$TICKS
+    snap_ticks "$redis_pid"; rc0=$TICKS
+    snap_ticks "$slp"; lc0=$TICKS
+    snap_machine; mb0=$M_BUSY; ma0=$M_ALL
+    snap_sub_counters; k0=$SUBCTR
+    sleep_until_us $((launched + warmup_us + duration_us - 200000))
+    now_us; t1=$NOW_US
+    snap_ticks "$worker_pid"; c1=$TICKS
+    snap_ticks "$redis_pid"; rc1=$TICKS
+    snap_ticks "$slp"; lc1=$TICKS
+    snap_machine; mb1=$M_BUSY; ma1=$M_ALL
+    snap_sub_counters; k1=$SUBCTR
+
+    wait "$slp" || true
+    kill -TERM "$pubp"
+    wait "$pubp" || true
+    kill -USR1 "$sbp"           # the stream backend's totals, late= among them
+    sleep 0.05
+    stop_pid "$sbp"
+    sub_pids=
+
+    line=$(tail -1 "$f")
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e6 }')
+    delivered=$(field "$line" rate)
+    lost=$(( $(field "$line" seq_missing) + $(field "$line" closed) + $(field "$line" gaps) ))
+    set -- $k0 $k1      # published sub_events slow_closes, at start and end
+    {
+        echo "  $kind $tag: $first"
+        echo "  $kind $tag: $line"
+        echo "  $kind $tag publishers: $(tail -1 "$out/sub-pub.out")"
+        echo "  $kind $tag backend $(grep '^stream:' "$out/backend-sub.log" | tail -1)"
+        echo "  $kind $tag window: secs=$secs worker_ticks=$((c1 - c0)) redis_ticks=$((rc1 - rc0)) sseload_ticks=$((lc1 - lc0)) machine_busy=$((mb1 - mb0))/$((ma1 - ma0)) published=$(($4 - $1)) sub_events=$(($5 - $2)) slow_closes=$(($6 - $3))"
+    } >> "$out/log.txt"
+    record "$r" "$kind" "${tag}_offered" $((n * rate))
+    record "$r" "$kind" "${tag}_rate" "$delivered"
+    record "$r" "$kind" "${tag}_p50" "$(field "$line" p50_us)"
+    record "$r" "$kind" "${tag}_p99" "$(field "$line" p99_us)"
+    record "$r" "$kind" "${tag}_p999" "$(field "$line" p999_us)"
+    record "$r" "$kind" "${tag}_lost" "$lost"
+    record "$r" "$kind" "${tag}_pub" \
+        "$(awk -v d=$(($4 - $1)) -v s="$secs" 'BEGIN { printf "%.0f", (s > 0 ? d / s : 0) }')"
+    for m in cpu_pct:$((c1 - c0)) redis_cpu_pct:$((rc1 - rc0)) client_cpu_pct:$((lc1 - lc0)); do
+        record "$r" "$kind" "${tag}_${m%%:*}" \
+            "$(awk -v d="${m#*:}" -v hz="$hz" -v s="$secs" 'BEGIN { printf "%.1f", d * 100 / hz / s }')"
+    done
+    record "$r" "$kind" "${tag}_busy_pct" \
+        "$(awk -v b=$((mb1 - mb0)) -v a=$((ma1 - ma0)) 'BEGIN { printf "%.1f", a ? b * 100 / a : 0 }')"
+    # the fan-out's CPU per delivered event: the worker's (sse) or
+    # redis-server's (redis), each with its share of the publishing
+    if [ "$kind" = sse ]; then fan=$((c1 - c0)); else fan=$((rc1 - rc0)); fi
+    record "$r" "$kind" "${tag}_fan_us" \
+        "$(awk -v d="$fan" -v hz="$hz" -v n="$delivered" -v s="$secs" \
+           'BEGIN { printf "%.2f", (n > 0 ? d * 1e6 / hz / (n * s) : 0) }')"
+    [ "$kind" = sse ] && record "$r" "$kind" "${tag}_slow" $(($6 - $3))
+
+    if [ "$(field "$line" live)" != "$n" ] || [ "$(field "$line" errors)" != 0 ] \
+       || [ "$lost" != 0 ]; then
+        echo "  warning: $kind $tag: $line" | tee -a "$out/log.txt" >&2
+    fi
+    if awk -v d="$delivered" -v o=$((n * rate)) 'BEGIN { exit !(d < 0.95 * o) }'; then
+        echo "  note: $kind $tag: delivered $delivered events/s, < 95 % of the $((n * rate)) offered (saturated)" \
+            | tee -a "$out/log.txt" >&2
+    fi
+    return 0
+}
+
 # --- the load generator's own ceiling: straight to the echo backend ---------
 
 echo "run.sh: results in $out"
@@ -587,6 +743,7 @@ echo "run.sh: results in $out"
     echo "nginx: $("$NGINX" -v 2>&1)"
     echo "rounds=$ROUNDS duration=$DURATION warmup=$WARMUP idle_conns=$IDLE_CONNS events=$EVENTS ev_conns=$EV_CONNS pace_rate=$PACE_RATE pace_conns=$PACE_CONNS"
     echo "workloads: $WORKLOADS"
+    wants subscribe && echo "sub_cases: $SUB_CASES (N subscribers:C channels:R events/s per channel)"
     if [ -n "$affinity" ]; then
         echo "pinned: nginx worker on CPU 0, load generator, backends, redis-server, subscriber on CPU 1-$((ncpu - 1))"
     else
@@ -671,6 +828,20 @@ for r in $(seq 1 "$ROUNDS"); do
         fi
         stop_nginx
     done
+    if wants subscribe; then
+        # A = N subscribers straight to Redis, B = N SSE subscribers of the
+        # module; A then B in odd rounds, B then A in even ones
+        order="redis sse"
+        [ $((r % 2)) = 0 ] && order="sse redis"
+        echo "round $r/$ROUNDS: subscribe workload" | tee -a "$out/log.txt"
+        start_nginx module
+        for spec in $SUB_CASES; do
+            for kind in $order; do
+                sub_run "$r" "$kind" "$spec"
+            done
+        done
+        stop_nginx
+    fi
     if wants cluster; then
         # A = the module into one redis-server, B = the same module into
         # the Redis Cluster; A then B in odd rounds, B then A in even ones

@@ -90,9 +90,17 @@ function paired_row(name, ka, ma, kb, mb, target,    r, n, a, med, ok) {
 function has(k, m) { return (k SUBSEP m) in v }
 { v[$2, $3] = ((($2, $3) in v) ? v[$2, $3] " " : "") $4; rounds[$1] = 1
   rv[$2, $3, $1] = $4 }
+# the cases of the subscribe workload (sub<N>-<C>-<R>_...), in their order
+$2 == "stock" || $2 == "module" { AB = 1 }
+$3 ~ /^sub[0-9]+-[0-9]+-[0-9]+_rate$/ {
+    t = substr($3, 1, length($3) - 5)
+    if (!(t in subcase)) { subcase[t] = ++nsub; subtag[nsub] = t }
+}
 END {
     printf "| %-34s | %-9s | %9s | %-15s | %9s | %-15s | %6s | %-7s | %-6s |\n", \
-        "workload (A = stock, B = module)", "unit", "A median", "A min..max", \
+        (AB || !nsub) ? "workload (A = stock, B = module)" \
+                      : "workload (A = Redis, B = SSE)", \
+        "unit", "A median", "A min..max", \
         "B median", "B min..max", "B/A", "target", ""
     print "|------------------------------------|-----------|-----------|-----------------|-----------|-----------------|--------|---------|--------|"
     stat("direct", "pace_rate"); PACE = MED + 0
@@ -179,7 +187,33 @@ END {
     row("cl-paced: machine busy", "% 2 cores", "single", "clpace_busy_pct", "cluster", "clpace_busy_pct", "")
     CLUSTER = 1
     }
+    for (i = 1; i <= nsub; i++) {
+        t = subtag[i]
+        split(substr(t, 4), q, "-")
+        h = sprintf("sub %s/%sch@%s", q[1], q[2], q[3])
+        row(h ": delivered", "event/s", "redis", t "_rate", "sse", t "_rate", "")
+        row(h ": latency p50", "us", "redis", t "_p50", "sse", t "_p50", "")
+        row(h ": latency p99", "us", "redis", t "_p99", "sse", t "_p99", "")
+        row(h ": fan-out us/ev", "us", "redis", t "_fan_us", "sse", t "_fan_us", "")
+        row(h ": worker CPU", "% core", "redis", t "_cpu_pct", "sse", t "_cpu_pct", "")
+        row(h ": redis CPU", "% core", "redis", t "_redis_cpu_pct", "sse", t "_redis_cpu_pct", "")
+        row(h ": client CPU", "% core", "redis", t "_client_cpu_pct", "sse", t "_client_cpu_pct", "")
+        row(h ": lost", "events", "redis", t "_lost", "sse", t "_lost", "")
+        SUB = 1
+    }
     print ""
+    if (SUB) {
+        print "subscribe rows (\"sub N/Cch@R\": N subscribers of C channels, each channel"
+        print "published at R events/s by its own /st-stream connection, with ws_agent_stream;"
+        print "offered = N x R deliveries/s): A = sseload --mode redis, N SUBSCRIBEs straight"
+        print "to redis-server; B = sseload --mode sse, N GET /sub?user= of ws_agent_subscribe"
+        print "(one SUBSCRIBE per channel in the worker).  Latency: backend write (ts_us) ->"
+        print "subscriber read.  Fan-out CPU/event: the CPU of redis-server (A) or of the"
+        print "nginx worker (B) per delivered event, each with its share of the publishing;"
+        print "worker, redis, client CPU: the nginx worker, redis-server, sseload; lost:"
+        print "events missing in the seq of a subscriber, subscribers closed, gaps."
+        print ""
+    }
     if (CLUSTER) {
         print "cluster rows: A = the module publishing into ONE redis-server (PUBLISH),"
         print "B = the same module into a Redis Cluster of 3 masters (SPUBLISH to the"
@@ -191,7 +225,6 @@ END {
         print "compare the costs of one rate."
         print ""
     }
-    print "load generator ceiling, straight to the echo backend (no nginx):"
     line = ""
     if (has("direct", "small_rate")) {
         stat("direct", "small_rate"); line = line "; small " fmt(MED) " msg/s (p99 "
@@ -208,6 +241,8 @@ END {
         stat("direct", "ev_rate"); line = line "; events workload " fmt(MED) " msg/s, "
         stat("direct", "ev_events"); line = line fmt(MED) " event/s"
     }
+    if (line != "" || has("direct", "sink_rate"))
+        print "load generator ceiling, straight to the echo backend (no nginx):"
     if (line != "") print "  " substr(line, 3)
     if (has("direct", "sink_rate")) {
         stat("direct", "sink_rate"); printf "  paced stream (PACE_RATE %s event/s): sink received %s event/s", fmt(PACE), fmt(MED)
