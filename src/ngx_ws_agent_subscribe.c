@@ -158,9 +158,10 @@ static ngx_ws_agent_watch_handler_t  ngx_ws_agent_sub_watch_handler = {
 ngx_int_t
 ngx_ws_agent_subscribe_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                 rc;
-    ngx_ws_agent_sub_t       *sub;
-    ngx_ws_agent_loc_conf_t  *wlcf;
+    ngx_int_t                  rc;
+    ngx_ws_agent_sub_t        *sub;
+    ngx_ws_agent_loc_conf_t   *wlcf;
+    ngx_http_core_loc_conf_t  *clcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -234,6 +235,22 @@ ngx_ws_agent_subscribe_handler(ngx_http_request_t *r)
     }
 
 start:
+
+    /*
+     * tcp_nodelay (on by default), as nginx does for keep-alive and
+     * upgraded connections: an event goes when it comes, not held back
+     * by Nagle until the client has acknowledged the one before
+     */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->tcp_nodelay
+#if (NGX_HTTP_V2)
+        && r->stream == NULL
+#endif
+        && ngx_tcp_nodelay(r->connection) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK) {
