@@ -333,13 +333,6 @@ ngx_ws_agent_feed_shard_add(ngx_ws_agent_feed_t *fd,
 {
     ngx_ws_agent_feed_shard_t  *sh;
 
-    if (fd->nshards == NGX_WS_AGENT_MAX_NODES) {
-        ngx_log_error(NGX_LOG_ERR, fd->log, 0,
-                      "ws_agent: Redis cluster has more than %d masters, "
-                      "subscribers of the others wait", NGX_WS_AGENT_MAX_NODES);
-        return NULL;
-    }
-
     sh = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_ws_agent_feed_shard_t));
     if (sh == NULL) {
         return NULL;
@@ -371,7 +364,6 @@ static ngx_ws_agent_feed_shard_t *
 ngx_ws_agent_feed_shard_at(ngx_ws_agent_feed_t *fd, struct sockaddr *sa,
     socklen_t socklen)
 {
-    u_char                       *p;
     ngx_uint_t                    i;
     ngx_addr_t                   *addr;
     ngx_ws_agent_feed_shard_t    *sh;
@@ -388,24 +380,18 @@ ngx_ws_agent_feed_shard_at(ngx_ws_agent_feed_t *fd, struct sockaddr *sa,
         }
     }
 
-    addr = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_addr_t) + socklen);
-    p = ngx_pnalloc(ngx_cycle->pool, NGX_SOCKADDR_STRLEN);
-    if (addr == NULL || p == NULL) {
+    if (fd->nshards == NGX_WS_AGENT_MAX_NODES) {
+        ngx_log_error(NGX_LOG_ERR, fd->log, 0,
+                      "ws_agent: Redis cluster has more than %d masters, "
+                      "subscribers of the others wait", NGX_WS_AGENT_MAX_NODES);
         return NULL;
     }
 
-    addr->sockaddr = (struct sockaddr *) (addr + 1);
-    addr->socklen = socklen;
-    ngx_memcpy(addr->sockaddr, sa, socklen);
-
-    /* as the configuration says how, to this master */
-    server = fd->conf->redis;
-    server.cluster = 0;
-    server.need_master = 1;
-    server.addr.data = p;
-    server.addr.len = ngx_sock_ntop(sa, socklen, p, NGX_SOCKADDR_STRLEN, 1);
-    server.addrs = addr;
-    server.naddrs = 1;
+    if (ngx_ws_agent_redis_server_at(&server, &fd->conf->redis, sa, socklen)
+        != NGX_OK)
+    {
+        return NULL;
+    }
 
     sh = ngx_ws_agent_feed_shard_add(fd, &server, NULL);
     if (sh == NULL) {

@@ -701,8 +701,6 @@ static ngx_ws_agent_redis_target_t *
 ngx_ws_agent_redis_target_at(ngx_ws_agent_redis_t *rs, struct sockaddr *sa,
     socklen_t socklen)
 {
-    u_char                       *p;
-    size_t                        len;
     ngx_uint_t                    i;
     ngx_addr_t                   *addr;
     ngx_ws_agent_redis_target_t  *t;
@@ -726,31 +724,19 @@ ngx_ws_agent_redis_target_at(ngx_ws_agent_redis_t *rs, struct sockaddr *sa,
     }
 
     t = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_ws_agent_redis_target_t));
-    addr = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_addr_t) + socklen);
-    p = ngx_pnalloc(ngx_cycle->pool, NGX_SOCKADDR_STRLEN);
-    if (t == NULL || addr == NULL || p == NULL) {
+    if (t == NULL
+        || ngx_ws_agent_redis_server_at(&t->server, &rs->conf->redis, sa,
+                                        socklen)
+           != NGX_OK)
+    {
         return NULL;
     }
 
     ngx_ws_agent_redis_target_init(t);
 
-    addr->sockaddr = (struct sockaddr *) (addr + 1);
-    addr->socklen = socklen;
-    ngx_memcpy(addr->sockaddr, sa, socklen);
-
-    len = ngx_sock_ntop(sa, socklen, p, NGX_SOCKADDR_STRLEN, 1);
-
-    /* as the configuration says how, to this master */
-    t->server = rs->conf->redis;
-    t->server.cluster = 0;
-    t->server.need_master = 1;
-    t->server.addr.data = p;
-    t->server.addr.len = len;
-    t->server.addrs = addr;
-    t->server.naddrs = 1;
-
     t->name.data = t->text;
-    t->name.len = ngx_sprintf(t->text, "cluster node %*s", len, p) - t->text;
+    t->name.len = ngx_sprintf(t->text, "cluster node %V", &t->server.addr)
+                  - t->text;
 
     i = rs->ntargets++;
     rs->targets[i] = t;

@@ -1443,3 +1443,32 @@ ngx_ws_agent_redis_node_log(ngx_log_t *log, u_char *buf, size_t len)
     return ngx_snprintf(p, len - (p - buf), ", redis: %V (%V)",
                         &node->server->addr, &node->name);
 }
+
+
+ngx_int_t
+ngx_ws_agent_redis_server_at(ngx_ws_agent_redis_server_t *server,
+    ngx_ws_agent_redis_server_t *conf, struct sockaddr *sa, socklen_t socklen)
+{
+    u_char      *p;
+    ngx_addr_t  *addr;
+
+    addr = ngx_pcalloc(ngx_cycle->pool, sizeof(ngx_addr_t) + socklen);
+    p = ngx_pnalloc(ngx_cycle->pool, NGX_SOCKADDR_STRLEN);
+    if (addr == NULL || p == NULL) {
+        return NGX_ERROR;
+    }
+
+    addr->sockaddr = (struct sockaddr *) (addr + 1);
+    addr->socklen = socklen;
+    ngx_memcpy(addr->sockaddr, sa, socklen);
+
+    *server = *conf;
+    server->cluster = 0;
+    server->need_master = 1;
+    server->addr.data = p;
+    server->addr.len = ngx_sock_ntop(sa, socklen, p, NGX_SOCKADDR_STRLEN, 1);
+    server->addrs = addr;
+    server->naddrs = 1;
+
+    return NGX_OK;
+}

@@ -147,6 +147,15 @@ ngx_int_t ngx_ws_agent_redis_node_wait(ngx_ws_agent_redis_node_t *node,
 ngx_int_t ngx_ws_agent_redis_sockaddr(u_char *ip, size_t len, ngx_int_t port,
     ngx_sockaddr_t *sa, socklen_t *socklen);
 
+/*
+ * A cluster master's server: as the configuration says how (TLS, ACL
+ * user, db), at sa, which ROLE must confirm is a master; allocated from
+ * the cycle's pool.  NGX_ERROR: no memory
+ */
+ngx_int_t ngx_ws_agent_redis_server_at(ngx_ws_agent_redis_server_t *server,
+    ngx_ws_agent_redis_server_t *conf, struct sockaddr *sa,
+    socklen_t socklen);
+
 /* worker exit: the connection closed, no handler called again */
 void ngx_ws_agent_redis_node_close(ngx_ws_agent_redis_node_t *node);
 
