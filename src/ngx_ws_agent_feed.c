@@ -37,7 +37,7 @@
 
 #define NGX_WS_AGENT_FEED_AGAIN      100     /* ms, after ASK or no map */
 #define NGX_WS_AGENT_FEED_REDIRECTS  16      /* then the read's error */
-#define NGX_WS_AGENT_FEED_NO_SHARD   0xff
+#define NGX_WS_AGENT_FEED_NO_SHARD   NGX_WS_AGENT_NO_ROUTE
 
 
 typedef enum {
@@ -486,7 +486,7 @@ ngx_ws_agent_feed_index(ngx_ws_agent_feed_t *fd, ngx_ws_agent_feed_shard_t *sh)
 static void
 ngx_ws_agent_feed_map(ngx_ws_agent_redis_cluster_t *cl)
 {
-    ngx_uint_t                    i, m, slot, changed;
+    ngx_uint_t                    i, m, changed;
     ngx_uint_t                    owns[NGX_WS_AGENT_MAX_NODES];
     ngx_uint_t                    holds[NGX_WS_AGENT_MAX_NODES];
     uint8_t                       shard[NGX_WS_AGENT_MAX_NODES];
@@ -507,24 +507,9 @@ ngx_ws_agent_feed_map(ngx_ws_agent_redis_cluster_t *cl)
                       : NGX_WS_AGENT_FEED_NO_SHARD;
     }
 
-    changed = 0;
     ngx_memzero(owns, sizeof(owns));
     ngx_memzero(holds, sizeof(holds));
-
-    for (slot = 0; slot < NGX_WS_AGENT_SLOTS; slot++) {
-        m = cl->slots[slot];
-        i = (m == NGX_WS_AGENT_NO_MASTER) ? NGX_WS_AGENT_FEED_NO_SHARD
-                                          : shard[m];
-
-        if (fd->route[slot] != i) {
-            fd->route[slot] = (uint8_t) i;
-            changed++;
-        }
-
-        if (i != NGX_WS_AGENT_FEED_NO_SHARD) {
-            owns[i]++;
-        }
-    }
+    changed = ngx_ws_agent_redis_cluster_route(cl, shard, fd->route, owns);
 
     if (changed) {
         ngx_log_error(NGX_LOG_INFO, fd->log, 0,

@@ -128,7 +128,7 @@ typedef struct {
 } ngx_ws_agent_redis_t;
 
 
-#define NGX_WS_AGENT_NO_TARGET  0xff
+#define NGX_WS_AGENT_NO_TARGET  NGX_WS_AGENT_NO_ROUTE
 
 #define ngx_ws_agent_redis_literal(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
 
@@ -778,7 +778,7 @@ ngx_ws_agent_redis_target_start(ngx_ws_agent_redis_t *rs,
 static void
 ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl)
 {
-    ngx_uint_t                    i, m, slot, changed, level;
+    ngx_uint_t                    i, m, changed, level;
     ngx_uint_t                    owns[NGX_WS_AGENT_MAX_NODES];
     uint8_t                       target[NGX_WS_AGENT_MAX_NODES];
     ngx_ws_agent_redis_t         *rs = cl->data;
@@ -797,23 +797,8 @@ ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl)
         target[m] = (uint8_t) i;
     }
 
-    changed = 0;
     ngx_memzero(owns, sizeof(owns));
-
-    for (slot = 0; slot < NGX_WS_AGENT_SLOTS; slot++) {
-        m = cl->slots[slot];
-        i = (m == NGX_WS_AGENT_NO_MASTER) ? NGX_WS_AGENT_NO_TARGET
-                                          : target[m];
-
-        if (rs->route[slot] != i) {
-            rs->route[slot] = (uint8_t) i;
-            changed++;
-        }
-
-        if (i != NGX_WS_AGENT_NO_TARGET) {
-            owns[i]++;
-        }
-    }
+    changed = ngx_ws_agent_redis_cluster_route(cl, target, rs->route, owns);
 
     if (changed) {
         level = rs->mapped ? NGX_LOG_NOTICE : NGX_LOG_INFO;

@@ -103,6 +103,32 @@ ngx_ws_agent_redis_cluster_close(ngx_ws_agent_redis_cluster_t *cl)
 }
 
 
+ngx_uint_t
+ngx_ws_agent_redis_cluster_route(ngx_ws_agent_redis_cluster_t *cl,
+    uint8_t *index, uint8_t *route, ngx_uint_t *owns)
+{
+    ngx_uint_t  m, i, slot, changed;
+
+    changed = 0;
+
+    for (slot = 0; slot < NGX_WS_AGENT_SLOTS; slot++) {
+        m = cl->slots[slot];
+        i = (m == NGX_WS_AGENT_NO_MASTER) ? NGX_WS_AGENT_NO_ROUTE : index[m];
+
+        if (route[slot] != i) {
+            route[slot] = (uint8_t) i;
+            changed++;
+        }
+
+        if (i != NGX_WS_AGENT_NO_ROUTE) {
+            owns[i]++;
+        }
+    }
+
+    return changed;
+}
+
+
 static void
 ngx_ws_agent_redis_cluster_every(ngx_event_t *ev)
 {

@@ -13,6 +13,7 @@
 
 #define NGX_WS_AGENT_SLOTS           16384
 #define NGX_WS_AGENT_NO_MASTER       0xffff
+#define NGX_WS_AGENT_NO_ROUTE        0xff    /* a route: no owner known */
 
 
 typedef struct {
@@ -46,6 +47,14 @@ struct ngx_ws_agent_redis_cluster_s {
 void ngx_ws_agent_redis_cluster_start(ngx_ws_agent_redis_cluster_t *cl,
     ngx_ws_agent_redis_server_t *seeds, ngx_ws_agent_redis_map_pt map,
     void *data, ngx_log_t *log);
+
+/*
+ * The map onto an owner's route: route[slot] = index[the slot's master]
+ * (index[m] may be NGX_WS_AGENT_NO_ROUTE), owns[i] += the slots routed to
+ * i; returns how many slots were routed anew
+ */
+ngx_uint_t ngx_ws_agent_redis_cluster_route(ngx_ws_agent_redis_cluster_t *cl,
+    uint8_t *index, uint8_t *route, ngx_uint_t *owns);
 
 /* learn the map again (once more after the one being learnt, if any) */
 void ngx_ws_agent_redis_cluster_refresh(ngx_ws_agent_redis_cluster_t *cl);
