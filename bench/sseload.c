@@ -417,22 +417,12 @@ sl_worker(void *data)
 static void
 sl_open(sl_conn_t *c)
 {
-    int                 fd, one;
+    int                 fd;
     struct epoll_event  ev;
 
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    fd = wsb_connect(&sl_addr);
     if (fd == -1) {
-        wsb_die("socket");
-    }
-
-    one = 1;
-    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-    if (connect(fd, (struct sockaddr *) &sl_addr, sizeof(sl_addr)) == -1
-        && errno != EINPROGRESS)
-    {
         perror("sseload: connect");
-        close(fd);
         c->w->errors++;
         return;
     }
@@ -461,18 +451,12 @@ sl_open(sl_conn_t *c)
 static void
 sl_on_event(sl_conn_t *c, uint32_t events)
 {
-    int        err;
-    socklen_t  len;
-
     if (c->state == SL_CONNECTING) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
             return;
         }
 
-        err = 0;
-        len = sizeof(err);
-        (void) getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err) {
+        if (wsb_connect_error(c->fd)) {
             c->w->errors++;
             sl_finish(c);
             return;

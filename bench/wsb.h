@@ -16,7 +16,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 
 #define WSB_TEXT    0x1
@@ -236,6 +239,46 @@ wsb_nonblock(int fd)
     if (fl == -1 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) == -1) {
         wsb_die("fcntl");
     }
+}
+
+
+/* a non-blocking connect to sa begun (TCP_NODELAY): the fd, or -1 */
+static inline int
+wsb_connect(const struct sockaddr_in *sa)
+{
+    int  fd, one;
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd == -1) {
+        wsb_die("socket");
+    }
+
+    one = 1;
+    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    if (connect(fd, (const struct sockaddr *) sa, sizeof(*sa)) == -1
+        && errno != EINPROGRESS)
+    {
+        close(fd);
+        return -1;
+    }
+
+    return fd;
+}
+
+
+/* the begun connect's outcome, once the fd is writable: 0, or its errno */
+static inline int
+wsb_connect_error(int fd)
+{
+    int        err;
+    socklen_t  len;
+
+    err = 0;
+    len = sizeof(err);
+    (void) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+
+    return err;
 }
 
 

@@ -559,22 +559,12 @@ wl_worker(void *data)
 static void
 wl_open(wl_conn_t *c)
 {
-    int                 fd, one;
+    int                 fd;
     struct epoll_event  ev;
 
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    fd = wsb_connect(&wl_addr);
     if (fd == -1) {
-        wsb_die("socket");
-    }
-
-    one = 1;
-    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-    if (connect(fd, (struct sockaddr *) &wl_addr, sizeof(wl_addr)) == -1
-        && errno != EINPROGRESS)
-    {
         perror("wsload: connect");
-        close(fd);
         c->w->errors++;
         c->state = WL_FREE;
         return;
@@ -603,18 +593,14 @@ wl_open(wl_conn_t *c)
 static void
 wl_on_event(wl_conn_t *c, uint32_t events)
 {
-    int        err, n;
-    socklen_t  len;
+    int  n;
 
     if (c->state == WL_CONNECTING) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
             return;
         }
 
-        err = 0;
-        len = sizeof(err);
-        (void) getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        if (err) {
+        if (wsb_connect_error(c->fd)) {
             c->w->errors++;
             wl_finish(c, 0);
             return;
