@@ -50,6 +50,8 @@ typedef struct {
     unsigned                      asking:1;     /* ASKING first (ASK) */
     unsigned                      asked:1;      /* ASKING was answered */
     unsigned                      script:1;     /* EVALSHA (a stream) */
+    unsigned                      deferred:1;   /* "DEFERRED": relayed */
+    size_t                        pub;          /* ARGV[5]'s offset, or 0 */
     size_t                        len;
     u_char                        data[1];
 } ngx_ws_agent_item_t;
@@ -141,6 +143,13 @@ typedef struct {
  * envelope, so a live subscriber and a replaying one see the same id.
  * MINID trims by the new entry's own time, and the stream expires when
  * its newest entry is older than age.
+ *
+ * In a cluster, an append the slot's owner answered ASK (its slot is
+ * migrating, the stream already moved) runs on the importing master with
+ * "DEFERRED" for SPUBLISH: it returns the channel and the message, and the
+ * SPUBLISH goes to the owner as a relay, because the slot's sharded
+ * channel is served there, where its subscribers are, until the slot is
+ * handed over (a SPUBLISH on the importing master reaches nobody).
  */
 static ngx_str_t  ngx_ws_agent_redis_append_script = ngx_string(
     "if redis.call('SETBIT',KEYS[2],ARGV[1],1)==1 then return false end\n"
@@ -158,12 +167,18 @@ static ngx_str_t  ngx_ws_agent_redis_append_script = ngx_string(
     "string.format('%.0f',ms)) end\n"
     " redis.call('PEXPIRE',KEYS[1],ARGV[3])\n"
     "end\n"
-    "redis.call(ARGV[5],ARGV[4],'{\"id\":\"'..id..'\",'..string.sub(ARGV[7],2))\n"
+    "local m='{\"id\":\"'..id..'\",'..string.sub(ARGV[7],2)\n"
+    "if ARGV[5]=='DEFERRED' then return {ARGV[4],m} end\n"
+    "redis.call(ARGV[5],ARGV[4],m)\n"
     "return id\n");
+
+/* as long as "SPUBLISH": written over it in place */
+#define NGX_WS_AGENT_REDIS_DEFERRED  "DEFERRED"
+
 
 
 static u_char *ngx_ws_agent_redis_append(u_char *p,
-    ngx_ws_agent_redis_event_t *ev);
+    ngx_ws_agent_redis_event_t *ev, u_char **pub);
 static u_char *ngx_ws_agent_redis_arg(u_char *p, u_char *data, size_t len);
 static void ngx_ws_agent_redis_target_start(ngx_ws_agent_redis_t *rs,
     ngx_ws_agent_redis_target_t *t, ngx_ws_agent_node_stats_t *stats);
@@ -176,6 +191,8 @@ static void ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl);
 static void ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
     ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
     redisReply *rr);
+static void ngx_ws_agent_redis_relay(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_item_t *item, redisReply *rr);
 static void ngx_ws_agent_redis_summary(ngx_ws_agent_redis_t *rs);
 
 static ngx_int_t ngx_ws_agent_redis_queue_room(ngx_ws_agent_redis_t *rs);
@@ -309,7 +326,7 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
 ngx_int_t
 ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
 {
-    u_char                       *p;
+    u_char                       *p, *pub;
     size_t                        len, size;
     ngx_str_t                    *key;
     ngx_uint_t                    i;
@@ -349,9 +366,10 @@ ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
     }
 
     p = item->data;
+    pub = NULL;
 
     if (ev->stream) {
-        p = ngx_ws_agent_redis_append(p, ev);
+        p = ngx_ws_agent_redis_append(p, ev, &pub);
         key = ev->stream;
 
     } else {
@@ -381,6 +399,8 @@ ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
     item->asking = 0;
     item->asked = 0;
     item->script = ev->stream ? 1 : 0;
+    item->deferred = 0;
+    item->pub = (pub && rs->cluster) ? (size_t) (pub - item->data) : 0;
     item->slot = rs->cluster
                  ? (uint16_t) ngx_ws_agent_redis_slot(key->data, key->len)
                  : 0;
@@ -402,7 +422,8 @@ ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
  */
 
 static u_char *
-ngx_ws_agent_redis_append(u_char *p, ngx_ws_agent_redis_event_t *ev)
+ngx_ws_agent_redis_append(u_char *p, ngx_ws_agent_redis_event_t *ev,
+    u_char **pub)
 {
     u_char                  *q;
     ngx_ws_agent_redis_t    *rs = &ngx_ws_agent_redis;
@@ -435,6 +456,8 @@ ngx_ws_agent_redis_append(u_char *p, ngx_ws_agent_redis_event_t *ev)
     p = ngx_ws_agent_redis_arg(p, ev->channel->data, ev->channel->len);
 
     if (rs->cluster) {
+        /* where "DEFERRED" goes after an ASK: past "$8\r\n" */
+        *pub = p + 4;
         p = ngx_ws_agent_redis_arg(p, (u_char *) "SPUBLISH", 8);
 
     } else {
@@ -586,6 +609,15 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 
     script = item->script;
     ngx_ws_agent_redis_queue_take(rs, t, item);
+
+    if (item->deferred && rr->type == REDIS_REPLY_ARRAY) {
+        /* appended where the stream is: the owner publishes it */
+        ngx_ws_agent_redis_relay(rs, item, rr);
+        ngx_free(item);
+        ngx_ws_agent_redis_send(rs, t);
+        return;
+    }
+
     ngx_free(item);
 
     if (rr->type == REDIS_REPLY_NIL) {
@@ -603,6 +635,69 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
     }
 
     ngx_ws_agent_redis_send(rs, t);
+}
+
+
+/*
+ * A deferred append's [channel, message]: its SPUBLISH goes first to the
+ * slot's owner (a MOVED there, once the slot is handed over, follows it)
+ */
+
+static void
+ngx_ws_agent_redis_relay(ngx_ws_agent_redis_t *rs, ngx_ws_agent_item_t *item,
+    redisReply *rr)
+{
+    u_char                       *p;
+    size_t                        size;
+    redisReply                   *ch, *msg;
+    ngx_ws_agent_item_t          *relay;
+    ngx_ws_agent_redis_target_t  *to;
+
+    if (rr->elements != 2
+        || rr->element[0]->type != REDIS_REPLY_STRING
+        || rr->element[1]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
+                      "ws_agent: Redis answered a deferred append with "
+                      "%uz element(s), not [channel, message] (1 event(s) "
+                      "lost: appended, not published)", rr->elements);
+        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_REDIS_ERROR, 1);
+        return;
+    }
+
+    ch = rr->element[0];
+    msg = rr->element[1];
+
+    size = sizeof("*3\r\n$8\r\nSPUBLISH\r\n") + 2 * (NGX_SIZE_T_LEN + 5)
+           + ch->len + msg->len;
+
+    relay = ngx_alloc(offsetof(ngx_ws_agent_item_t, data) + size, rs->log);
+    if (relay == NULL) {
+        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
+                      "ws_agent: no memory for a deferred append's SPUBLISH "
+                      "(1 event(s) lost: appended, not published)");
+        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_REDIS_ERROR, 1);
+        return;
+    }
+
+    p = ngx_ws_agent_redis_literal(relay->data, "*3\r\n$8\r\nSPUBLISH\r\n");
+    p = ngx_ws_agent_redis_arg(p, (u_char *) ch->str, ch->len);
+    p = ngx_ws_agent_redis_arg(p, (u_char *) msg->str, msg->len);
+
+    relay->len = p - relay->data;
+    relay->stamp = item->stamp;
+    relay->slot = item->slot;
+    relay->asking = 0;
+    relay->asked = 0;
+    relay->script = 0;
+    relay->deferred = 0;
+    relay->pub = 0;
+
+    to = ngx_ws_agent_redis_target_of(rs, relay->slot);
+
+    ngx_ws_agent_redis_queue_put(rs, to, relay, NGX_WS_AGENT_LINE_RESEND);
+    ngx_ws_agent_redis_queue_gauges(rs);
+    ngx_ws_agent_redis_send(rs, to);
 }
 
 
@@ -641,6 +736,13 @@ ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
     }
 
     item->asking = !moved;
+
+    if (!moved && item->pub && !item->deferred) {
+        /* the importing master appends; the owner publishes (the relay) */
+        ngx_memcpy(item->data + item->pub, NGX_WS_AGENT_REDIS_DEFERRED,
+                   sizeof(NGX_WS_AGENT_REDIS_DEFERRED) - 1);
+        item->deferred = 1;
+    }
 
     ngx_ws_agent_redis_queue_put(rs, to, item, NGX_WS_AGENT_LINE_RESEND);
 

@@ -106,3 +106,30 @@ CORE::join "\n", (map { "agent:events:{m$_} 30 last nodes>=3" } 1 .. 4), map { "
 [alert]
 [crit]
 event(s) lost
+
+
+
+=== TEST 3: the same moves held open for 300 ms each between MIGRATE and SETSLOT NODE (a reshard of many keys): the old owner answers ASK, the append runs on the importing master and the event is SPUBLISHed where the slot's subscribers still are (the old owner), none missed; each stream holds every seq once
+--- ws_backend eval
+CORE::join "\n", 'send text {"type":"connection_ready"}',
+    (map { qq{send text {"type":"agent_thinking","n":$_}\nwait 40ms} } 1 .. 60), 'record'
+--- ws_client eval
+CORE::join "\n", 'parallel 8', 'handshake /ws X-User-Id: h$i',
+    'recv text {"type":"connection_ready"}',
+    (map { qq{recv text {"type":"agent_thinking","n":$_} within 20s} } 1 .. 60),
+    'sleep 2s', 'send close 1000', 'recv close 1000 within 20s'
+--- meanwhile eval
+CORE::join "\n", 'sleep 300ms',
+    'cluster_move agent:stream:{h1} agent:stream:{h2} agent:stream:{h3} agent:stream:{h4} to next hold 300ms',
+    'sleep 3500ms',
+    (map { ("cluster_cmd agent:stream:{h$_} XLEN agent:stream:{h$_} => 60",
+            "cluster_cmd agent:stream:{h$_} XRANGE agent:stream:{h$_} - + =~ " . CORE::join('.*', map { qq{"seq":$_,} } 1 .. 60)) } 1 .. 8)
+--- cluster_subscribe eval
+CORE::join ' ', map { "agent:events:{h$_}" } 1 .. 8
+--- cluster_delivered eval
+CORE::join "\n", (map { "agent:events:{h$_} 60 last nodes>=3" } 1 .. 4), map { "agent:events:{h$_} 60 master" } 5 .. 8
+--- wait: 15
+--- no_error_log
+[alert]
+[crit]
+event(s) lost

@@ -295,8 +295,11 @@ sub wait_ok {
 # (a subscriber subscribes at $to: Redis 7.0 answers MOVED to SSUBSCRIBE on
 # an IMPORTING slot, even after ASKING), then SETSLOT NODE on the owner and
 # every other master, as redis-cli does.  Returns the old owner's port.
+# $hold->() runs once the keys have gone and before SETSLOT NODE: the
+# window where the owner answers ASK for them (a reshard of many keys
+# holds it open for long), its sharded channels still served there.
 sub move_slot {
-    my ($self, $slot, $to, $before) = @_;
+    my ($self, $slot, $to, $before, $hold) = @_;
     my $from = $self->owner_of_slot($slot) // die "slot $slot has no owner\n";
     return $from if $from == $to;
     my $n = $self->nodes;
@@ -316,6 +319,7 @@ sub move_slot {
                            'KEYS', @$keys);
         die "MIGRATE on $from: " . text($r) . "\n" if ref $r;
     }
+    $hold->() if $hold;
     # $to owns the slot from here; $from still serves SPUBLISH for it (a
     # MIGRATING slot's sharded channels stay on the source until it is
     # told) for the millisecond $before->() takes to subscribe at $to

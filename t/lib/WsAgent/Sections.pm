@@ -1133,7 +1133,10 @@ sub cluster_node {
     return $Cluster->owner($what) // die "no master owns the slot of $what\n";
 }
 
-# cluster_move CH... to next|PORT          each channel's slot to another master
+# cluster_move CH... to next|PORT [hold DURATION]   each channel's slot to
+#                                          another master; "hold": that long
+#                                          between its keys' MIGRATE and
+#                                          SETSLOT NODE (the owner answers ASK)
 # cluster_reshard N from CH|PORT to next|PORT   redis-cli --cluster reshard
 # cluster_failover CH|PORT                 CLUSTER FAILOVER on a replica of it
 # cluster_kill CH|PORT                     SIGKILL of that master (by PID)
@@ -1158,8 +1161,9 @@ sub cluster_hooks {
     my %h = (
         move => sub {
             my ($arg) = @_;
-            my ($chs, $to) = $arg =~ /^(.+?)\s+to\s+(\S+)$/
-                or return (0, "want: cluster_move CHANNEL... to next|PORT");
+            my ($chs, $to, $hold) = $arg =~ /^(.+?)\s+to\s+(\S+)(?:\s+hold\s+(\S+))?$/
+                or return (0, "want: cluster_move CHANNEL... to next|PORT [hold DURATION]");
+            my $secs = defined $hold ? WsAgent::Util::parse_duration($hold) : 0;
             my @done;
             for my $ch (split ' ', $chs) {
                 my $slot = WsAgent::Cluster::key_slot($ch);
@@ -1167,8 +1171,10 @@ sub cluster_hooks {
                 my $dst = $dest->($to, $from);
                 $sub->pump(0.01) if $sub;
                 $Cluster->move_slot($slot, $dst,
-                    $sub ? sub { $sub->before_move($slot, $dst) } : undef);
-                push @done, "$ch (slot $slot) $from -> $dst";
+                    $sub ? sub { $sub->before_move($slot, $dst) } : undef,
+                    $secs ? sub { $sub ? $sub->pump($secs) : sleep $secs } : undef);
+                push @done, "$ch (slot $slot) $from -> $dst"
+                            . ($secs ? " (held $hold)" : '');
             }
             $follow->();
             (1, join '; ', @done);
