@@ -28,7 +28,8 @@ prometheus=
 pkgs="nginx nginx-dev gcc make libc6-dev libssl-dev libyajl-dev
       libhiredis-dev redis-server perl libtest-base-perl libipc-run-perl
       libtext-diff-perl liblist-moreutils-perl libhttp-message-perl
-      liburi-perl libio-socket-ssl-perl procps openssl curl"
+      liburi-perl libio-socket-ssl-perl procps openssl curl python3
+      python3-h2"
 
 for extra in "$@"; do
     case "$extra" in

@@ -37,6 +37,8 @@ esac
 export WS_AGENT_BROWSER_REQUIRED=1
 export WS_AGENT_DEBIAN_REQUIRED=1
 export WS_AGENT_PROMETHEUS_REQUIRED=1
+# t/045-subscribe-http2.t fails, not skips, without python3-h2
+export WS_AGENT_H2_REQUIRED=1
 
 if [ $# -eq 0 ]; then
     set -- t/

@@ -2,8 +2,10 @@ package WsAgent::Sse;
 
 # The Server-Sent Events clients of a "--- sse_subscribe" block: real
 # clients of nginx's text/event-stream locations over raw sockets (HTTP/1.1,
-# chunked or by length; HTTP/1.0 until close), reading the stream as the
-# WHATWG spec's EventSource does.  start() forks children, each running up
+# chunked or by length; HTTP/1.0 until close; HTTP/2 with option h2=CONN,
+# the streams of the clients that name one CONN on one connection, carried
+# by t/lib/h2-transport.py), reading the stream as the WHATWG spec's
+# EventSource does.  start() forks children, each running up
 # to $PER_CHILD clients on one select() loop and appending a line per
 # thing received to DIR/<client name>, flushed after every loop; the runner
 # reads those files while the children run (wait_live, wait_events, settle)
@@ -74,11 +76,13 @@ sub parse_clients {
                 elsif ($o eq 'slow') { $s->{slow} = -1 }
                 elsif ($o =~ /^slow=(.+)$/) { $s->{slow} = parse_duration($1) }
                 elsif ($o =~ /^(http10|nowait)$/) { $s->{$1} = 1 }
+                elsif ($o =~ /^h2=(\w+)$/) { $s->{h2} = $1 }
                 elsif ($o =~ /^port=(\d+)$/) { $s->{port} = $1 }
                 else {
                     die "sse_subscribe '$line': unknown option '$o' (drop_after=N, "
                         . "resume_after=T, resume_by=query, resumes=K, "
-                        . "last_event_id=ID, slow[=T], http10, nowait, port=N)\n";
+                        . "last_event_id=ID, slow[=T], http10, nowait, port=N, "
+                        . "h2=CONN)\n";
                 }
             }
             die "sse_subscribe '$line': resume_after, resume_by and resumes "
@@ -86,6 +90,7 @@ sub parse_clients {
                 if !$s->{drop_after}
                    && grep { defined $s->{$_} } qw(resume_after resume_by resumes);
             $s->{resumes} //= 1 if $s->{drop_after};
+            die "sse_subscribe '$line': h2 and http10\n" if $s->{h2} && $s->{http10};
             push @specs, $s;
         }
     }
@@ -114,10 +119,13 @@ sub start {
                                     n_events => 0 };
         push @{ $self->{groups}{$s->{group}} }, $s->{name} if defined $s->{group};
     }
-    # round robin: the children share the clients evenly
-    my $kids = int((@specs + $PER_CHILD - 1) / $PER_CHILD);
+    # round robin: the children share the clients evenly (an HTTP/2
+    # connection's streams all in the first)
+    my @tcp = grep { !$_->{h2} } @specs;
+    my $kids = int((@tcp + $PER_CHILD - 1) / $PER_CHILD) || 1;
     my @share;
-    push @{ $share[$_ % $kids] }, $specs[$_] for 0 .. $#specs;
+    push @{ $share[$_ % $kids] }, $tcp[$_] for 0 .. $#tcp;
+    push @{ $share[0] }, grep { $_->{h2} } @specs;
     for my $mine (@share) {
         my $pid = fork // do { my $e = $!; $self->stop; die "fork: $e\n" };
         if ($pid == 0) {
@@ -352,14 +360,27 @@ sub run_child {
     $SIG{TERM} = sub { $stop = 1 };
     $SIG{PIPE} = 'IGNORE';
     open STDOUT, '>', '/dev/null';
-    my @clients = map { WsAgent::Sse::Client->new(%$_, port => $_->{port} // $port,
-                                                  file => "$dir/$_->{name}") } @$specs;
+    my %h2;
+    my @clients = map {
+        my $c = WsAgent::Sse::Client->new(%$_, port => $_->{port} // $port,
+                                          file => "$dir/$_->{name}");
+        if (my $conn = $_->{h2}) {
+            $h2{$conn} //= WsAgent::Sse::H2->new($c->{port});
+            $c->{h2} = $h2{$conn};
+            $h2{$conn}{clients}{$c->{name}} = $c;
+        }
+        $c } @$specs;
     $_->open_conn for @clients;
     $_->flush for @clients;
     while (!$stop && getppid == $parent && time - $born < $MAX_LIFE) {
         my $now = time;
         $_->tick($now) for @clients;
-        my ($rbits, $wbits, %by) = ('', '');
+        my ($rbits, $wbits, %by, %h2_by) = ('', '');
+        for my $t (values %h2) {
+            my $fh = $t->{from} or next;
+            vec($rbits, fileno $fh, 1) = 1;
+            $h2_by{fileno $fh} = $t;
+        }
         for my $c (@clients) {
             my $fh = $c->{sock} or next;
             my $fd = fileno $fh;
@@ -368,10 +389,13 @@ sub run_child {
             else { next }
             $by{$fd} = $c;
         }
-        unless (%by) { sleep 0.02; $_->flush for @clients; next }
+        unless (%by || %h2_by) { sleep 0.02; $_->flush for @clients; next }
         my ($rout, $wout) = ($rbits, $wbits);
         my $n = select($rout, $wout, undef, 0.05);
         if ($n > 0) {
+            for my $fd (keys %h2_by) {
+                $h2_by{$fd}->on_readable if vec($rout, $fd, 1);
+            }
             for my $fd (sort { $a <=> $b } keys %by) {
                 my $c = $by{$fd};
                 next unless $c->{sock} && fileno $c->{sock} == $fd;
@@ -383,6 +407,7 @@ sub run_child {
     }
     $_->stopped for @clients;
     $_->flush for @clients;
+    $_->stop for values %h2;
 }
 
 
@@ -534,7 +559,8 @@ sub flush {
     $self->{dirty} = 0;
 }
 
-sub request {
+# The request's path and headers: [path, [NAME, VALUE]...].
+sub request_parts {
     my ($self) = @_;
     my $path = $self->{path};
     my @h = (['Host', "localhost:$self->{port}"], ['Accept', 'text/event-stream'],
@@ -552,7 +578,14 @@ sub request {
         @h = grep { lc $_->[0] ne lc $extra->[0] } @h;
         push @h, $extra if defined $extra->[1];
     }
-    return "GET $path HTTP/" . ($self->{http10} ? '1.0' : '1.1') . "\r\n"
+    return ($path, @h);
+}
+
+sub request {
+    my ($self) = @_;
+    my ($path, @h) = $self->request_parts;
+    my $version = $self->{h2} ? '2' : $self->{http10} ? '1.0' : '1.1';
+    return "GET $path HTTP/$version\r\n"
          . join('', map { "$_->[0]: $_->[1]\r\n" } @h) . "\r\n";
 }
 
@@ -568,6 +601,14 @@ sub open_conn {
               paused_until => undef,
               connect_by => time + $CONNECT_TIMEOUT,
               parser => WsAgent::Sse::Stream->new(last_id => $self->{last_id}));
+    if (my $t = $self->{h2}) {
+        # a stream on the connection (Host: as :authority, by the transport)
+        my ($path, @h) = $self->request_parts;
+        $t->send('open', $self->{name}, $path,
+                 map { @$_ } grep { lc $_->[0] ne 'host' } @h);
+        @$self{qw(state wbuf h2_open)} = ('head', '', 1);
+        return;
+    }
     my $sock = IO::Socket::INET->new(Proto => 'tcp')
         or return $self->fail("socket: $!");
     # before connect: the window it announces stays small
@@ -595,6 +636,12 @@ sub wants_read {
 
 sub tick {
     my ($self, $now) = @_;
+    if ($self->{h2} && $self->{paused} && defined $self->{paused_until}
+        && $now >= $self->{paused_until}) {
+        # slow=T over HTTP/2: the stream's window given back
+        $self->{paused} = 0;
+        $self->{h2}->send('slow', $self->{name}, 0);
+    }
     if ($self->{state} eq 'connect' && $now > $self->{connect_by}) {
         $self->fail("connect: no connection after $CONNECT_TIMEOUT s");
     } elsif ($self->{state} eq 'resume' && $now >= $self->{resume_at}) {
@@ -632,12 +679,40 @@ sub on_readable {
         $self->{head} = '';
     }
     $self->body($bytes) if length $bytes && $self->{sock};
-    # slow: once live (or answered, or at once with nowait), it stops
-    # reading; slow=T reads again T later
-    if ($self->{slow} && $self->{sock} && !$self->{paused_once}
-        && ($self->{live} || $self->{status} != 200 || $self->{nowait})) {
-        @$self{qw(paused paused_once)} = (1, 1);
-        $self->{paused_until} = time + $self->{slow} if $self->{slow} > 0;
+    $self->maybe_pause if $self->{sock};
+}
+
+# slow: once live (or answered, or at once with nowait), it stops reading
+# (over HTTP/2: its stream gets no window back); slow=T reads again T later
+sub maybe_pause {
+    my ($self) = @_;
+    return unless $self->{slow} && !$self->{paused_once}
+        && ($self->{live} || $self->{status} != 200 || $self->{nowait});
+    @$self{qw(paused paused_once)} = (1, 1);
+    $self->{paused_until} = time + $self->{slow} if $self->{slow} > 0;
+    $self->{h2}->send('slow', $self->{name}, 1) if $self->{h2};
+}
+
+# A line of the HTTP/2 transport about this client's stream.
+sub h2_line {
+    my ($self, $kind, @f) = @_;
+    return unless $self->{h2_open};
+    if ($kind eq 'status') {
+        $self->{status} = $f[0];
+        $self->rec('status', $f[0], "HTTP/2 $f[0]");
+        @$self{qw(state framing)} = ('body', 'h2');
+    } elsif ($kind eq 'header') {
+        $self->rec('header', lc $f[0], $f[1]);
+    } elsif ($kind eq 'data') {
+        return unless $self->{state} eq 'body';
+        $self->body($f[0]);
+        $self->maybe_pause if $self->{h2_open};
+    } elsif ($kind eq 'end') {
+        $self->{h2_open} = 0;
+        return $self->fail("closed before a response ($f[0])")
+            if $self->{state} ne 'body';
+        return $self->finish(1) if $f[0] eq 'eof';
+        $self->fail("stream $f[0]");
     }
 }
 
@@ -756,6 +831,9 @@ sub payload {
 sub close_sock {
     my ($self) = @_;
     close delete $self->{sock} if $self->{sock};
+    # HTTP/2: RST_STREAM, the connection stays
+    $self->{h2}->send('reset', $self->{name}) if $self->{h2} && $self->{h2_open};
+    $self->{h2_open} = 0;
 }
 
 # drop_after: TCP closed here; the next connection after resume_after
@@ -798,9 +876,68 @@ sub fail {
 
 sub stopped {
     my ($self) = @_;
-    return unless $self->{sock};
+    return unless $self->{sock} || $self->{h2_open};
     $self->close_sock;
     $self->rec('end', 'stopped', 0);
+}
+
+
+package WsAgent::Sse::H2;
+
+# One HTTP/2 connection of a child's clients: t/lib/h2-transport.py (with
+# Debian's python3-h2) on two pipes; its lines go to the clients by name.
+
+use File::Basename qw(dirname);
+use File::Spec;
+use IPC::Open2 ();
+
+my $TRANSPORT = File::Spec->rel2abs(dirname(__FILE__) . "/../h2-transport.py");
+
+sub new {
+    my ($class, $port) = @_;
+    my ($from, $to);
+    my $pid = IPC::Open2::open2($from, $to, '/usr/bin/python3', $TRANSPORT, $port);
+    $to->autoflush(1);
+    return bless { pid => $pid, from => $from, to => $to, buf => '',
+                   clients => {} }, $class;
+}
+
+sub send {
+    my ($self, @f) = @_;
+    return unless $self->{to};
+    print { $self->{to} } join("\t", map { WsAgent::Sse::esc($_) } @f), "\n";
+}
+
+sub on_readable {
+    my ($self) = @_;
+    my $n = sysread $self->{from}, $self->{buf}, 65536, length $self->{buf};
+    return if !defined $n && ($!{EAGAIN} || $!{EINTR});
+    unless ($n) {
+        # the transport is gone: every stream still open with it
+        close delete $self->{from};
+        $_->h2_line('end', 'error: the HTTP/2 transport exited')
+            for values %{ $self->{clients} };
+        return;
+    }
+    while ($self->{buf} =~ s/^([^\n]*)\n//) {
+        my ($kind, $name, @f) = map { WsAgent::Sse::unesc($_) } split /\t/, $1, -1;
+        if ($kind eq 'fail') {
+            $_->h2_line('end', "error: $f[0]") for values %{ $self->{clients} };
+            next;
+        }
+        my $c = $self->{clients}{$name} or next;
+        $c->h2_line($kind, @f);
+    }
+}
+
+sub stop {
+    my ($self) = @_;
+    close delete $self->{to} if $self->{to};
+    close delete $self->{from} if $self->{from};
+    WsAgent::Util::kill_pid($self->{pid}, signals => [qw(TERM KILL)], grace => 2)
+        if $self->{pid};
+    waitpid $self->{pid}, 0 if $self->{pid};
+    delete $self->{pid};
 }
 
 
