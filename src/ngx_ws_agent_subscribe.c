@@ -82,6 +82,7 @@ typedef struct {
 
     ngx_event_t                 heartbeat;
     ngx_event_t                 close;
+    ngx_event_t                 send;           /* live events, once a read */
     const char                 *why;            /* the close's, for the log */
 
     /* a WebSocket subscriber: the client's frames (pings, its close) */
@@ -135,6 +136,7 @@ static ngx_int_t ngx_ws_agent_sub_room(ngx_ws_agent_sub_t *sub, size_t len);
 static u_char *ngx_ws_agent_sub_text(ngx_ws_agent_sub_t *sub, u_char *p,
     size_t len);
 static void ngx_ws_agent_sub_flush(ngx_ws_agent_sub_t *sub);
+static void ngx_ws_agent_sub_send_handler(ngx_event_t *ev);
 static void ngx_ws_agent_sub_write_handler(ngx_http_request_t *r);
 static void ngx_ws_agent_sub_heartbeat(ngx_event_t *ev);
 static ngx_int_t ngx_ws_agent_sub_ws_handshake(ngx_http_request_t *r,
@@ -430,6 +432,10 @@ ngx_ws_agent_sub_start(ngx_http_request_t *r, ngx_ws_agent_sub_t *sub)
     sub->close.data = sub;
     sub->close.log = r->connection->log;
 
+    sub->send.handler = ngx_ws_agent_sub_send_handler;
+    sub->send.data = sub;
+    sub->send.log = r->connection->log;
+
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return NGX_ERROR;
@@ -494,6 +500,10 @@ ngx_ws_agent_sub_cleanup(void *data)
 
     if (sub->close.posted) {
         ngx_delete_posted_event(&sub->close);
+    }
+
+    if (sub->send.posted) {
+        ngx_delete_posted_event(&sub->send);
     }
 
     ngx_ws_agent_gauge(subscribers, -1);
@@ -566,7 +576,14 @@ ngx_ws_agent_sub_message(ngx_ws_agent_watch_t *w, u_char *data, size_t len)
             return;
         }
 
-        ngx_ws_agent_sub_flush(sub);
+        /*
+         * sent once the feed's read is done: the events that came in one
+         * read from Redis go to the client in one write
+         */
+        if (!sub->send.posted) {
+            ngx_post_event(&sub->send, &ngx_posted_events);
+        }
+
         break;
 
     case NGX_WS_AGENT_SUB_READING:
@@ -1243,6 +1260,13 @@ ngx_ws_agent_sub_flush(ngx_ws_agent_sub_t *sub)
     if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
         ngx_ws_agent_sub_post_close(sub, "writing to the client failed");
     }
+}
+
+
+static void
+ngx_ws_agent_sub_send_handler(ngx_event_t *ev)
+{
+    ngx_ws_agent_sub_flush(ev->data);
 }
 
 
