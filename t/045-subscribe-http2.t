@@ -134,12 +134,12 @@ reads too slowly
 
 
 
-=== TEST 3: a stream that gets no window back is closed (counted, logged) once its buffer is full, while five fast streams on the same HTTP/2 connection get everything (300 events of 2 kB)
+=== TEST 3: a stream that gets no window back is closed (counted, logged) once its buffer is full, while five fast streams on the same HTTP/2 connection get everything (300 events of 2 kB, 10 ms apart: 200 kB/s a stream)
 --- config eval
 $::config =~ s/(ws_agent_subscribe_stream [^\n]*\n)/$1            ws_agent_subscribe_buffer 16k;\n/r
 --- ws_backend eval
 CORE::join "\n", 'send text {"type":"connection_ready"}',
-    (map { 'send text {"type":"agent_thinking","n":' . $_ . ',"pad":"' . ('x' x 2000) . "\"}\nwait 2ms" } 1 .. 300),
+    (map { 'send text {"type":"agent_thinking","n":' . $_ . ',"pad":"' . ('x' x 2000) . "\"}\nwait 10ms" } 1 .. 300),
     'record'
 --- sse_subscribe
 slow: /sub?user=h3 ; slow ; h2=c ; port=$TEST_NGINX_RAND_PORT_1
