@@ -6,6 +6,7 @@
 # records it and decides when to drop and resume.
 #
 #   h2-transport.py PORT [WINDOW]     WINDOW: the streams' initial window
+#                                     (256k); the connection's is 16M
 #
 # Lines in (stdin) and out (stdout), tab-separated, each field escaped as
 # WsAgent::Sse::esc does (\\ \t \n \r):
@@ -33,6 +34,7 @@ import h2.settings
 
 ESC = {b"\\": b"\\\\", b"\t": b"\\t", b"\n": b"\\n", b"\r": b"\\r"}
 SPECIAL = re.compile(rb"[\\\t\n\r]")
+CONN_WINDOW = 16 * 1024 * 1024
 UNESC = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 
 
@@ -62,10 +64,15 @@ class Transport:
         cfg = h2.config.H2Configuration(client_side=True,
                                         header_encoding="utf-8")
         self.conn = h2.connection.H2Connection(config=cfg)
+        # windows as a browser's, if smaller (Chromium: 6M a stream, 15M
+        # the connection): nginx's default 64k for the connection, shared
+        # by every stream, would make one slow read stall them all
+        self.conn.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE:
+                            window or 262144})
         self.conn.initiate_connection()
-        if window:
-            self.conn.update_settings(
-                {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.conn.increment_flow_control_window(CONN_WINDOW - 65535)
         self.by_stream = {}     # stream id -> client name
         self.stream_of = {}     # client name -> its open stream id
         self.slow = set()       # names whose stream gets no window back
