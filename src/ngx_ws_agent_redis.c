@@ -31,6 +31,7 @@
 #define NGX_WS_AGENT_REDIS_WINDOW       1024
 #define NGX_WS_AGENT_REDIS_EXIT_FLUSH   500
 #define NGX_WS_AGENT_REDIS_LOSS_WINDOW  1000
+#define NGX_WS_AGENT_REDIS_MIGRATING    100     /* ms, the map asked again */
 
 
 typedef enum {
@@ -50,8 +51,6 @@ typedef struct {
     unsigned                      asking:1;     /* ASKING first (ASK) */
     unsigned                      asked:1;      /* ASKING was answered */
     unsigned                      script:1;     /* EVALSHA (a stream) */
-    unsigned                      deferred:1;   /* "DEFERRED": relayed */
-    size_t                        pub;          /* ARGV[5]'s offset, or 0 */
     size_t                        len;
     u_char                        data[1];
 } ngx_ws_agent_item_t;
@@ -116,6 +115,8 @@ typedef struct {
 
     /* losses not logged yet: one line per kind at the end of a window */
     ngx_event_t                   loss_log;
+    ngx_event_t                   migrating;    /* a slot waits: map again */
+    ngx_uint_t                    migrating_slot;   /* the last one logged */
     ngx_uint_t                    unlogged[NGX_WS_AGENT_NLOST];
     u_char                        refused[NGX_WS_AGENT_ERROR_LEN];
     const char                   *refused_cmd;  /* the last refused one's */
@@ -143,13 +144,6 @@ typedef struct {
  * envelope, so a live subscriber and a replaying one see the same id.
  * MINID trims by the new entry's own time, and the stream expires when
  * its newest entry is older than age.
- *
- * In a cluster, an append the slot's owner answered ASK (its slot is
- * migrating, the stream already moved) runs on the importing master with
- * "DEFERRED" for SPUBLISH: it returns the channel and the message, and the
- * SPUBLISH goes to the owner as a relay, because the slot's sharded
- * channel is served there, where its subscribers are, until the slot is
- * handed over (a SPUBLISH on the importing master reaches nobody).
  */
 static ngx_str_t  ngx_ws_agent_redis_append_script = ngx_string(
     "if redis.call('SETBIT',KEYS[2],ARGV[1],1)==1 then return false end\n"
@@ -167,18 +161,12 @@ static ngx_str_t  ngx_ws_agent_redis_append_script = ngx_string(
     "string.format('%.0f',ms)) end\n"
     " redis.call('PEXPIRE',KEYS[1],ARGV[3])\n"
     "end\n"
-    "local m='{\"id\":\"'..id..'\",'..string.sub(ARGV[7],2)\n"
-    "if ARGV[5]=='DEFERRED' then return {ARGV[4],m} end\n"
-    "redis.call(ARGV[5],ARGV[4],m)\n"
+    "redis.call(ARGV[5],ARGV[4],'{\"id\":\"'..id..'\",'..string.sub(ARGV[7],2))\n"
     "return id\n");
-
-/* as long as "SPUBLISH": written over it in place */
-#define NGX_WS_AGENT_REDIS_DEFERRED  "DEFERRED"
-
 
 
 static u_char *ngx_ws_agent_redis_append(u_char *p,
-    ngx_ws_agent_redis_event_t *ev, u_char **pub);
+    ngx_ws_agent_redis_event_t *ev);
 static u_char *ngx_ws_agent_redis_arg(u_char *p, u_char *data, size_t len);
 static void ngx_ws_agent_redis_target_start(ngx_ws_agent_redis_t *rs,
     ngx_ws_agent_redis_target_t *t, ngx_ws_agent_node_stats_t *stats);
@@ -191,8 +179,10 @@ static void ngx_ws_agent_redis_map(ngx_ws_agent_redis_cluster_t *cl);
 static void ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
     ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
     redisReply *rr);
-static void ngx_ws_agent_redis_relay(ngx_ws_agent_redis_t *rs,
-    ngx_ws_agent_item_t *item, redisReply *rr);
+static void ngx_ws_agent_redis_migrating(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
+    redisReply *rr);
+static void ngx_ws_agent_redis_migrating_handler(ngx_event_t *ev);
 static void ngx_ws_agent_redis_summary(ngx_ws_agent_redis_t *rs);
 
 static ngx_int_t ngx_ws_agent_redis_queue_room(ngx_ws_agent_redis_t *rs);
@@ -273,6 +263,12 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
     rs->loss_log.log = cycle->log;
     rs->loss_log.cancelable = 1;
 
+    rs->migrating.handler = ngx_ws_agent_redis_migrating_handler;
+    rs->migrating.data = rs;
+    rs->migrating.log = cycle->log;
+    rs->migrating.cancelable = 1;
+    rs->migrating_slot = NGX_WS_AGENT_SLOTS;
+
     ngx_ws_agent_redis_target_init(&rs->unrouted);
 
     if (wmcf->redis.cluster) {
@@ -326,7 +322,7 @@ ngx_ws_agent_redis_init_process(ngx_cycle_t *cycle,
 ngx_int_t
 ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
 {
-    u_char                       *p, *pub;
+    u_char                       *p;
     size_t                        len, size;
     ngx_str_t                    *key;
     ngx_uint_t                    i;
@@ -366,10 +362,9 @@ ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
     }
 
     p = item->data;
-    pub = NULL;
 
     if (ev->stream) {
-        p = ngx_ws_agent_redis_append(p, ev, &pub);
+        p = ngx_ws_agent_redis_append(p, ev);
         key = ev->stream;
 
     } else {
@@ -399,8 +394,6 @@ ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
     item->asking = 0;
     item->asked = 0;
     item->script = ev->stream ? 1 : 0;
-    item->deferred = 0;
-    item->pub = (pub && rs->cluster) ? (size_t) (pub - item->data) : 0;
     item->slot = rs->cluster
                  ? (uint16_t) ngx_ws_agent_redis_slot(key->data, key->len)
                  : 0;
@@ -422,8 +415,7 @@ ngx_ws_agent_redis_publish(ngx_ws_agent_redis_event_t *ev, ngx_log_t *log)
  */
 
 static u_char *
-ngx_ws_agent_redis_append(u_char *p, ngx_ws_agent_redis_event_t *ev,
-    u_char **pub)
+ngx_ws_agent_redis_append(u_char *p, ngx_ws_agent_redis_event_t *ev)
 {
     u_char                  *q;
     ngx_ws_agent_redis_t    *rs = &ngx_ws_agent_redis;
@@ -456,8 +448,6 @@ ngx_ws_agent_redis_append(u_char *p, ngx_ws_agent_redis_event_t *ev,
     p = ngx_ws_agent_redis_arg(p, ev->channel->data, ev->channel->len);
 
     if (rs->cluster) {
-        /* where "DEFERRED" goes after an ASK: past "$8\r\n" */
-        *pub = p + 4;
         p = ngx_ws_agent_redis_arg(p, (u_char *) "SPUBLISH", 8);
 
     } else {
@@ -573,6 +563,11 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 
     if (rr->type == REDIS_REPLY_ERROR && rs->cluster) {
 
+        if (item->script && ngx_strncmp(rr->str, "ASK ", 4) == 0) {
+            ngx_ws_agent_redis_migrating(rs, t, item, rr);
+            return;
+        }
+
         if (ngx_strncmp(rr->str, "MOVED ", 6) == 0
             || ngx_strncmp(rr->str, "ASK ", 4) == 0)
         {
@@ -609,15 +604,6 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 
     script = item->script;
     ngx_ws_agent_redis_queue_take(rs, t, item);
-
-    if (item->deferred && rr->type == REDIS_REPLY_ARRAY) {
-        /* appended where the stream is: the owner publishes it */
-        ngx_ws_agent_redis_relay(rs, item, rr);
-        ngx_free(item);
-        ngx_ws_agent_redis_send(rs, t);
-        return;
-    }
-
     ngx_free(item);
 
     if (rr->type == REDIS_REPLY_NIL) {
@@ -639,65 +625,57 @@ ngx_ws_agent_redis_reply(ngx_ws_agent_redis_node_t *node, redisReply *rr)
 
 
 /*
- * A deferred append's [channel, message]: its SPUBLISH goes first to the
- * slot's owner (a MOVED there, once the slot is handed over, follows it)
+ * A stream append answered ASK: its slot is migrating and the stream has
+ * gone to the importing master, but the slot's sharded channel is served
+ * here until the slot is handed over (a SPUBLISH there would reach no
+ * subscriber: Redis 7.0 answers MOVED to SSUBSCRIBE on an importing
+ * slot).  So the slot's events wait, in order, unrouted, and the map is
+ * asked again every NGX_WS_AGENT_REDIS_MIGRATING ms: the owner answers ASK
+ * until it has handed the slot over, then MOVED, and they go to the new
+ * owner, which publishes them where the subscribers have gone.
  */
 
 static void
-ngx_ws_agent_redis_relay(ngx_ws_agent_redis_t *rs, ngx_ws_agent_item_t *item,
+ngx_ws_agent_redis_migrating(ngx_ws_agent_redis_t *rs,
+    ngx_ws_agent_redis_target_t *t, ngx_ws_agent_item_t *item,
     redisReply *rr)
 {
-    u_char                       *p;
-    size_t                        size;
-    redisReply                   *ch, *msg;
-    ngx_ws_agent_item_t          *relay;
-    ngx_ws_agent_redis_target_t  *to;
+    ngx_ws_agent_redis_queue_take(rs, t, item);
+    ngx_ws_agent_redis_queue_put(rs, &rs->unrouted, item,
+                                 NGX_WS_AGENT_LINE_RESEND);
 
-    if (rr->elements != 2
-        || rr->element[0]->type != REDIS_REPLY_STRING
-        || rr->element[1]->type != REDIS_REPLY_STRING)
-    {
-        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                      "ws_agent: Redis answered a deferred append with "
-                      "%uz element(s), not [channel, message] (1 event(s) "
-                      "lost: appended, not published)", rr->elements);
-        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_REDIS_ERROR, 1);
-        return;
+    if (rs->route[item->slot] != NGX_WS_AGENT_NO_TARGET) {
+        /* what else of the slot t holds unsent waits behind it */
+        rs->route[item->slot] = NGX_WS_AGENT_NO_TARGET;
+        ngx_ws_agent_redis_queue_reroute(rs, t);
     }
 
-    ch = rr->element[0];
-    msg = rr->element[1];
+    if (rs->migrating_slot != item->slot) {
+        rs->migrating_slot = item->slot;
 
-    size = sizeof("*3\r\n$8\r\nSPUBLISH\r\n") + 2 * (NGX_SIZE_T_LEN + 5)
-           + ch->len + msg->len;
-
-    relay = ngx_alloc(offsetof(ngx_ws_agent_item_t, data) + size, rs->log);
-    if (relay == NULL) {
-        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                      "ws_agent: no memory for a deferred append's SPUBLISH "
-                      "(1 event(s) lost: appended, not published)");
-        ngx_ws_agent_count(NGX_WS_AGENT_EVENTS_REDIS_ERROR, 1);
-        return;
+        ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
+                      "ws_agent: Redis cluster: slot %ui is migrating "
+                      "(\"%*s\"): its stream appends wait until %V hands "
+                      "it over", (ngx_uint_t) item->slot, (size_t) rr->len,
+                      rr->str, &t->name);
     }
 
-    p = ngx_ws_agent_redis_literal(relay->data, "*3\r\n$8\r\nSPUBLISH\r\n");
-    p = ngx_ws_agent_redis_arg(p, (u_char *) ch->str, ch->len);
-    p = ngx_ws_agent_redis_arg(p, (u_char *) msg->str, msg->len);
+    if (!rs->migrating.timer_set && !rs->exiting) {
+        ngx_add_timer(&rs->migrating, NGX_WS_AGENT_REDIS_MIGRATING);
+    }
 
-    relay->len = p - relay->data;
-    relay->stamp = item->stamp;
-    relay->slot = item->slot;
-    relay->asking = 0;
-    relay->asked = 0;
-    relay->script = 0;
-    relay->deferred = 0;
-    relay->pub = 0;
-
-    to = ngx_ws_agent_redis_target_of(rs, relay->slot);
-
-    ngx_ws_agent_redis_queue_put(rs, to, relay, NGX_WS_AGENT_LINE_RESEND);
     ngx_ws_agent_redis_queue_gauges(rs);
-    ngx_ws_agent_redis_send(rs, to);
+    ngx_ws_agent_redis_send(rs, t);
+}
+
+
+static void
+ngx_ws_agent_redis_migrating_handler(ngx_event_t *ev)
+{
+    ngx_ws_agent_redis_t  *rs = ev->data;
+
+    /* the map routes the waiting slots again (to the owner, or the new) */
+    ngx_ws_agent_redis_cluster_refresh(rs->cluster);
 }
 
 
@@ -736,13 +714,6 @@ ngx_ws_agent_redis_redirect(ngx_ws_agent_redis_t *rs,
     }
 
     item->asking = !moved;
-
-    if (!moved && item->pub && !item->deferred) {
-        /* the importing master appends; the owner publishes (the relay) */
-        ngx_memcpy(item->data + item->pub, NGX_WS_AGENT_REDIS_DEFERRED,
-                   sizeof(NGX_WS_AGENT_REDIS_DEFERRED) - 1);
-        item->deferred = 1;
-    }
 
     ngx_ws_agent_redis_queue_put(rs, to, item, NGX_WS_AGENT_LINE_RESEND);
 
@@ -1463,6 +1434,10 @@ ngx_ws_agent_redis_exit_process(ngx_cycle_t *cycle)
 
     if (rs->loss_log.timer_set) {
         ngx_del_timer(&rs->loss_log);
+    }
+
+    if (rs->migrating.timer_set) {
+        ngx_del_timer(&rs->migrating);
     }
 
     ngx_ws_agent_redis_log_losses(rs);

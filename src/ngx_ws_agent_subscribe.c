@@ -1568,6 +1568,11 @@ ngx_ws_agent_sub_ws_frame(ngx_ws_agent_sub_t *sub, ngx_uint_t opcode,
     u_char     *p;
     ngx_int_t   rc;
 
+    if (sub->ws_closing) {
+        /* nothing follows a close frame (RFC 6455 5.5.1) */
+        return NGX_DECLINED;
+    }
+
     rc = ngx_ws_agent_sub_room(sub, len + 10);
 
     if (rc == NGX_ERROR) {

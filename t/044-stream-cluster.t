@@ -109,7 +109,7 @@ event(s) lost
 
 
 
-=== TEST 3: the same moves held open for 300 ms each between MIGRATE and SETSLOT NODE (a reshard of many keys): the old owner answers ASK, the append runs on the importing master and the event is SPUBLISHed where the slot's subscribers still are (the old owner), none missed; each stream holds every seq once
+=== TEST 3: the same moves held open for 300 ms each between MIGRATE and SETSLOT NODE (a reshard of many keys): the old owner answers ASK, and the slot's appends wait for the handover, then go to the new owner, where the subscribers have gone: none missed, in order; each stream holds every seq once
 --- ws_backend eval
 CORE::join "\n", 'send text {"type":"connection_ready"}',
     (map { qq{send text {"type":"agent_thinking","n":$_}\nwait 40ms} } 1 .. 60), 'record'
@@ -128,6 +128,33 @@ CORE::join "\n", 'sleep 300ms',
 CORE::join ' ', map { "agent:events:{h$_}" } 1 .. 8
 --- cluster_delivered eval
 CORE::join "\n", (map { "agent:events:{h$_} 60 last nodes>=3" } 1 .. 4), map { "agent:events:{h$_} 60 master" } 5 .. 8
+--- wait: 15
+--- no_error_log
+[alert]
+[crit]
+event(s) lost
+
+
+
+=== TEST 4: 12 connections start at random during the held moves of 4 users' slots (a first event's keys exist nowhere yet): every event reaches the sharded subscribers in order, each stream holds every seq once
+--- ws_backend eval
+CORE::join "\n", 'send text {"type":"connection_ready"}',
+    (map { qq{send text {"type":"agent_thinking","n":$_}\nwait 30ms} } 1 .. 50), 'record'
+--- ws_client eval
+CORE::join "\n", 'parallel 12', 'sleep random 0-1500ms', 'handshake /ws X-User-Id: k$i',
+    'recv text {"type":"connection_ready"}',
+    (map { qq{recv text {"type":"agent_thinking","n":$_} within 20s} } 1 .. 50),
+    'sleep 2s', 'send close 1000', 'recv close 1000 within 20s'
+--- meanwhile eval
+CORE::join "\n", 'sleep 200ms',
+    'cluster_move agent:stream:{k1} agent:stream:{k2} agent:stream:{k3} agent:stream:{k4} to next hold 300ms',
+    'sleep 4s',
+    (map { ("cluster_cmd agent:stream:{k$_} XLEN agent:stream:{k$_} => 50",
+            "cluster_cmd agent:stream:{k$_} XRANGE agent:stream:{k$_} - + =~ " . CORE::join('.*', map { qq{"seq":$_,} } 1 .. 50)) } 1 .. 12)
+--- cluster_subscribe eval
+CORE::join ' ', map { "agent:events:{k$_}" } 1 .. 12
+--- cluster_delivered eval
+CORE::join "\n", (map { "agent:events:{k$_} 50 last" } 1 .. 4), map { "agent:events:{k$_} 50 master" } 5 .. 12
 --- wait: 15
 --- no_error_log
 [alert]
