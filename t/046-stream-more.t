@@ -165,6 +165,7 @@ sleep 100ms
 redis_cmd XLEN agent:stream:4 => 2
 sleep 1500ms
 redis_cmd EXISTS agent:stream:4 => 0
+redis_cmd KEYS agent:stream:4:seen:* => /^\[agent:stream:4:seen:ws_4_\d+_[0-9a-f]{8}\]$/
 recv text {"type":"agent_completed","n":3} within 2s
 sleep 200ms
 --- redis_subscribe: agent:events:4
