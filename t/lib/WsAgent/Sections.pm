@@ -43,6 +43,7 @@ use WsAgent::Redis;
 use WsAgent::Dns;
 use WsAgent::Sentinel;
 use WsAgent::Cluster;
+use WsAgent::RedisStream;
 use WsAgent::Tls;
 use WsAgent::Browser;
 use WsAgent::Prometheus;
@@ -64,7 +65,7 @@ my @OURS = qw(ws_backend ws_client browser redis_config redis_unix
               redis_delivered meanwhile sentinel_subscribe sentinel_check
               cluster_config cluster_subscribe cluster_classic_subscribe
               cluster_delivered cluster_loss sse_subscribe sse_settle
-              sse_check sse_live_timeout);
+              sse_check sse_live_timeout redis_stream);
 
 # Where an unknown $TEST_NGINX_* is an error (in nginx's configuration
 # sections the runner says so itself).
@@ -389,6 +390,9 @@ sub run_and_check {
             check_cluster($t) if $t->{cluster_sub};
             check_sentinel($t) if has($block, 'sentinel_check');
             check_sse($t) if $t->{sse} || has($block, 'sse_check');
+            # ws_agent_stream's streams on the block's Redis
+            WsAgent::RedisStream::check({ %$t, redis => $Redis })
+                if has($block, 'redis_stream');
         }
     }
     # Prometheus goes before nginx (it would log failed scrapes)
