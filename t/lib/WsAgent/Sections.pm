@@ -34,7 +34,8 @@ use Storable ();
 use Time::HiRes qw(time sleep);
 
 use WsAgent::Util qw(free_port wait_until kill_pid slurp trim
-                     parse_header_list expected_lines worker_pids);
+                     parse_header_list expected_lines worker_pids
+                     parse_duration);
 use WsAgent::Frame;
 use WsAgent::Http;
 use WsAgent::Backend;
@@ -694,16 +695,27 @@ sub ws_hooks {
             1;
         },
         # a plain GET in the middle of the steps; the body must match
+        # ("within T": asked again every 50 ms until it does, T at most)
         http_get => sub {
             my ($s) = @_;
-            my $res = WsAgent::Http::send_request(server_port(),
-                WsAgent::Http::build_request("GET $s->{path}"), 3);
-            return (0, "GET $s->{path}: $res->{error}") if $res->{error};
-            my $body = $res->{body} // '';
-            return (1, "GET $s->{path}: $res->{status}")
-                if !defined $s->{want} || $body =~ /$s->{want}/s;
-            return (0, "GET $s->{path}: $res->{status}, body does not match "
-                       . "/$s->{want}/:\n$body");
+            my $deadline = time + (defined $s->{within}
+                                   ? parse_duration($s->{within}) : 0);
+            while (1) {
+                my $res = WsAgent::Http::send_request(server_port(),
+                    WsAgent::Http::build_request("GET $s->{path}"), 3);
+                my $body = $res->{body} // '';
+                return (1, "GET $s->{path}: $res->{status}")
+                    if !$res->{error}
+                       && (!defined $s->{want} || $body =~ /$s->{want}/s);
+                if (time >= $deadline) {
+                    return (0, "GET $s->{path}: $res->{error}") if $res->{error};
+                    return (0, "GET $s->{path}: $res->{status}, body does not "
+                               . "match /$s->{want}/"
+                               . (defined $s->{within} ? " within $s->{within}" : '')
+                               . ":\n$body");
+                }
+                sleep 0.05;
+            }
         },
         redis_hooks('redis', $Redis, $t->{subscriber}),
         redis_hooks('redis_b', $RedisB, $t->{subscriber_b}),

@@ -74,8 +74,8 @@ sub parse_step {
         parse_duration($1);
     } elsif ($line eq 'drop') {
         $s{op} = 'drop';
-    } elsif ($line =~ /^http_get\s+(\S+)(?:\s+=>\s+(.*))?$/) {
-        @s{qw(op path want)} = ('http_get', $1, $2);
+    } elsif ($line =~ /^http_get\s+(\S+)(?:\s+=>\s+(.*?))?(?:\s+within\s+(\S+))?$/) {
+        @s{qw(op path want within)} = ('http_get', $1, $2, $3);
     } elsif ($line =~ /^redis_start\s+tls\s+(\S.*)$/) {
         @s{qw(op tls)} = ('redis_start', trim($1));
     } elsif ($line =~ /^(redis(?:_b)?_stop|redis(?:_b)?_start|nginx_reload|nginx_kill_workers)$/) {
