@@ -580,8 +580,11 @@ sub sampler {
     $log->autoflush(1);
     while (1) {
         my $next = time + 1;
+        # the workers first: a worker forked after the map was read would
+        # have its channel (made before the fork) counted as a connection
+        my @w = workers();
         my $own = not_conn_sockets();
-        for my $w (workers()) {
+        for my $w (@w) {
             my $i = worker_fds($w, $own) or next;
             printf $log "W %.3f %d %d %d %d %d\n", time, $w,
                    @$i{qw(rss anon fds conns)};
