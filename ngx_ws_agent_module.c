@@ -82,7 +82,7 @@ static ngx_conf_post_handler_pt  ngx_ws_agent_positive_msec_p =
 
 
 /* constant: the default of ws_agent_events, which the merged list points to */
-static ngx_str_t  ngx_ws_agent_default_events[] = {
+static const ngx_str_t  ngx_ws_agent_default_events[] = {
     ngx_string("agent_started"),
     ngx_string("agent_thinking"),
     ngx_string("tool_executing"),

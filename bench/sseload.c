@@ -858,33 +858,24 @@ sl_envelope(sl_conn_t *c, const char *p, size_t len)
 static void
 sl_flush(sl_conn_t *c)
 {
-    ssize_t             n;
+    int                 rc;
     struct epoll_event  ev;
 
     if (c->state == SL_CONNECTING || c->state == SL_FREE) {
         return;
     }
 
-    while (c->out.pos < c->out.len) {
-        n = write(c->fd, c->out.data + c->out.pos, c->out.len - c->out.pos);
+    rc = wsb_write_out(c->fd, &c->out);
 
-        if (n == -1) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            if (errno != EAGAIN) {
-                c->w->errors++;
-                sl_finish(c);
-            }
-            return;     /* EPOLLOUT is armed until the request is out */
-        }
-
-        c->out.pos += n;
+    if (rc == -1) {
+        c->w->errors++;
+        sl_finish(c);
+        return;
     }
 
-    c->out.pos = 0;
-    c->out.len = 0;
+    if (rc == 1) {
+        return;     /* EPOLLOUT is armed until the request is out */
+    }
 
     if (c->want_out) {
         ev.events = EPOLLIN;
@@ -919,28 +910,8 @@ sl_finish(sl_conn_t *c)
 }
 
 
-/* every sample up to the reservoir's size, then Algorithm R */
 static void
 sl_sample(sl_worker_t *w, uint32_t us)
 {
-    uint32_t  r;
-    uint64_t  j;
-
-    if (w->nsamples < w->samples_cap) {
-        w->samples[w->nsamples++] = us;
-        return;
-    }
-
-    w->nsamples++;
-
-    r = w->rnd;
-    r ^= r << 13;
-    r ^= r >> 17;
-    r ^= r << 5;
-    w->rnd = r;
-
-    j = (((uint64_t) r << 32) | (r ^ 0x5bd1e995u)) % w->nsamples;
-    if (j < w->samples_cap) {
-        w->samples[j] = us;
-    }
+    wsb_reservoir_add(w->samples, w->samples_cap, &w->nsamples, &w->rnd, us);
 }

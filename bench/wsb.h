@@ -282,6 +282,67 @@ wsb_connect_error(int fd)
 }
 
 
+/*
+ * Writes out what b holds from b->pos: 0 all of it (b emptied), 1 the
+ * socket is full (b keeps the rest), -1 an error (errno)
+ */
+static inline int
+wsb_write_out(int fd, wsb_buf_t *b)
+{
+    ssize_t  n;
+
+    while (b->pos < b->len) {
+        n = write(fd, b->data + b->pos, b->len - b->pos);
+
+        if (n == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+
+            return errno == EAGAIN ? 1 : -1;
+        }
+
+        b->pos += n;
+    }
+
+    b->pos = 0;
+    b->len = 0;
+
+    return 0;
+}
+
+
+/*
+ * A latency sample into a reservoir of cap: every one while it has room,
+ * then Algorithm R (xorshift32 in *rnd); *n counts every sample seen
+ */
+static inline void
+wsb_reservoir_add(uint32_t *samples, size_t cap, uint64_t *n, uint32_t *rnd,
+    uint32_t v)
+{
+    uint32_t  r;
+    uint64_t  j;
+
+    if (*n < cap) {
+        samples[(*n)++] = v;
+        return;
+    }
+
+    (*n)++;
+
+    r = *rnd;
+    r ^= r << 13;
+    r ^= r >> 17;
+    r ^= r << 5;
+    *rnd = r;
+
+    j = (((uint64_t) r << 32) | (r ^ 0x5bd1e995u)) % *n;
+    if (j < cap) {
+        samples[j] = v;
+    }
+}
+
+
 static inline int
 wsb_cmp_u32(const void *a, const void *b)
 {

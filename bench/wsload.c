@@ -961,41 +961,30 @@ wl_send_close(wl_conn_t *c)
 static void
 wl_flush(wl_conn_t *c)
 {
-    ssize_t             n;
+    int                 rc;
     struct epoll_event  ev;
 
     if (c->state == WL_CONNECTING || c->state == WL_FREE) {
         return;         /* a new socket: it waits for its EPOLLOUT */
     }
 
-    while (c->out.pos < c->out.len) {
-        n = write(c->fd, c->out.data + c->out.pos, c->out.len - c->out.pos);
+    rc = wsb_write_out(c->fd, &c->out);
 
-        if (n == -1) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            if (errno != EAGAIN) {
-                c->w->errors++;
-                wl_finish(c, 0);
-                return;
-            }
-
-            if (!c->want_out) {
-                ev.events = EPOLLIN | EPOLLOUT;
-                ev.data.ptr = c;
-                (void) epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
-                c->want_out = 1;
-            }
-            return;
-        }
-
-        c->out.pos += n;
+    if (rc == -1) {
+        c->w->errors++;
+        wl_finish(c, 0);
+        return;
     }
 
-    c->out.pos = 0;
-    c->out.len = 0;
+    if (rc == 1) {
+        if (!c->want_out) {
+            ev.events = EPOLLIN | EPOLLOUT;
+            ev.data.ptr = c;
+            (void) epoll_ctl(c->w->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+            c->want_out = 1;
+        }
+        return;
+    }
 
     if (c->want_out) {
         ev.events = EPOLLIN;
@@ -1044,30 +1033,9 @@ wl_finish(wl_conn_t *c, int completed)
 }
 
 
-/* every sample up to the reservoir's size, then Algorithm R */
 static void
 wl_sample(wl_worker_t *w, uint64_t ns)
 {
-    uint32_t  v, r;
-    uint64_t  j;
-
-    v = ns > UINT32_MAX ? UINT32_MAX : (uint32_t) ns;
-
-    if (w->nsamples < w->samples_cap) {
-        w->samples[w->nsamples++] = v;
-        return;
-    }
-
-    w->nsamples++;
-
-    r = w->rnd;
-    r ^= r << 13;
-    r ^= r >> 17;
-    r ^= r << 5;
-    w->rnd = r;
-
-    j = (((uint64_t) r << 32) | (r ^ 0x5bd1e995u)) % w->nsamples;
-    if (j < w->samples_cap) {
-        w->samples[j] = v;
-    }
+    wsb_reservoir_add(w->samples, w->samples_cap, &w->nsamples, &w->rnd,
+                      ns > UINT32_MAX ? UINT32_MAX : (uint32_t) ns);
 }
